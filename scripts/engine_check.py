@@ -1,0 +1,52 @@
+"""Prove the engine is real: pull the base image, install a PyPI package through a cache
+volume, run the result, and export it as an OCI tarball.
+
+Run by ``scripts/engine status`` with the environment that ``scripts/engine env`` prints.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import dagger
+from dagger import dag
+
+
+async def check() -> int:
+    base = os.environ.get("PIPELINE_BASE_IMAGE", "localhost:5000/bookworm-python:3.11")
+    started = time.monotonic()
+    async with dagger.connection(dagger.Config(log_output=sys.stderr)):
+        ctr = (
+            dag.container()
+            .from_(base)
+            .with_mounted_cache("/root/.cache/pip", dag.cache_volume("engine-check-pip"))
+            .with_exec(["python3", "-m", "venv", "/opt/venv"])
+            .with_exec(["/opt/venv/bin/pip", "install", "--quiet", "six==1.16.0"])
+            .with_exec(["/opt/venv/bin/python", "-c", "import six; print('six', six.__version__)"])
+        )
+        # The engine's CA-certificate hook writes to stdout too: the package's line is the last.
+        out = (await ctr.stdout()).strip().splitlines()[-1]
+        with tempfile.TemporaryDirectory() as tmp:
+            tarball = Path(tmp) / "check.tar"
+            await ctr.export(str(tarball))
+            with tarfile.open(tarball) as tar:
+                names = set(tar.getnames())
+            size = tarball.stat().st_size
+    if out != "six 1.16.0" or "index.json" not in names:
+        print(f"engine check failed: output {out!r}, tarball entries {sorted(names)[:5]}")
+        return 1
+    print(
+        f"engine ok: {base} pulled, six installed through a cache volume, ran ({out}), "
+        f"exported an OCI tarball of {size / 1e6:.1f} MB in {time.monotonic() - started:.1f}s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(anyio.run(check))
