@@ -1,0 +1,175 @@
+"""Configuration: the project's root config and each service's manifest, as frozen models.
+
+The root config is ``pipeline.toml`` or ``[tool.pipeline]`` in ``pyproject.toml``; each
+service declares itself in ``<service>/service.toml``. Every error names the file, the
+field and the fix.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+ROOT_TIER = "base"
+MANIFEST = "service.toml"
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TierSpec(_Strict):
+    extends: Name | None = Field(
+        None, description="the tier this one builds on; only the root tier 'base' has none"
+    )
+    requirements: list[str] = Field(
+        default_factory=list,
+        description="requirement files installed into the tier's venv, relative to the project root",
+    )
+    apt: list[str] = Field(
+        default_factory=list, description="Debian packages the tier's runtime images need"
+    )
+    build_apt: list[str] = Field(
+        default_factory=list,
+        description="Debian packages only the builder needs (headers, compilers) for this tier",
+    )
+
+
+class ProjectSpec(_Strict):
+    services: list[str] = Field(
+        default_factory=lambda: ["services/*"],
+        description="globs, relative to the project root, of folders that hold a service.toml",
+    )
+    base_image: str = Field(
+        "python:3.11-slim-bookworm",
+        description="the image every stage starts from (override: --base-image, PIPELINE_BASE_IMAGE)",
+    )
+    user: Name = Field("app", description="the non-root user runtime images run as")
+    uid: int = Field(10001, ge=1000, lt=65535, description="that user's numeric id")
+    cache_scope: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="prefix of cache volume names (default: from the git branch)",
+    )
+    source_url: str | None = Field(
+        None, description="repository URL for org.opencontainers.image.source (default: git remote)"
+    )
+    tiers: dict[Name, TierSpec] = Field(
+        default_factory=lambda: {ROOT_TIER: TierSpec()},
+        description="the dependency tiers; 'base' is the root, others extend a tier",
+    )
+
+
+class ServiceSpec(_Strict):
+    name: Name | None = Field(None, description="the image name (default: the folder's name)")
+    tier: Name = Field(description="the tier whose image this service builds on")
+    command: list[str] = Field(min_length=1, description="the command the container runs")
+    port: int | None = Field(None, ge=1, le=65535, description="the port the service listens on")
+    health_path: str | None = Field(
+        None, pattern=r"^/", description="HTTP path that answers 200 when healthy (needs port)"
+    )
+    apt: list[str] = Field(default_factory=list, description="extra Debian packages at runtime")
+    include: list[str] = Field(
+        default_factory=lambda: ["**"], description="globs of the folder's files that are uploaded"
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="globs of the folder's files that are never uploaded"
+    )
+    requirements: str | None = Field(
+        None,
+        description="the service's own requirements.txt or pyproject.toml, relative to its folder",
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="environment of the runtime")
+    smoke: list[str] | None = Field(
+        None, min_length=1, description="a command that must exit 0 inside the built image"
+    )
+    size_budget_mb: float | None = Field(
+        None, gt=0, description="fail the build when the image's compressed size exceeds this"
+    )
+
+    @field_validator("apt")
+    @classmethod
+    def _plain_package_names(cls, value: list[str]) -> list[str]:
+        for pkg in value:
+            if not pkg or pkg.startswith("-") or any(c.isspace() for c in pkg):
+                raise ValueError(f"{pkg!r} is not a Debian package name")
+        return value
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML ({exc})", "correct the TOML syntax") from exc
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot be read ({exc.strerror})", "check the path") from exc
+
+
+def _field_help(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """The description of the field an error points at, walking nested models."""
+    current: Any = model
+    description = ""
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if not isinstance(part, str) or fields is None or part not in fields:
+            continue
+        info = fields[part]
+        description = info.description or ""
+        current = info.annotation
+    return description
+
+
+def validate(model: type[_Strict], data: object, file: Path, prefix: str = "") -> Any:
+    """Validate ``data`` as ``model``; the first error becomes a ConfigError."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        field = ".".join([prefix, *map(str, loc)] if prefix else map(str, loc))
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            allowed = ", ".join(model.model_fields)
+            fix = f"remove it; the fields here are: {allowed}"
+            problem = "unknown field"
+        elif kind == "missing":
+            problem = "is required"
+            fix = f"add it: {_field_help(model, loc)}"
+        else:
+            problem = err["msg"]
+            fix = f"set it to {_field_help(model, loc) or 'a valid value'}"
+        raise ConfigError(file, field, problem, fix) from None
+
+
+def load_project(root: Path) -> tuple[ProjectSpec, Path]:
+    """The root config and the file it came from (pipeline.toml wins over pyproject.toml)."""
+    candidate = root / "pipeline.toml"
+    if candidate.is_file():
+        return validate(ProjectSpec, read_toml(candidate), candidate), candidate
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        section = read_toml(pyproject).get("tool", {}).get("pipeline")
+        if section is not None:
+            return validate(ProjectSpec, section, pyproject, "tool.pipeline"), pyproject
+    raise ConfigError(
+        root,
+        "",
+        "no pipeline configuration found",
+        "add pipeline.toml (or [tool.pipeline] in pyproject.toml) with services = [...] and [tiers.base]",
+    )
+
+
+def load_service(manifest: Path) -> ServiceSpec:
+    spec: ServiceSpec = validate(ServiceSpec, read_toml(manifest), manifest)
+    if spec.health_path and spec.port is None:
+        raise ConfigError(manifest, "health_path", "needs a port", "add port = <the listening port>")
+    return spec

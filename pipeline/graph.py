@@ -1,0 +1,190 @@
+"""The project as data: tiers in build order, services found on disk, and selections.
+
+Pure: reads files, never talks to the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.config import (
+    MANIFEST,
+    ROOT_TIER,
+    ProjectSpec,
+    ServiceSpec,
+    TierSpec,
+    load_project,
+    load_service,
+)
+from pipeline.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    spec: TierSpec
+    requirements: tuple[Path, ...]
+
+    @property
+    def image_name(self) -> str:
+        return ROOT_TIER if self.name == ROOT_TIER else f"{self.name}-base"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    path: Path
+    manifest: Path
+    spec: ServiceSpec
+    requirements: Path | None
+
+    @property
+    def tier(self) -> str:
+        return self.spec.tier
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    config_file: Path
+    spec: ProjectSpec
+    tiers: dict[str, Tier]  # parents before children
+    services: dict[str, Service]  # sorted by name
+
+    def chain(self, tier: str) -> list[Tier]:
+        """The tiers from the root down to ``tier``."""
+        out: list[Tier] = []
+        name: str | None = tier
+        while name is not None:
+            out.append(self.tiers[name])
+            name = self.tiers[name].spec.extends
+        return out[::-1]
+
+    def select(self, names: Iterable[str] = (), tiers: Iterable[str] = ()) -> list[Service]:
+        names, tiers = list(names), list(tiers)
+        for name in names:
+            if name not in self.services:
+                known = ", ".join(self.services)
+                raise UsageError(f"unknown service {name!r}; the services are: {known}")
+        for tier in tiers:
+            if tier not in self.tiers:
+                known = ", ".join(self.tiers)
+                raise UsageError(f"unknown tier {tier!r}; the tiers are: {known}")
+        chosen = [
+            s
+            for s in self.services.values()
+            if (not names or s.name in names) and (not tiers or s.tier in tiers)
+        ]
+        if not chosen:
+            raise UsageError("the selection matches no service")
+        return chosen
+
+
+def _ordered_tiers(spec: ProjectSpec, root: Path, config_file: Path) -> dict[str, Tier]:
+    field = "tool.pipeline.tiers" if config_file.name == "pyproject.toml" else "tiers"
+    if ROOT_TIER not in spec.tiers:
+        raise ConfigError(config_file, field, "has no 'base' tier", "add a [tiers.base] table")
+    if spec.tiers[ROOT_TIER].extends is not None:
+        raise ConfigError(
+            config_file, f"{field}.base.extends", "the root tier extends nothing", "remove it"
+        )
+    ordered: dict[str, Tier] = {}
+
+    def visit(name: str, seen: tuple[str, ...]) -> None:
+        if name in ordered:
+            return
+        tier = spec.tiers[name]
+        if name in seen:
+            cycle = " -> ".join((*seen, name))
+            raise ConfigError(config_file, f"{field}.{name}.extends", f"cycle {cycle}", "break it")
+        if name != ROOT_TIER:
+            parent = tier.extends
+            if parent is None or parent not in spec.tiers:
+                raise ConfigError(
+                    config_file,
+                    f"{field}.{name}.extends",
+                    f"{'is missing' if parent is None else f'names unknown tier {parent!r}'}",
+                    f"set extends to one of: {', '.join(t for t in spec.tiers if t != name)}",
+                )
+            visit(parent, (*seen, name))
+        reqs = []
+        for i, rel in enumerate(tier.requirements):
+            path = root / rel
+            if not path.is_file():
+                raise ConfigError(
+                    config_file,
+                    f"{field}.{name}.requirements[{i}]",
+                    f"{rel} does not exist",
+                    "create the file or correct the path (relative to the project root)",
+                )
+            reqs.append(path)
+        ordered[name] = Tier(name, tier, tuple(reqs))
+
+    for name in spec.tiers:
+        visit(name, ())
+    return ordered
+
+
+def _service(manifest: Path, tiers: dict[str, Tier]) -> Service:
+    spec = load_service(manifest)
+    folder = manifest.parent
+    if spec.tier not in tiers:
+        raise ConfigError(
+            manifest,
+            "tier",
+            f"unknown tier {spec.tier!r}",
+            f"use one of: {', '.join(tiers)}",
+        )
+    requirements = None
+    if spec.requirements is not None:
+        requirements = folder / spec.requirements
+        if not requirements.is_file():
+            raise ConfigError(
+                manifest,
+                "requirements",
+                f"{spec.requirements} does not exist in {folder.name}/",
+                "create it, or remove the field to use only the tier's dependencies",
+            )
+        if requirements.name != "pyproject.toml" and requirements.suffix != ".txt":
+            raise ConfigError(
+                manifest,
+                "requirements",
+                "must be a requirements .txt file or a pyproject.toml",
+                "point it at requirements.txt or pyproject.toml",
+            )
+    return Service(spec.name or folder.name, folder, manifest, spec, requirements)
+
+
+def load(root: Path) -> Project:
+    """Read and check the whole project under ``root``."""
+    root = root.resolve()
+    if not root.is_dir():
+        raise UsageError(f"--project-dir {root} is not a directory")
+    spec, config_file = load_project(root)
+    tiers = _ordered_tiers(spec, root, config_file)
+    services: dict[str, Service] = {}
+    for pattern in spec.services:
+        for manifest in sorted(root.glob(f"{pattern.rstrip('/')}/{MANIFEST}")):
+            svc = _service(manifest, tiers)
+            if svc.name in services:
+                other = services[svc.name].manifest.relative_to(root)
+                raise ConfigError(
+                    manifest,
+                    "name",
+                    f"service name {svc.name!r} is already used by {other}",
+                    "give one of them another name = ...",
+                )
+            services[svc.name] = svc
+    if not services:
+        raise ConfigError(
+            config_file,
+            "services",
+            f"no {MANIFEST} found under {', '.join(spec.services)}",
+            f"point the globs at service folders, or add a {MANIFEST} to each service",
+        )
+    return Project(root, config_file, spec, tiers, dict(sorted(services.items())))

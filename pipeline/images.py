@@ -1,0 +1,259 @@
+"""Pure builders: data and Dagger objects in, lazy Containers and Directories out.
+
+Layer plan of a service image, bottom to top:
+  base image · runtime OS (tier apt packages, non-root user) · one venv layer per tier
+  · the service's apt packages · the service's own dependencies (a diff over its tier's venv)
+  · build-info.json · the service's source (last, so a source edit changes only that layer).
+Every service of a tier starts from the same tier Container, so their tier layers are the
+same layers, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import dagger
+from dagger import dag
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from pipeline.graph import Project, Service, Tier
+    from pipeline.meta import Provenance
+
+VENV = "/opt/venv"
+APP = "/app"
+UV_VERSION = "0.13.9"
+# Files copied out of a builder carry build-time mtimes; one fixed time makes the same
+# inputs give the same layer digests on any machine (1980-01-01, the zip epoch).
+FIXED_MTIME = 315532800
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
+DEFAULT_EXCLUDES = ("**/__pycache__", "**/*.pyc", "**/.venv", "**/.pytest_cache", "**/.git")
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    base_image: str
+    cache_scope: str
+    user: str
+    uid: int
+    provenance: Provenance
+
+
+def cache(scope: str, tool: str) -> dagger.CacheVolume:
+    """A cache volume of one tool, named with the scope so scopes never mix."""
+    return dag.cache_volume(f"pipeline-{scope}-{tool}")
+
+
+def with_apt(packages: Sequence[str], scope: str) -> Callable[[dagger.Container], dagger.Container]:
+    """Install Debian packages with apt's caches in volumes: nothing of them reaches a layer."""
+
+    def step(ctr: dagger.Container) -> dagger.Container:
+        if not packages:
+            return ctr
+        locked = dagger.CacheSharingMode.LOCKED
+        return (
+            ctr.with_mounted_cache("/var/cache/apt", cache(scope, "apt-cache"), sharing=locked)
+            .with_mounted_cache("/var/lib/apt/lists", cache(scope, "apt-lists"), sharing=locked)
+            .with_env_variable("DEBIAN_FRONTEND", "noninteractive")
+            .with_exec(
+                [
+                    "sh",
+                    "-c",
+                    "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
+                    + " ".join(packages)
+                    + " >/dev/null",
+                ]
+            )
+            .without_env_variable("DEBIAN_FRONTEND")
+            .without_mount("/var/cache/apt")
+            .without_mount("/var/lib/apt/lists")
+        )
+
+    return step
+
+
+def builder(settings: BuildSettings, build_apt: Sequence[str] = ()) -> dagger.Container:
+    """The build stage: compilers and uv on the base image; never shipped."""
+    scope = settings.cache_scope
+    return (
+        dag.container()
+        .from_(settings.base_image)
+        .with_(with_apt(["build-essential", *build_apt], scope))
+        .with_mounted_cache("/root/.cache/pip", cache(scope, "pip"))
+        .with_env_variable("PIP_CERT", SYSTEM_CA)
+        .with_env_variable("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .with_exec(["python3", "-m", "venv", "/opt/uv"])
+        .with_exec(["/opt/uv/bin/pip", "install", "-q", f"uv=={UV_VERSION}"])
+        .with_env_variable("PATH", "/opt/uv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .with_mounted_cache("/root/.cache/uv", cache(scope, "uv"))
+        .with_env_variable("UV_CACHE_DIR", "/root/.cache/uv")
+        .with_env_variable("UV_LINK_MODE", "copy")
+        .with_env_variable("UV_PYTHON_DOWNLOADS", "never")
+        .with_env_variable("UV_NATIVE_TLS", "1")
+        .with_env_variable("UV_NO_PROGRESS", "1")
+    )
+
+
+def runtime_os(settings: BuildSettings, apt: Sequence[str]) -> dagger.Container:
+    """The runtime stage's OS: the base image, runtime libraries and a non-root user."""
+    user, uid = settings.user, str(settings.uid)
+    return (
+        dag.container()
+        .from_(settings.base_image)
+        .with_(with_apt(apt, settings.cache_scope))
+        .with_exec(
+            [
+                "sh",
+                "-c",
+                f"groupadd --gid {uid} {user} && useradd --uid {uid} --gid {uid} "
+                f"--no-create-home --home-dir {APP} --shell /usr/sbin/nologin {user}",
+            ]
+        )
+        .with_env_variable("PATH", f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .with_env_variable("VIRTUAL_ENV", VENV)
+        .with_env_variable("PYTHONUNBUFFERED", "1")
+        .with_env_variable("PYTHONDONTWRITEBYTECODE", "1")
+    )
+
+
+def _requirement_path(tier: Tier, index: int) -> str:
+    return f"/req/{tier.name}/{index}-{tier.requirements[index].name}"
+
+
+def tier_venv(build: dagger.Container, tier: Tier, parent: dagger.Directory | None) -> dagger.Directory:
+    """The tier's whole venv: its parent's venv plus the tier's requirements."""
+    ctr = build
+    for i, path in enumerate(tier.requirements):
+        ctr = ctr.with_mounted_file(_requirement_path(tier, i), dag.host().file(str(path)))
+    if parent is None:
+        ctr = ctr.with_exec(["uv", "venv", "-q", "--python", "python3", VENV])
+    else:
+        ctr = ctr.with_directory(VENV, parent)
+    for i in range(len(tier.requirements)):
+        python = f"{VENV}/bin/python"
+        ctr = ctr.with_exec(["uv", "pip", "install", "-q", "--python", python, "-r", _requirement_path(tier, i)])
+    return ctr.directory(VENV)
+
+
+@dataclass(frozen=True)
+class TierImage:
+    tier: Tier
+    venv: dagger.Directory  # the whole venv, for builders of services on top
+    image: dagger.Container  # the runtime image every service of the tier starts from
+
+
+def tier_images(project: Project, settings: BuildSettings) -> dict[str, TierImage]:
+    """Every tier's runtime image, parents first; each child extends its parent's Container."""
+    out: dict[str, TierImage] = {}
+    for name, tier in project.tiers.items():
+        chain = project.chain(name)
+        build = builder(settings, [p for t in chain for p in t.spec.build_apt])
+        parent = out[tier.spec.extends] if tier.spec.extends else None
+        venv = tier_venv(build, tier, parent.venv if parent else None)
+        # Only what this tier adds goes into its layer; a diff cannot delete, which is why
+        # children install on top of their parent's pins instead of replacing them.
+        layer = (parent.venv.diff(venv) if parent else venv).with_timestamps(FIXED_MTIME)
+        below = parent.image if parent else runtime_os(settings, [])
+        image = below.with_(with_apt(tier.spec.apt, settings.cache_scope)).with_directory(VENV, layer)
+        out[name] = TierImage(tier, venv, image)
+    return out
+
+
+def service_dependencies(
+    build: dagger.Container, tier: TierImage, service: Service
+) -> dagger.Directory | None:
+    """The service's own dependencies as a layer over its tier's venv, constrained by the
+    tier's pins so a service never silently replaces a tier package."""
+    if service.requirements is None:
+        return None
+    req = service.requirements
+    files = dag.host().directory(str(req.parent), include=[req.name, "uv.lock"])
+    install = f"uv pip install -q --python {VENV}/bin/python -c /tmp/tier-pins.txt"
+    if req.name == "pyproject.toml":
+        # With a lock file the locked versions are installed; without, the declared ranges.
+        script = (
+            "if [ -f uv.lock ]; then uv export -q --frozen --no-hashes --no-emit-project "
+            f"--no-dev -o /tmp/svc.txt && {install} -r /tmp/svc.txt; else {install} -r pyproject.toml; fi"
+        )
+    else:
+        script = f"{install} -r {req.name}"
+    venv = (
+        build.with_directory(VENV, tier.venv)
+        .with_mounted_directory("/svc", files)
+        .with_workdir("/svc")
+        .with_exec(["sh", "-c", f"uv pip freeze --python {VENV}/bin/python > /tmp/tier-pins.txt && {script}"])
+        .directory(VENV)
+    )
+    return tier.venv.diff(venv).with_timestamps(FIXED_MTIME)
+
+
+def source(service: Service) -> dagger.Directory:
+    """Only the service's own folder, narrowed by its include/exclude globs."""
+    spec = service.spec
+    return dag.host().directory(
+        str(service.path), include=list(spec.include), exclude=[*DEFAULT_EXCLUDES, *spec.exclude]
+    )
+
+
+def build_info(service: Service, settings: BuildSettings) -> str:
+    prov = settings.provenance
+    return json.dumps(
+        {
+            "service": service.name,
+            "tier": service.tier,
+            "commit": prov.revision,
+            "branch": prov.branch,
+            "dirty": prov.dirty,
+            "version": prov.version,
+            "created": prov.created,
+            "source": prov.source_url,
+        },
+        indent=2,
+        sort_keys=True,
+    )
+
+
+def labels(service: Service, settings: BuildSettings) -> dict[str, str]:
+    prov = settings.provenance
+    return {
+        "org.opencontainers.image.title": service.name,
+        "org.opencontainers.image.revision": prov.revision,
+        "org.opencontainers.image.created": prov.created,
+        "org.opencontainers.image.source": prov.source_url,
+        "org.opencontainers.image.version": prov.version,
+        "io.pipeline.tier": service.tier,
+    }
+
+
+def service_image(
+    service: Service, tier: TierImage, settings: BuildSettings, build: dagger.Container
+) -> dagger.Container:
+    spec = service.spec
+    ctr = tier.image.with_(with_apt(spec.apt, settings.cache_scope))
+    deps = service_dependencies(build, tier, service)
+    if deps is not None:
+        ctr = ctr.with_directory(VENV, deps)
+    ctr = ctr.with_new_file(f"{APP}/build-info.json", contents=build_info(service, settings), permissions=0o644)
+    ctr = ctr.with_directory(APP, source(service).with_timestamps(FIXED_MTIME))
+    for key, value in {"PYTHONPATH": APP, **spec.env}.items():
+        ctr = ctr.with_env_variable(key, value)
+    for key, value in labels(service, settings).items():
+        ctr = ctr.with_label(key, value)
+    if spec.port is not None:
+        ctr = ctr.with_exposed_port(spec.port)
+    return ctr.with_workdir(APP).with_user(settings.user).with_default_args(list(spec.command))
+
+
+def service_images(
+    project: Project, services: Sequence[Service], settings: BuildSettings
+) -> dict[str, dagger.Container]:
+    tiers = tier_images(project, settings)
+    out = {}
+    for svc in services:
+        chain = project.chain(svc.tier)
+        build = builder(settings, [p for t in chain for p in t.spec.build_apt])
+        out[svc.name] = service_image(svc, tiers[svc.tier], settings, build)
+    return out

@@ -1,0 +1,79 @@
+"""Where an image came from: commit, branch, time and repository, read from git once."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Provenance:
+    revision: str
+    branch: str
+    created_epoch: int
+    dirty: bool
+    source_url: str
+
+    @property
+    def created(self) -> str:
+        return datetime.fromtimestamp(self.created_epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    @property
+    def version(self) -> str:
+        short = self.revision[:12] if self.revision != "unknown" else "unknown"
+        return f"{short}-dirty" if self.dirty else short
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, check=False, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _public_url(remote: str) -> str:
+    """A remote as a browsable https URL, without credentials."""
+    remote = re.sub(r"^git@([^:]+):", r"https://\1/", remote)
+    remote = re.sub(r"^(https?://)[^/@]+@", r"\1", remote)
+    return remote.removesuffix(".git")
+
+
+def read_provenance(root: Path, source_url: str | None = None) -> Provenance:
+    env = os.environ
+    revision = _git(root, "rev-parse", "HEAD") or env.get("GITHUB_SHA") or "unknown"
+    branch = (
+        env.get("GITHUB_HEAD_REF")
+        or _git(root, "symbolic-ref", "--short", "-q", "HEAD")
+        or env.get("GITHUB_REF_NAME")
+        or "detached"
+    )
+    dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no", "--", "."))
+    # SOURCE_DATE_EPOCH wins; else the commit time, so two builds of one commit agree.
+    epoch_text = env.get("SOURCE_DATE_EPOCH") or _git(root, "log", "-1", "--format=%ct")
+    epoch = int(epoch_text) if epoch_text and epoch_text.isdigit() else 0
+    if source_url is None:
+        remote = _git(root, "remote", "get-url", "origin")
+        if remote:
+            source_url = _public_url(remote)
+        elif env.get("GITHUB_REPOSITORY"):
+            server = env.get("GITHUB_SERVER_URL", "https://github.com")
+            source_url = f"{server}/{env['GITHUB_REPOSITORY']}"
+        else:
+            source_url = ""
+    return Provenance(revision, branch, epoch, dirty, source_url)
+
+
+def cache_scope_for(branch: str) -> str:
+    """A cache-volume-safe scope from a branch name: 'feature/x' -> 'feature-x'."""
+    scope = re.sub(r"[^A-Za-z0-9_.-]+", "-", branch).strip("-.")
+    return scope[:64] or "default"

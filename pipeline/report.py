@@ -1,0 +1,122 @@
+"""Results of a run: one Result per service, and the ways they are shown."""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import tarfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What an exported OCI tarball says about its image."""
+
+    digest: str  # the manifest digest
+    size: int  # compressed bytes: config plus layers
+    layers: tuple[str, ...]  # layer digests, bottom first
+
+    @classmethod
+    def from_tarball(cls, path: Path) -> ImageFacts:
+        with tarfile.open(path) as tar:
+
+            def blob(digest: str) -> dict[str, Any]:
+                member = tar.extractfile(f"blobs/sha256/{digest.removeprefix('sha256:')}")
+                if member is None:
+                    raise ValueError(f"{path}: blob {digest} missing")
+                return json.loads(member.read())  # type: ignore[no-any-return]
+
+            index_file = tar.extractfile("index.json")
+            if index_file is None:
+                raise ValueError(f"{path}: no index.json, not an OCI image layout")
+            desc = json.loads(index_file.read())["manifests"][0]
+            manifest = blob(desc["digest"])
+            while "manifests" in manifest:  # an index: follow to the first image manifest
+                desc = manifest["manifests"][0]
+                manifest = blob(desc["digest"])
+        layers = tuple(layer["digest"] for layer in manifest["layers"])
+        size = manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
+        return cls(desc["digest"], size, layers)
+
+
+@dataclass(frozen=True)
+class Result:
+    service: str
+    tier: str
+    status: Status
+    duration: float
+    image: ImageFacts | None = None
+    tests: dict[str, bool] = field(default_factory=dict)
+    reason: str = ""
+    tarball: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["status"] = self.status.value
+        out["duration"] = round(self.duration, 2)
+        if self.image is not None:
+            out["image"]["layers"] = list(self.image.layers)
+        return out
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def table(results: list[Result]) -> str:
+    rows = [("SERVICE", "TIER", "STATUS", "TIME", "SIZE", "LAYERS", "DIGEST / REASON")]
+    for r in results:
+        img = r.image
+        rows.append(
+            (
+                r.service,
+                r.tier,
+                r.status.value,
+                f"{r.duration:.1f}s",
+                _mb(img.size) if img else "-",
+                str(len(img.layers)) if img else "-",
+                (img.digest[:19] if img and r.ok else r.reason.splitlines()[0] if r.reason else ""),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows]
+    failed = sum(not r.ok for r in results)
+    lines.append(f"{len(results) - failed} built, {failed} failed")
+    return "\n".join(lines)
+
+
+def markdown(results: list[Result]) -> str:
+    lines = ["| service | tier | status | time | size | tests |", "|---|---|---|---|---|---|"]
+    for r in results:
+        tests = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in r.tests.items()) or "-"
+        size = _mb(r.image.size) if r.image else "-"
+        status = r.status.value if r.ok else f"failed: {r.reason.splitlines()[0] if r.reason else ''}"
+        lines.append(f"| {r.service} | {r.tier} | {status} | {r.duration:.1f}s | {size} | {tests} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_json(results: list[Result], path: Path, extra: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps({**extra, "services": [r.as_dict() for r in results]}, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def write_step_summary(results: list[Result]) -> None:
+    """Append the Markdown table to the GitHub Actions step summary when there is one."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if target:
+        with Path(target).open("a", encoding="utf-8") as fh:
+            fh.write("### Images\n\n" + markdown(results))

@@ -1,0 +1,151 @@
+"""The one place that talks to the engine: build, export and test each service image
+concurrently, recording a Result per service. A failure never cancels its siblings."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import dagger
+from dagger import dag
+
+from pipeline import images
+from pipeline.log import get_logger
+from pipeline.report import ImageFacts, Result, Status
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from pipeline.graph import Project, Service
+
+log = get_logger()
+HEALTH_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    jobs: int = 4
+    out_dir: Path | None = None  # keep OCI tarballs here; otherwise they are measured and dropped
+    test: bool = True
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, dagger.ExecError):
+        tail = "\n".join((exc.stderr or exc.stdout or "").strip().splitlines()[-15:])
+        return f"`{' '.join(exc.command)}` exited {exc.exit_code}\n{tail}".strip()
+    return str(exc).strip() or type(exc).__name__
+
+
+async def _health(service: Service, image: dagger.Container, settings: images.BuildSettings) -> None:
+    """Start the image as a service and ask its health path from a second container."""
+    spec = service.spec
+    if spec.port is None or spec.health_path is None:
+        return
+    svc = image.with_exposed_port(spec.port).with_exec(list(spec.command)).as_service()
+    url = f"http://{service.name}:{spec.port}{spec.health_path}"
+    probe = (
+        "import sys, time, urllib.request\n"
+        f"deadline = time.monotonic() + {HEALTH_TIMEOUT}\n"
+        "while True:\n"
+        "    try:\n"
+        f"        with urllib.request.urlopen({url!r}, timeout=3) as r:\n"
+        "            sys.exit(0 if r.status == 200 else 1)\n"
+        "    except OSError as exc:\n"
+        "        if time.monotonic() > deadline:\n"
+        "            print('health check failed:', exc, file=sys.stderr); sys.exit(1)\n"
+        "        time.sleep(0.5)\n"
+    )
+    await (
+        dag.container()
+        .from_(settings.base_image)
+        .with_service_binding(service.name, svc)
+        .with_env_variable("PIPELINE_PROBE_AT", str(time.time_ns()))  # a probe is never cached
+        .with_exec(["python3", "-c", probe])
+        .sync()
+    )
+
+
+async def _build_one(
+    service: Service,
+    image: dagger.Container,
+    settings: images.BuildSettings,
+    options: RunOptions,
+    limiter: anyio.CapacityLimiter,
+) -> Result:
+    started = time.monotonic()
+    tests: dict[str, bool] = {}
+    facts: ImageFacts | None = None
+    tarball = ""
+    async with limiter:
+        log.info("build_started", service=service.name, tier=service.tier)
+        try:
+            await image.sync()
+            with tempfile.TemporaryDirectory() as tmp:
+                target_dir = options.out_dir or Path(tmp)
+                target = target_dir / f"{service.name}.tar"
+                partial = target.with_suffix(".tar.partial")
+                await image.export(str(partial))
+                facts = ImageFacts.from_tarball(partial)
+                if options.out_dir is not None:
+                    partial.replace(target)
+                    tarball = str(target)
+            if options.test and service.spec.smoke:
+                await image.with_exec(list(service.spec.smoke)).sync()
+                tests["smoke"] = True
+            if options.test and service.spec.health_path:
+                await _health(service, image, settings)
+                tests["health"] = True
+            budget = service.spec.size_budget_mb
+            if budget is not None and facts.size > budget * 1e6:
+                msg = f"image is {facts.size / 1e6:.1f} MB, over its size_budget_mb of {budget:g}"
+                raise ValueError(msg)  # noqa: TRY301 - recorded like any other failure below
+        except (dagger.DaggerError, OSError, ValueError) as exc:
+            for name in ("smoke", "health"):
+                if name not in tests and options.test and _has_test(service, name):
+                    tests[name] = False
+                    break
+            result = Result(
+                service.name, service.tier, Status.FAILED, time.monotonic() - started,
+                facts, tests, _reason(exc), tarball,
+            )
+            log.error("service_failed", service=service.name, tier=service.tier,
+                      duration=round(result.duration, 2), reason=result.reason)
+            return result
+    result = Result(
+        service.name, service.tier, Status.OK, time.monotonic() - started, facts, tests, "", tarball
+    )
+    log.info(
+        "service_built", service=service.name, tier=service.tier, duration=round(result.duration, 2),
+        digest=facts.digest, size=facts.size, layers=len(facts.layers), tests=tests,
+    )
+    return result
+
+
+def _has_test(service: Service, name: str) -> bool:
+    return bool(service.spec.smoke) if name == "smoke" else bool(service.spec.health_path)
+
+
+async def run(
+    project: Project,
+    services: Sequence[Service],
+    settings: images.BuildSettings,
+    options: RunOptions,
+) -> list[Result]:
+    """Build every selected service, at most ``options.jobs`` at once. Needs a connection."""
+    built = images.service_images(project, services, settings)
+    if options.out_dir is not None:
+        options.out_dir.mkdir(parents=True, exist_ok=True)
+    limiter = anyio.CapacityLimiter(max(1, options.jobs))
+    results: dict[str, Result] = {}
+
+    async def one(svc: Service) -> None:
+        results[svc.name] = await _build_one(svc, built[svc.name], settings, options, limiter)
+
+    async with anyio.create_task_group() as tg:
+        for svc in services:
+            tg.start_soon(one, svc)
+    return [results[s.name] for s in services]
