@@ -136,21 +136,29 @@ def plan(project: Project, services: Sequence[Service], as_json: bool) -> str:
     return "\n".join(lines)
 
 
+def resolve_settings(
+    project: Project, base_image: str | None = None, cache_scope: str | None = None
+) -> BuildSettings:
+    """Build settings by precedence: arguments (CLI or env, via argparse) > the config file."""
+    prov = read_provenance(project.root, project.spec.source_url)
+    return BuildSettings(
+        root=project.root,
+        base_image=base_image or project.spec.base_image,
+        cache_scope=cache_scope or project.spec.cache_scope or cache_scope_for(prov.branch),
+        user=project.spec.user,
+        uid=project.spec.uid,
+        provenance=prov,
+    )
+
+
 async def _run_engine(args: argparse.Namespace, project: Project, services: list[Service]) -> int:
     import dagger  # the engine is needed only from here on
 
     from pipeline import runner
 
     log = get_logger()
-    prov = read_provenance(project.root, project.spec.source_url)
-    scope = args.cache_scope or project.spec.cache_scope or cache_scope_for(prov.branch)
-    settings = BuildSettings(
-        base_image=args.base_image or project.spec.base_image,
-        cache_scope=scope,
-        user=project.spec.user,
-        uid=project.spec.uid,
-        provenance=prov,
-    )
+    settings = resolve_settings(project, args.base_image, args.cache_scope)
+    prov, scope = settings.provenance, settings.cache_scope
     options = runner.RunOptions(
         jobs=args.jobs, out_dir=getattr(args, "out", None), test=not args.no_test
     )

@@ -1,9 +1,9 @@
 """Pure builders: data and Dagger objects in, lazy Containers and Directories out.
 
 Layer plan of a service image, bottom to top:
-  base image · runtime OS (tier apt packages, non-root user) · one venv layer per tier
+  base image · runtime OS (non-root user) · per tier: its apt packages, its venv layer
   · the service's apt packages · the service's own dependencies (a diff over its tier's venv)
-  · build-info.json · the service's source (last, so a source edit changes only that layer).
+  · the service's source with build-info.json (last, so an edit changes only that layer).
 Every service of a tier starts from the same tier Container, so their tier layers are the
 same layers, byte for byte.
 """
@@ -19,6 +19,7 @@ from dagger import dag
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from pathlib import Path
 
     from pipeline.graph import Project, Service, Tier
     from pipeline.meta import Provenance
@@ -35,6 +36,7 @@ DEFAULT_EXCLUDES = ("**/__pycache__", "**/*.pyc", "**/.venv", "**/.pytest_cache"
 
 @dataclass(frozen=True)
 class BuildSettings:
+    root: Path  # the project root; service folders are named relative to it
     base_image: str
     cache_scope: str
     user: str
@@ -92,7 +94,7 @@ def builder(settings: BuildSettings, build_apt: Sequence[str] = ()) -> dagger.Co
         .with_env_variable("UV_CACHE_DIR", "/root/.cache/uv")
         .with_env_variable("UV_LINK_MODE", "copy")
         .with_env_variable("UV_PYTHON_DOWNLOADS", "never")
-        .with_env_variable("UV_NATIVE_TLS", "1")
+        .with_env_variable("UV_SYSTEM_CERTS", "1")
         .with_env_variable("UV_NO_PROGRESS", "1")
     )
 
@@ -198,16 +200,21 @@ def source(service: Service) -> dagger.Directory:
     )
 
 
+def _folder(service: Service, settings: BuildSettings) -> str:
+    return service.path.relative_to(settings.root).as_posix()
+
+
 def build_info(service: Service, settings: BuildSettings) -> str:
     prov = settings.provenance
+    folder = _folder(service, settings)
     return json.dumps(
         {
             "service": service.name,
             "tier": service.tier,
             "commit": prov.revision,
             "branch": prov.branch,
-            "dirty": prov.dirty,
-            "version": prov.version,
+            "dirty": prov.dirty(folder),
+            "version": prov.version(folder),
             "created": prov.created,
             "source": prov.source_url,
         },
@@ -223,7 +230,7 @@ def labels(service: Service, settings: BuildSettings) -> dict[str, str]:
         "org.opencontainers.image.revision": prov.revision,
         "org.opencontainers.image.created": prov.created,
         "org.opencontainers.image.source": prov.source_url,
-        "org.opencontainers.image.version": prov.version,
+        "org.opencontainers.image.version": prov.version(_folder(service, settings)),
         "io.pipeline.tier": service.tier,
     }
 
@@ -236,8 +243,9 @@ def service_image(
     deps = service_dependencies(build, tier, service)
     if deps is not None:
         ctr = ctr.with_directory(VENV, deps)
-    ctr = ctr.with_new_file(f"{APP}/build-info.json", contents=build_info(service, settings), permissions=0o644)
-    ctr = ctr.with_directory(APP, source(service).with_timestamps(FIXED_MTIME))
+    # Source and build-info share the last layer: an edit (or a new commit) changes only it.
+    app = source(service).with_new_file("build-info.json", build_info(service, settings), permissions=0o644)
+    ctr = ctr.with_directory(APP, app.with_timestamps(FIXED_MTIME))
     for key, value in {"PYTHONPATH": APP, **spec.env}.items():
         ctr = ctr.with_env_variable(key, value)
     for key, value in labels(service, settings).items():

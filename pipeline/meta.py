@@ -18,17 +18,22 @@ class Provenance:
     revision: str
     branch: str
     created_epoch: int
-    dirty: bool
     source_url: str
+    # Files that differ from the commit, relative to the project root.
+    modified: frozenset[str] = frozenset()
 
     @property
     def created(self) -> str:
         return datetime.fromtimestamp(self.created_epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    @property
-    def version(self) -> str:
+    def dirty(self, folder: str) -> bool:
+        """Whether anything under ``folder`` (relative to the root) differs from the commit."""
+        prefix = folder.rstrip("/") + "/"
+        return any(path.startswith(prefix) for path in self.modified)
+
+    def version(self, folder: str) -> str:
         short = self.revision[:12] if self.revision != "unknown" else "unknown"
-        return f"{short}-dirty" if self.dirty else short
+        return f"{short}-dirty" if self.dirty(folder) else short
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -57,7 +62,9 @@ def read_provenance(root: Path, source_url: str | None = None) -> Provenance:
         or env.get("GITHUB_REF_NAME")
         or "detached"
     )
-    dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no", "--", "."))
+    changed = _git(root, "diff", "--name-only", "--no-renames", "HEAD") or ""
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard") or ""
+    modified = frozenset(p for p in (changed + "\n" + untracked).splitlines() if p)
     # SOURCE_DATE_EPOCH wins; else the commit time, so two builds of one commit agree.
     epoch_text = env.get("SOURCE_DATE_EPOCH") or _git(root, "log", "-1", "--format=%ct")
     epoch = int(epoch_text) if epoch_text and epoch_text.isdigit() else 0
@@ -70,7 +77,7 @@ def read_provenance(root: Path, source_url: str | None = None) -> Provenance:
             source_url = f"{server}/{env['GITHUB_REPOSITORY']}"
         else:
             source_url = ""
-    return Provenance(revision, branch, epoch, dirty, source_url)
+    return Provenance(revision, branch, epoch, source_url, modified)
 
 
 def cache_scope_for(branch: str) -> str:

@@ -33,10 +33,22 @@ class RunOptions:
     test: bool = True
 
 
+def _expected(exc: BaseException) -> BaseException | None:
+    """The failure to record for a service, or None for a bug that must surface. The SDK
+    resolves nested objects in task groups, so an engine error may come inside a group."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [_expected(e) for e in exc.exceptions]
+        return next((leaf for leaf in leaves if leaf is not None), None)
+    return exc if isinstance(exc, dagger.DaggerError | OSError | ValueError) else None
+
+
 def _reason(exc: BaseException) -> str:
+    """One headline (the command's last words on stderr), then the detail."""
     if isinstance(exc, dagger.ExecError):
-        tail = "\n".join((exc.stderr or exc.stdout or "").strip().splitlines()[-15:])
-        return f"`{' '.join(exc.command)}` exited {exc.exit_code}\n{tail}".strip()
+        lines = [ln for ln in (exc.stderr or exc.stdout or "").strip().splitlines() if ln.strip()]
+        headline = lines[-1].strip() if lines else f"`{' '.join(exc.command)}` failed"
+        detail = "\n".join(lines[-15:])
+        return f"{headline}\ncommand: {' '.join(exc.command)}\n{detail}"
     return str(exc).strip() or type(exc).__name__
 
 
@@ -77,43 +89,50 @@ async def _build_one(
     limiter: anyio.CapacityLimiter,
 ) -> Result:
     started = time.monotonic()
+    spec = service.spec
     tests: dict[str, bool] = {}
     facts: ImageFacts | None = None
     tarball = ""
+    step = "build"
     async with limiter:
         log.info("build_started", service=service.name, tier=service.tier)
         try:
             await image.sync()
+            step = "export"
             with tempfile.TemporaryDirectory() as tmp:
-                target_dir = options.out_dir or Path(tmp)
-                target = target_dir / f"{service.name}.tar"
-                partial = target.with_suffix(".tar.partial")
+                target = (options.out_dir or Path(tmp)) / f"{service.name}.tar"
+                partial = target.with_suffix(".tar.partial")  # never a half-written tarball
                 await image.export(str(partial))
                 facts = ImageFacts.from_tarball(partial)
                 if options.out_dir is not None:
                     partial.replace(target)
                     tarball = str(target)
-            if options.test and service.spec.smoke:
-                await image.with_exec(list(service.spec.smoke)).sync()
+            if options.test and spec.smoke:
+                step = "smoke"
+                await image.with_exec(list(spec.smoke)).sync()
                 tests["smoke"] = True
-            if options.test and service.spec.health_path:
+            if options.test and spec.health_path:
+                step = "health"
                 await _health(service, image, settings)
                 tests["health"] = True
-            budget = service.spec.size_budget_mb
-            if budget is not None and facts.size > budget * 1e6:
-                msg = f"image is {facts.size / 1e6:.1f} MB, over its size_budget_mb of {budget:g}"
+            step = "size budget"
+            if spec.size_budget_mb is not None and facts.size > spec.size_budget_mb * 1e6:
+                msg = f"image is {facts.size / 1e6:.1f} MB, over its size_budget_mb of {spec.size_budget_mb:g}"
                 raise ValueError(msg)  # noqa: TRY301 - recorded like any other failure below
-        except (dagger.DaggerError, OSError, ValueError) as exc:
-            for name in ("smoke", "health"):
-                if name not in tests and options.test and _has_test(service, name):
-                    tests[name] = False
-                    break
+        except Exception as exc:
+            failure = _expected(exc)
+            if failure is None:
+                raise
+            if step in ("smoke", "health"):
+                tests[step] = False
             result = Result(
                 service.name, service.tier, Status.FAILED, time.monotonic() - started,
-                facts, tests, _reason(exc), tarball,
+                facts, tests, f"{step}: {_reason(failure)}", tarball,
             )
-            log.error("service_failed", service=service.name, tier=service.tier,
-                      duration=round(result.duration, 2), reason=result.reason)
+            log.error(
+                "service_failed", service=service.name, tier=service.tier, step=step,
+                duration=round(result.duration, 2), reason=result.reason,
+            )
             return result
     result = Result(
         service.name, service.tier, Status.OK, time.monotonic() - started, facts, tests, "", tarball
@@ -123,10 +142,6 @@ async def _build_one(
         digest=facts.digest, size=facts.size, layers=len(facts.layers), tests=tests,
     )
     return result
-
-
-def _has_test(service: Service, name: str) -> bool:
-    return bool(service.spec.smoke) if name == "smoke" else bool(service.spec.health_path)
 
 
 async def run(

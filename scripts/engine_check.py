@@ -17,6 +17,9 @@ import anyio
 import dagger
 from dagger import dag
 
+UV_VERSION = "0.13.9"
+CA = "/etc/ssl/certs/ca-certificates.crt"
+
 
 async def check() -> int:
     base = os.environ.get("PIPELINE_BASE_IMAGE", "localhost:5000/bookworm-python:3.11")
@@ -25,9 +28,14 @@ async def check() -> int:
         ctr = (
             dag.container()
             .from_(base)
-            .with_mounted_cache("/root/.cache/pip", dag.cache_volume("engine-check-pip"))
-            .with_exec(["python3", "-m", "venv", "/opt/venv"])
-            .with_exec(["/opt/venv/bin/pip", "install", "--quiet", "six==1.16.0"])
+            .with_exec(["python3", "-m", "venv", "/opt/uv"])
+            .with_exec(["/opt/uv/bin/pip", "install", "-q", "--cert", CA, f"uv=={UV_VERSION}"])
+            .with_mounted_cache("/cache/uv", dag.cache_volume("engine-check-uv"))
+            .with_env_variable("UV_CACHE_DIR", "/cache/uv")
+            .with_env_variable("UV_SYSTEM_CERTS", "1")
+            .with_env_variable("UV_LINK_MODE", "copy")
+            .with_exec(["/opt/uv/bin/uv", "venv", "-q", "--python", "python3", "/opt/venv"])
+            .with_exec(["/opt/uv/bin/uv", "pip", "install", "-q", "--python", "/opt/venv/bin/python", "six==1.16.0"])
             .with_exec(["/opt/venv/bin/python", "-c", "import six; print('six', six.__version__)"])
         )
         # The engine's CA-certificate hook writes to stdout too: the package's line is the last.

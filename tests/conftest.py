@@ -1,0 +1,79 @@
+"""Shared fixtures. Engine tests share one Dagger connection for the whole session; they skip
+only outside CI when no engine is reachable, and fail under CI."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_FILES = ("pipeline.toml", "requirements", "services")
+
+
+def engine_configured() -> bool:
+    return bool(
+        os.environ.get("DAGGER_SESSION_PORT")
+        or os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST")
+        or shutil.which("dagger")
+    )
+
+
+def value_of(output: str, key: str) -> str:
+    """``key=value`` from a command's output. The engine's CA-certificate hook writes lines of
+    its own around a command's stdout, so tests look for marked values, never line positions."""
+    found = re.findall(rf"^{re.escape(key)}=(.*)$", output, flags=re.MULTILINE)
+    assert found, f"no {key}= in output: {output!r}"
+    return found[-1].strip()
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def copy_example(dest: Path, services: tuple[str, ...] = ()) -> Path:
+    """The example monorepo (optionally only some services) as a fresh git repository."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in EXAMPLE_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, dest / name)
+    if services:
+        for folder in (dest / "services").iterdir():
+            if folder.name not in services:
+                shutil.rmtree(folder)
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "remote", "add", "origin", "git@example.com:acme/monorepo.git")
+    git(dest, "add", "-A")
+    env = {"GIT_COMMITTER_DATE": "2026-01-02T03:04:05Z", "GIT_AUTHOR_DATE": "2026-01-02T03:04:05Z"}
+    subprocess.run(
+        ["git", "-C", str(dest), "-c", "user.name=t", "-c", "user.email=t@example.com",
+         "commit", "-qm", "example"],
+        check=True, env={**os.environ, **env},
+    )
+    return dest
+
+
+@pytest.fixture(scope="session")
+async def engine():
+    """One engine connection for every engine test."""
+    if not engine_configured():
+        if os.environ.get("CI"):
+            pytest.fail("CI=true but no Dagger engine is configured: run scripts/engine up first")
+        pytest.skip("no Dagger engine configured (scripts/engine up; eval \"$(scripts/engine env)\")")
+    import dagger
+
+    async with dagger.connection(dagger.Config(log_output=None)) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def base_image() -> str:
+    return os.environ.get("PIPELINE_BASE_IMAGE", "python:3.11-slim-bookworm")

@@ -1,0 +1,204 @@
+"""The pipeline against the real engine: every service of the example monorepo builds and
+passes its tests; the images are slim, non-root, layered as promised and traceable."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import pytest
+from dagger import dag
+
+from pipeline import graph, images, runner
+from pipeline.cli import resolve_settings
+from pipeline.report import ImageFacts
+from tests.conftest import copy_example, git, value_of
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pipeline.report import Result
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
+
+
+@pytest.fixture(scope="session")
+def example(tmp_path_factory: pytest.TempPathFactory) -> graph.Project:
+    return graph.load(copy_example(tmp_path_factory.mktemp("example")))
+
+
+@pytest.fixture(scope="session")
+def settings(example: graph.Project, base_image: str) -> images.BuildSettings:
+    return resolve_settings(example, base_image, "tests")
+
+
+@pytest.fixture(scope="session")
+async def built(
+    example: graph.Project, settings: images.BuildSettings, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Result]:
+    out = tmp_path_factory.mktemp("out")
+    options = runner.RunOptions(jobs=3, out_dir=out, test=True)
+    results = await runner.run(example, list(example.services.values()), settings, options)
+    return {r.service: r for r in results}
+
+
+def test_every_service_builds_and_passes_its_tests(built: dict[str, Result]):
+    assert set(built) == {"gateway", "users", "worker", "inference", "reports"}
+    for name, result in built.items():
+        assert result.ok, f"{name}: {result.reason}"
+        assert result.tests.get("smoke") is True, name
+    for name in ("gateway", "users", "inference", "reports"):
+        assert built[name].tests.get("health") is True, name
+    assert "health" not in built["worker"].tests  # no port, no health check
+
+
+async def test_runtime_images_are_non_root_without_compilers(
+    example: graph.Project, settings: images.BuildSettings
+):
+    ctrs = images.service_images(example, list(example.services.values()), settings)
+    for name, ctr in ctrs.items():
+        out = await ctr.with_exec(
+            ["sh", "-c", "echo uid=$(id -u) user=$(id -un); "
+             "echo compilers=$(for c in gcc cc g++ c++ make; do command -v $c; done)"]
+        ).stdout()
+        assert value_of(out, "uid") == f"{example.spec.uid} user={example.spec.user}", name
+        assert value_of(out, "compilers") == "", f"{name} ships a compiler: {out}"
+
+
+async def test_tier_layers_are_shared_byte_for_byte(
+    example: graph.Project, settings: images.BuildSettings, built: dict[str, Result], tmp_path: Path
+):
+    tiers = images.tier_images(example, settings)
+    layers = {}
+    for name in ("backend", "ai"):
+        await tiers[name].image.export(str(tmp_path / f"{name}.tar"))
+        layers[name] = ImageFacts.from_tarball(tmp_path / f"{name}.tar").layers
+    # ai-base extends backend-base: its bottom layers are backend-base's layers
+    assert layers["ai"][: len(layers["backend"])] == layers["backend"]
+    assert len(layers["ai"]) > len(layers["backend"])
+    for name in ("users", "worker", "gateway", "reports"):
+        facts = built[name].image
+        assert facts is not None
+        assert facts.layers[: len(layers["backend"])] == layers["backend"], name
+    inference = built["inference"].image
+    assert inference is not None
+    assert inference.layers[: len(layers["ai"])] == layers["ai"]
+    # heavy ML only in the ai tier: the backend images are less than half the ai image
+    assert all(built[n].image.size * 2 < inference.size for n in ("users", "worker"))  # type: ignore[union-attr]
+
+
+async def test_service_dependencies_are_their_own_layer(built: dict[str, Result]):
+    users, gateway = built["users"].image, built["gateway"].image
+    assert users is not None and gateway is not None
+    # gateway = the same tier layers + its own requirements layer + its source layer
+    assert len(gateway.layers) == len(users.layers) + 1
+    httpx = await _run(built["gateway"].tarball, ["python", "-c", "import httpx; print('v=' + httpx.__version__)"])
+    assert value_of(httpx, "v") == "0.27.2"
+    # the service's requirements did not leak into its tier
+    missing = await _run(built["users"].tarball, ["python", "-c", "import httpx"], expect_fail=True)
+    assert "No module named 'httpx'" in missing
+
+
+async def _run(tarball: str, cmd: list[str], expect_fail: bool = False) -> str:
+    import dagger
+
+    ctr = dag.container().import_(dag.host().file(tarball))
+    try:
+        return await ctr.with_exec(cmd).stdout()
+    except dagger.ExecError as exc:
+        if expect_fail:
+            return exc.stderr
+        raise
+
+
+async def test_source_edit_changes_only_the_last_layer_of_that_service(
+    tmp_path: Path, base_image: str
+):
+    repo = copy_example(tmp_path / "repo", services=("users", "worker"))
+    project = graph.load(repo)
+    options = runner.RunOptions(jobs=2, out_dir=tmp_path / "one", test=False)
+    settings = resolve_settings(project, base_image, "tests")
+    before = {r.service: r.image for r in await runner.run(project, list(project.services.values()), settings, options)}
+    app = repo / "services/users/users/app.py"
+    app.write_text(app.read_text() + "\n# a comment that changes nothing but the file\n")
+    settings = resolve_settings(project, base_image, "tests")
+    options = replace(options, out_dir=tmp_path / "two")
+    after = {r.service: r.image for r in await runner.run(project, list(project.services.values()), settings, options)}
+    b, a = before["users"], after["users"]
+    assert b is not None and a is not None
+    assert a.layers[:-1] == b.layers[:-1]
+    assert a.layers[-1] != b.layers[-1]
+    assert after["worker"] == before["worker"]  # same digest, same layers
+
+
+async def test_labels_and_build_info(built: dict[str, Result], example: graph.Project):
+    head = git(example.root, "rev-parse", "HEAD")
+    tarball = built["users"].tarball
+    config = _config_of(tarball)
+    labels = config["config"]["Labels"]
+    assert labels["org.opencontainers.image.revision"] == head
+    assert labels["org.opencontainers.image.created"] == "2026-01-02T03:04:05Z"
+    assert labels["org.opencontainers.image.source"] == "https://example.com/acme/monorepo"
+    assert labels["org.opencontainers.image.title"] == "users"
+    assert labels["org.opencontainers.image.version"] == head[:12]
+    assert config["config"]["User"] == "app"
+    assert config["config"]["WorkingDir"] == "/app"
+    assert "8000/tcp" in config["config"]["ExposedPorts"]
+    image = dag.container().import_(dag.host().file(tarball))
+    info = json.loads(await image.file("/app/build-info.json").contents())
+    assert info == {
+        "service": "users", "tier": "backend", "commit": head, "branch": "main", "dirty": False,
+        "version": head[:12], "created": "2026-01-02T03:04:05Z",
+        "source": "https://example.com/acme/monorepo",
+    }
+
+
+def _config_of(tarball: str) -> dict:
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--config", f"oci-archive:{tarball}"],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(inspected.stdout)
+
+
+def test_exported_tarballs_are_valid_oci_images(built: dict[str, Result]):
+    for name, result in built.items():
+        assert result.tarball.endswith(f"{name}.tar")
+        with tarfile.open(result.tarball) as tar:
+            layout = json.loads(tar.extractfile("oci-layout").read())  # type: ignore[union-attr]
+        assert layout["imageLayoutVersion"] == "1.0.0"
+        inspected = json.loads(
+            subprocess.run(
+                ["skopeo", "inspect", f"oci-archive:{result.tarball}"],
+                capture_output=True, text=True, check=True,
+            ).stdout
+        )
+        assert result.image is not None
+        assert tuple(inspected["Layers"]) == result.image.layers
+        assert inspected["Digest"] == result.image.digest
+
+
+def test_a_failing_service_does_not_hide_the_others(tmp_path: Path, base_image: str):
+    repo = copy_example(tmp_path / "repo", services=("worker",))
+    broken = repo / "services" / "broken"
+    broken.mkdir()
+    (broken / "service.toml").write_text(
+        'tier = "backend"\ncommand = ["python", "-c", "1"]\nrequirements = "requirements.txt"\n'
+    )
+    (broken / "requirements.txt").write_text("pipeline-test-no-such-package==9.9.9\n")
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "build", "--project-dir", str(repo),
+         "--base-image", base_image, "--cache-scope", "tests", "--report", str(report)],
+        capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    results = {s["service"]: s for s in json.loads(report.read_text())["services"]}
+    assert results["worker"]["status"] == "ok"
+    assert results["broken"]["status"] == "failed"
+    assert "pipeline-test-no-such-package" in results["broken"]["reason"]
+    assert "1 built, 1 failed" in done.stdout

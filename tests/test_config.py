@@ -1,0 +1,171 @@
+"""Loading and validating the root config and service manifests."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline import graph
+from pipeline.errors import ConfigError, UsageError
+from tests.conftest import ROOT
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    write(tmp_path / "pipeline.toml", """
+        services = ["apps/*"]
+        [tiers.base]
+        requirements = ["req/base.txt"]
+        [tiers.web]
+        extends = "base"
+    """)
+    write(tmp_path / "req/base.txt", "six==1.16.0\n")
+    write(tmp_path / "apps/api/service.toml", """
+        tier = "web"
+        command = ["python", "-m", "api"]
+        port = 8000
+        health_path = "/health"
+    """)
+    return tmp_path
+
+
+def test_example_monorepo_loads():
+    project = graph.load(ROOT)
+    assert list(project.tiers) == ["base", "backend", "ai"]
+    assert [t.image_name for t in project.tiers.values()] == ["base", "backend-base", "ai-base"]
+    assert set(project.services) == {"gateway", "users", "worker", "inference", "reports"}
+    assert project.services["inference"].tier == "ai"
+    assert [t.name for t in project.chain("ai")] == ["base", "backend", "ai"]
+
+
+def test_other_layout_and_defaults(repo: Path):
+    project = graph.load(repo)
+    api = project.services["api"]
+    assert api.path == repo / "apps" / "api"
+    assert api.spec.include == ["**"]
+    assert project.spec.base_image == "python:3.11-slim-bookworm"
+    assert project.spec.user == "app"
+
+
+def test_tool_pipeline_in_pyproject(repo: Path):
+    text = (repo / "pipeline.toml").read_text().replace("[tiers.", "[tool.pipeline.tiers.")
+    (repo / "pipeline.toml").unlink()
+    write(repo / "pyproject.toml", "[tool.pipeline]\n" + text)
+    assert graph.load(repo).config_file.name == "pyproject.toml"
+
+
+def error_of(repo: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        graph.load(repo)
+    return info.value
+
+
+def test_unknown_field_names_file_field_and_fix(repo: Path):
+    manifest = repo / "apps/api/service.toml"
+    manifest.write_text(manifest.read_text() + 'comand = ["x"]\n')
+    err = error_of(repo)
+    assert err.file == str(manifest)
+    assert err.field == "comand"
+    assert "command" in err.fix  # lists the real fields
+
+
+def test_missing_required_field(repo: Path):
+    write(repo / "apps/api/service.toml", 'tier = "web"\n')
+    err = error_of(repo)
+    assert (err.field, err.problem) == ("command", "is required")
+    assert "command the container runs" in err.fix
+
+
+def test_bad_port_type(repo: Path):
+    manifest = repo / "apps/api/service.toml"
+    manifest.write_text(manifest.read_text().replace("8000", '"http"'))
+    assert error_of(repo).field == "port"
+
+
+def test_health_path_needs_port(repo: Path):
+    manifest = repo / "apps/api/service.toml"
+    manifest.write_text(manifest.read_text().replace("port = 8000\n", ""))
+    err = error_of(repo)
+    assert err.field == "health_path"
+    assert "port" in err.fix
+
+
+def test_unknown_tier_lists_known_ones(repo: Path):
+    manifest = repo / "apps/api/service.toml"
+    manifest.write_text(manifest.read_text().replace('"web"', '"gpu"'))
+    err = error_of(repo)
+    assert err.field == "tier"
+    assert "base, web" in err.fix
+
+
+def test_bad_tier_name(repo: Path):
+    text = (repo / "pipeline.toml").read_text().replace("[tiers.web]", "[tiers.Web_1]")
+    (repo / "pipeline.toml").write_text(text)
+    assert error_of(repo).field.startswith("tiers.Web_1")
+
+
+def test_missing_tier_requirements_file(repo: Path):
+    (repo / "req/base.txt").unlink()
+    err = error_of(repo)
+    assert err.field == "tiers.base.requirements[0]"
+    assert "req/base.txt does not exist" in err.problem
+
+
+def test_missing_service_requirements_file(repo: Path):
+    manifest = repo / "apps/api/service.toml"
+    manifest.write_text(manifest.read_text() + 'requirements = "requirements.txt"\n')
+    err = error_of(repo)
+    assert err.field == "requirements"
+    assert err.file == str(manifest)
+
+
+def test_duplicate_service_names(repo: Path):
+    write(repo / "apps/other/service.toml", 'name = "api"\ntier = "web"\ncommand = ["x"]\n')
+    err = error_of(repo)
+    assert err.field == "name"
+    assert "apps/api/service.toml" in err.problem
+
+
+def test_tier_cycle_and_unknown_parent(repo: Path):
+    cfg = repo / "pipeline.toml"
+    cfg.write_text(cfg.read_text() + '[tiers.a]\nextends = "b"\n[tiers.b]\nextends = "a"\n')
+    assert "cycle" in error_of(repo).problem
+    cfg.write_text(cfg.read_text().replace('extends = "a"', 'extends = "nope"'))
+    assert "unknown tier 'nope'" in error_of(repo).problem
+
+
+def test_no_services_found(repo: Path):
+    cfg = repo / "pipeline.toml"
+    cfg.write_text(cfg.read_text().replace("apps/*", "src/*"))
+    err = error_of(repo)
+    assert err.field == "services"
+
+
+def test_invalid_toml(repo: Path):
+    (repo / "apps/api/service.toml").write_text("tier = \n")
+    assert "not valid TOML" in error_of(repo).problem
+
+
+def test_no_config_at_all(tmp_path: Path):
+    with pytest.raises(ConfigError, match="no pipeline configuration found"):
+        graph.load(tmp_path)
+
+
+def test_selection_by_name_and_tier():
+    project = graph.load(ROOT)
+    assert [s.name for s in project.select(tiers=["ai"])] == ["inference"]
+    assert [s.name for s in project.select(["worker", "users"])] == ["users", "worker"]
+    with pytest.raises(UsageError, match="unknown service 'nope'"):
+        project.select(["nope"])
+    with pytest.raises(UsageError, match="unknown tier 'gpu'"):
+        project.select(tiers=["gpu"])
+    with pytest.raises(UsageError, match="matches no service"):
+        project.select(["inference"], ["backend"])
