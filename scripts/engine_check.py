@@ -38,8 +38,9 @@ async def check() -> int:
             .with_exec(["/opt/uv/bin/uv", "pip", "install", "-q", "--python", "/opt/venv/bin/python", "six==1.16.0"])
             .with_exec(["/opt/venv/bin/python", "-c", "import six; print('six', six.__version__)"])
         )
-        # The engine's CA-certificate hook writes to stdout too: the package's line is the last.
-        out = (await ctr.stdout()).strip().splitlines()[-1]
+        # The engine's CA-certificate hook writes lines of its own around the command's.
+        lines = (await ctr.stdout()).splitlines()
+        out = next((ln.strip() for ln in lines if ln.startswith("six ")), "")
         with tempfile.TemporaryDirectory() as tmp:
             tarball = Path(tmp) / "check.tar"
             await ctr.export(str(tarball))
