@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--tier", action="append", default=[], help="only services of this tier (repeatable)"
     )
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logs and engine progress")
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logs and engine progress"
+    )
 
     engine = argparse.ArgumentParser(add_help=False)
     engine.add_argument(
@@ -53,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     engine.add_argument(
         "--cache-scope",
         default=os.environ.get("PIPELINE_CACHE_SCOPE"),
-        help="prefix of cache volume names (env PIPELINE_CACHE_SCOPE; default: from the git branch)",
+        help="prefix of cache volume names (env PIPELINE_CACHE_SCOPE; default: the git branch)",
     )
     engine.add_argument(
         "--base-image",
@@ -97,7 +99,7 @@ def _uploads(service: Service) -> list[str]:
 
 
 def plan(project: Project, services: Sequence[Service], as_json: bool) -> str:
-    data = {
+    data: dict[str, Any] = {
         "project": str(project.root),
         "config": str(project.config_file),
         "tiers": [
@@ -126,7 +128,9 @@ def plan(project: Project, services: Sequence[Service], as_json: bool) -> str:
     lines = ["tiers:"]
     for t in data["tiers"]:
         extends = f" (extends {t['extends']})" if t["extends"] else ""
-        lines.append(f"  {t['image']}{extends}: {', '.join(t['requirements']) or 'no requirements'}")
+        lines.append(
+            f"  {t['image']}{extends}: {', '.join(t['requirements']) or 'no requirements'}"
+        )
     lines.append("services:")
     for s in data["services"]:
         uploads = s["uploads"]
@@ -163,8 +167,13 @@ async def _run_engine(args: argparse.Namespace, project: Project, services: list
         jobs=args.jobs, out_dir=getattr(args, "out", None), test=not args.no_test
     )
     log.info(
-        "run_started", command=args.command, services=len(services), base_image=settings.base_image,
-        cache_scope=scope, revision=prov.revision[:12], jobs=args.jobs,
+        "run_started",
+        command=args.command,
+        services=len(services),
+        base_image=settings.base_image,
+        cache_scope=scope,
+        revision=prov.revision[:12],
+        jobs=args.jobs,
     )
     started = time.monotonic()
     config = dagger.Config(log_output=sys.stderr if args.verbose else None)
@@ -176,9 +185,14 @@ async def _run_engine(args: argparse.Namespace, project: Project, services: list
     report.write_step_summary(results)
     if args.report:
         report.write_json(
-            results, args.report,
-            {"revision": prov.revision, "cache_scope": scope, "base_image": settings.base_image,
-             "wall_time": round(elapsed, 2)},
+            results,
+            args.report,
+            {
+                "revision": prov.revision,
+                "cache_scope": scope,
+                "base_image": settings.base_image,
+                "wall_time": round(elapsed, 2),
+            },
         )
     return 0 if all(r.ok for r in results) else 1
 
@@ -201,4 +215,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pipeline: interrupted", file=sys.stderr)
         return 130
-

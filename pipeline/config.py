@@ -32,7 +32,7 @@ class TierSpec(_Strict):
     )
     requirements: list[str] = Field(
         default_factory=list,
-        description="requirement files installed into the tier's venv, relative to the project root",
+        description="requirement files for the tier's venv, relative to the project root",
     )
     apt: list[str] = Field(
         default_factory=list, description="Debian packages the tier's runtime images need"
@@ -50,7 +50,7 @@ class ProjectSpec(_Strict):
     )
     base_image: str = Field(
         "python:3.11-slim-bookworm",
-        description="the image every stage starts from (override: --base-image, PIPELINE_BASE_IMAGE)",
+        description="the image every stage starts from (or --base-image, PIPELINE_BASE_IMAGE)",
     )
     user: Name = Field("app", description="the non-root user runtime images run as")
     uid: int = Field(10001, ge=1000, lt=65535, description="that user's numeric id")
@@ -128,7 +128,7 @@ def _field_help(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     return description
 
 
-def validate(model: type[_Strict], data: object, file: Path, prefix: str = "") -> Any:
+def validate(model: type[_Strict], data: object, file: Path, prefix: str = "") -> Any:  # noqa: ANN401 - callers annotate the model they asked for
     """Validate ``data`` as ``model``; the first error becomes a ConfigError."""
     try:
         return model.model_validate(data)
@@ -164,12 +164,14 @@ def load_project(root: Path) -> tuple[ProjectSpec, Path]:
         root,
         "",
         "no pipeline configuration found",
-        "add pipeline.toml (or [tool.pipeline] in pyproject.toml) with services = [...] and [tiers.base]",
+        "add pipeline.toml (or [tool.pipeline] in pyproject.toml) with services and [tiers.base]",
     )
 
 
 def load_service(manifest: Path) -> ServiceSpec:
     spec: ServiceSpec = validate(ServiceSpec, read_toml(manifest), manifest)
     if spec.health_path and spec.port is None:
-        raise ConfigError(manifest, "health_path", "needs a port", "add port = <the listening port>")
+        raise ConfigError(
+            manifest, "health_path", "needs a port", "add port = <the listening port>"
+        )
     return spec

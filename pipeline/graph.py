@@ -85,7 +85,7 @@ class Project:
         return chosen
 
 
-def _ordered_tiers(spec: ProjectSpec, root: Path, config_file: Path) -> dict[str, Tier]:
+def _ordered_tiers(spec: ProjectSpec, root: Path, config_file: Path) -> dict[str, Tier]:  # noqa: C901 - one walk, one message per way a tier can be wrong
     field = "tool.pipeline.tiers" if config_file.name == "pyproject.toml" else "tiers"
     if ROOT_TIER not in spec.tiers:
         raise ConfigError(config_file, field, "has no 'base' tier", "add a [tiers.base] table")

@@ -89,7 +89,9 @@ def builder(settings: BuildSettings, build_apt: Sequence[str] = ()) -> dagger.Co
         .with_env_variable("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         .with_exec(["python3", "-m", "venv", "/opt/uv"])
         .with_exec(["/opt/uv/bin/pip", "install", "-q", f"uv=={UV_VERSION}"])
-        .with_env_variable("PATH", "/opt/uv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .with_env_variable(
+            "PATH", "/opt/uv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        )
         .with_mounted_cache("/root/.cache/uv", cache(scope, "uv"))
         .with_env_variable("UV_CACHE_DIR", "/root/.cache/uv")
         .with_env_variable("UV_LINK_MODE", "copy")
@@ -110,11 +112,15 @@ def runtime_os(settings: BuildSettings, apt: Sequence[str]) -> dagger.Container:
             [
                 "sh",
                 "-c",
-                f"groupadd --gid {uid} {user} && useradd --uid {uid} --gid {uid} "
-                f"--no-create-home --home-dir {APP} --shell /usr/sbin/nologin {user}",
+                (
+                    f"groupadd --gid {uid} {user} && useradd --uid {uid} --gid {uid} "
+                    f"--no-create-home --home-dir {APP} --shell /usr/sbin/nologin {user}"
+                ),
             ]
         )
-        .with_env_variable("PATH", f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .with_env_variable(
+            "PATH", f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        )
         .with_env_variable("VIRTUAL_ENV", VENV)
         .with_env_variable("PYTHONUNBUFFERED", "1")
         .with_env_variable("PYTHONDONTWRITEBYTECODE", "1")
@@ -125,7 +131,9 @@ def _requirement_path(tier: Tier, index: int) -> str:
     return f"/req/{tier.name}/{index}-{tier.requirements[index].name}"
 
 
-def tier_venv(build: dagger.Container, tier: Tier, parent: dagger.Directory | None) -> dagger.Directory:
+def tier_venv(
+    build: dagger.Container, tier: Tier, parent: dagger.Directory | None
+) -> dagger.Directory:
     """The tier's whole venv: its parent's venv plus the tier's requirements."""
     ctr = build
     for i, path in enumerate(tier.requirements):
@@ -136,7 +144,9 @@ def tier_venv(build: dagger.Container, tier: Tier, parent: dagger.Directory | No
         ctr = ctr.with_directory(VENV, parent)
     for i in range(len(tier.requirements)):
         python = f"{VENV}/bin/python"
-        ctr = ctr.with_exec(["uv", "pip", "install", "-q", "--python", python, "-r", _requirement_path(tier, i)])
+        ctr = ctr.with_exec(
+            ["uv", "pip", "install", "-q", "--python", python, "-r", _requirement_path(tier, i)]
+        )
     return ctr.directory(VENV)
 
 
@@ -159,7 +169,9 @@ def tier_images(project: Project, settings: BuildSettings) -> dict[str, TierImag
         # children install on top of their parent's pins instead of replacing them.
         layer = (parent.venv.diff(venv) if parent else venv).with_timestamps(FIXED_MTIME)
         below = parent.image if parent else runtime_os(settings, [])
-        image = below.with_(with_apt(tier.spec.apt, settings.cache_scope)).with_directory(VENV, layer)
+        image = below.with_(with_apt(tier.spec.apt, settings.cache_scope)).with_directory(
+            VENV, layer
+        )
         out[name] = TierImage(tier, venv, image)
     return out
 
@@ -178,7 +190,8 @@ def service_dependencies(
         # With a lock file the locked versions are installed; without, the declared ranges.
         script = (
             "if [ -f uv.lock ]; then uv export -q --frozen --no-hashes --no-emit-project "
-            f"--no-dev -o /tmp/svc.txt && {install} -r /tmp/svc.txt; else {install} -r pyproject.toml; fi"
+            f"--no-dev -o /tmp/svc.txt && {install} -r /tmp/svc.txt; "
+            f"else {install} -r pyproject.toml; fi"
         )
     else:
         script = f"{install} -r {req.name}"
@@ -186,7 +199,13 @@ def service_dependencies(
         build.with_directory(VENV, tier.venv)
         .with_mounted_directory("/svc", files)
         .with_workdir("/svc")
-        .with_exec(["sh", "-c", f"uv pip freeze --python {VENV}/bin/python > /tmp/tier-pins.txt && {script}"])
+        .with_exec(
+            [
+                "sh",
+                "-c",
+                f"uv pip freeze --python {VENV}/bin/python > /tmp/tier-pins.txt && {script}",
+            ]
+        )
         .directory(VENV)
     )
     return tier.venv.diff(venv).with_timestamps(FIXED_MTIME)
@@ -244,7 +263,9 @@ def service_image(
     if deps is not None:
         ctr = ctr.with_directory(VENV, deps)
     # Source and build-info share the last layer: an edit (or a new commit) changes only it.
-    app = source(service).with_new_file("build-info.json", build_info(service, settings), permissions=0o644)
+    app = source(service).with_new_file(
+        "build-info.json", build_info(service, settings), permissions=0o644
+    )
     ctr = ctr.with_directory(APP, app.with_timestamps(FIXED_MTIME))
     for key, value in {"PYTHONPATH": APP, **spec.env}.items():
         ctr = ctr.with_env_variable(key, value)

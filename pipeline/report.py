@@ -91,7 +91,10 @@ def table(results: list[Result]) -> str:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        for row in rows
+    ]
     failed = sum(not r.ok for r in results)
     lines.append(f"{len(results) - failed} built, {failed} failed")
     return "\n".join(lines)
@@ -102,15 +105,21 @@ def markdown(results: list[Result]) -> str:
     for r in results:
         tests = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in r.tests.items()) or "-"
         size = _mb(r.image.size) if r.image else "-"
-        status = r.status.value if r.ok else f"failed: {r.reason.splitlines()[0] if r.reason else ''}"
-        lines.append(f"| {r.service} | {r.tier} | {status} | {r.duration:.1f}s | {size} | {tests} |")
+        status = (
+            r.status.value if r.ok else f"failed: {r.reason.splitlines()[0] if r.reason else ''}"
+        )
+        lines.append(
+            f"| {r.service} | {r.tier} | {status} | {r.duration:.1f}s | {size} | {tests} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def write_json(results: list[Result], path: Path, extra: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps({**extra, "services": [r.as_dict() for r in results]}, indent=2) + "\n")
+    tmp.write_text(
+        json.dumps({**extra, "services": [r.as_dict() for r in results]}, indent=2) + "\n"
+    )
     tmp.replace(path)
 
 

@@ -52,7 +52,9 @@ def _reason(exc: BaseException) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
-async def _health(service: Service, image: dagger.Container, settings: images.BuildSettings) -> None:
+async def _health(
+    service: Service, image: dagger.Container, settings: images.BuildSettings
+) -> None:
     """Start the image as a service and ask its health path from a second container."""
     spec = service.spec
     if spec.port is None or spec.health_path is None:
@@ -117,7 +119,8 @@ async def _build_one(
                 tests["health"] = True
             step = "size budget"
             if spec.size_budget_mb is not None and facts.size > spec.size_budget_mb * 1e6:
-                msg = f"image is {facts.size / 1e6:.1f} MB, over its size_budget_mb of {spec.size_budget_mb:g}"
+                size, budget = facts.size / 1e6, spec.size_budget_mb
+                msg = f"image is {size:.1f} MB, over its size_budget_mb of {budget:g}"
                 raise ValueError(msg)  # noqa: TRY301 - recorded like any other failure below
         except Exception as exc:
             failure = _expected(exc)
@@ -126,20 +129,36 @@ async def _build_one(
             if step in ("smoke", "health"):
                 tests[step] = False
             result = Result(
-                service.name, service.tier, Status.FAILED, time.monotonic() - started,
-                facts, tests, f"{step}: {_reason(failure)}", tarball,
+                service.name,
+                service.tier,
+                Status.FAILED,
+                time.monotonic() - started,
+                facts,
+                tests,
+                f"{step}: {_reason(failure)}",
+                tarball,
             )
-            log.error(
-                "service_failed", service=service.name, tier=service.tier, step=step,
-                duration=round(result.duration, 2), reason=result.reason,
+            log.error(  # noqa: TRY400 - the reason is the story; a traceback is not
+                "service_failed",
+                service=service.name,
+                tier=service.tier,
+                step=step,
+                duration=round(result.duration, 2),
+                reason=result.reason,
             )
             return result
     result = Result(
         service.name, service.tier, Status.OK, time.monotonic() - started, facts, tests, "", tarball
     )
     log.info(
-        "service_built", service=service.name, tier=service.tier, duration=round(result.duration, 2),
-        digest=facts.digest, size=facts.size, layers=len(facts.layers), tests=tests,
+        "service_built",
+        service=service.name,
+        tier=service.tier,
+        duration=round(result.duration, 2),
+        digest=facts.digest,
+        size=facts.size,
+        layers=len(facts.layers),
+        tests=tests,
     )
     return result
 

@@ -35,7 +35,17 @@ async def check() -> int:
             .with_env_variable("UV_SYSTEM_CERTS", "1")
             .with_env_variable("UV_LINK_MODE", "copy")
             .with_exec(["/opt/uv/bin/uv", "venv", "-q", "--python", "python3", "/opt/venv"])
-            .with_exec(["/opt/uv/bin/uv", "pip", "install", "-q", "--python", "/opt/venv/bin/python", "six==1.16.0"])
+            .with_exec(
+                [
+                    "/opt/uv/bin/uv",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--python",
+                    "/opt/venv/bin/python",
+                    "six==1.16.0",
+                ]
+            )
             .with_exec(["/opt/venv/bin/python", "-c", "import six; print('six', six.__version__)"])
         )
         # The engine's CA-certificate hook writes lines of its own around the command's.

@@ -32,7 +32,9 @@ def value_of(output: str, key: str) -> str:
 
 
 def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True
+    )
     return done.stdout.strip()
 
 
@@ -54,9 +56,20 @@ def copy_example(dest: Path, services: tuple[str, ...] = ()) -> Path:
     git(dest, "add", "-A")
     env = {"GIT_COMMITTER_DATE": "2026-01-02T03:04:05Z", "GIT_AUTHOR_DATE": "2026-01-02T03:04:05Z"}
     subprocess.run(
-        ["git", "-C", str(dest), "-c", "user.name=t", "-c", "user.email=t@example.com",
-         "commit", "-qm", "example"],
-        check=True, env={**os.environ, **env},
+        [
+            "git",
+            "-C",
+            str(dest),
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-qm",
+            "example",
+        ],
+        check=True,
+        env={**os.environ, **env},
     )
     return dest
 
@@ -67,7 +80,7 @@ async def engine():
     if not engine_configured():
         if os.environ.get("CI"):
             pytest.fail("CI=true but no Dagger engine is configured: run scripts/engine up first")
-        pytest.skip("no Dagger engine configured (scripts/engine up; eval \"$(scripts/engine env)\")")
+        pytest.skip('no Dagger engine configured (scripts/engine up; eval "$(scripts/engine env)")')
     import dagger
 
     async with dagger.connection(dagger.Config(log_output=None)) as client:

@@ -62,8 +62,14 @@ async def test_runtime_images_are_non_root_without_compilers(
     ctrs = images.service_images(example, list(example.services.values()), settings)
     for name, ctr in ctrs.items():
         out = await ctr.with_exec(
-            ["sh", "-c", "echo uid=$(id -u) user=$(id -un); "
-             "echo compilers=$(for c in gcc cc g++ c++ make; do command -v $c; done)"]
+            [
+                "sh",
+                "-c",
+                (
+                    "echo uid=$(id -u) user=$(id -un); "
+                    "echo compilers=$(for c in gcc cc g++ c++ make; do command -v $c; done)"
+                ),
+            ]
         ).stdout()
         assert value_of(out, "uid") == f"{example.spec.uid} user={example.spec.user}", name
         assert value_of(out, "compilers") == "", f"{name} ships a compiler: {out}"
@@ -96,7 +102,9 @@ async def test_service_dependencies_are_their_own_layer(built: dict[str, Result]
     assert users is not None and gateway is not None
     # gateway = the same tier layers + its own requirements layer + its source layer
     assert len(gateway.layers) == len(users.layers) + 1
-    httpx = await _run(built["gateway"].tarball, ["python", "-c", "import httpx; print('v=' + httpx.__version__)"])
+    httpx = await _run(
+        built["gateway"].tarball, ["python", "-c", "import httpx; print('v=' + httpx.__version__)"]
+    )
     assert value_of(httpx, "v") == "0.27.2"
     # the service's requirements did not leak into its tier
     missing = await _run(built["users"].tarball, ["python", "-c", "import httpx"], expect_fail=True)
@@ -122,12 +130,18 @@ async def test_source_edit_changes_only_the_last_layer_of_that_service(
     project = graph.load(repo)
     options = runner.RunOptions(jobs=2, out_dir=tmp_path / "one", test=False)
     settings = resolve_settings(project, base_image, "tests")
-    before = {r.service: r.image for r in await runner.run(project, list(project.services.values()), settings, options)}
+    before = {
+        r.service: r.image
+        for r in await runner.run(project, list(project.services.values()), settings, options)
+    }
     app = repo / "services/users/users/app.py"
     app.write_text(app.read_text() + "\n# a comment that changes nothing but the file\n")
     settings = resolve_settings(project, base_image, "tests")
     options = replace(options, out_dir=tmp_path / "two")
-    after = {r.service: r.image for r in await runner.run(project, list(project.services.values()), settings, options)}
+    after = {
+        r.service: r.image
+        for r in await runner.run(project, list(project.services.values()), settings, options)
+    }
     b, a = before["users"], after["users"]
     assert b is not None and a is not None
     assert a.layers[:-1] == b.layers[:-1]
@@ -151,8 +165,13 @@ async def test_labels_and_build_info(built: dict[str, Result], example: graph.Pr
     image = dag.container().import_(dag.host().file(tarball))
     info = json.loads(await image.file("/app/build-info.json").contents())
     assert info == {
-        "service": "users", "tier": "backend", "commit": head, "branch": "main", "dirty": False,
-        "version": head[:12], "created": "2026-01-02T03:04:05Z",
+        "service": "users",
+        "tier": "backend",
+        "commit": head,
+        "branch": "main",
+        "dirty": False,
+        "version": head[:12],
+        "created": "2026-01-02T03:04:05Z",
         "source": "https://example.com/acme/monorepo",
     }
 
@@ -160,7 +179,9 @@ async def test_labels_and_build_info(built: dict[str, Result], example: graph.Pr
 def _config_of(tarball: str) -> dict:
     inspected = subprocess.run(
         ["skopeo", "inspect", "--config", f"oci-archive:{tarball}"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(inspected.stdout)
 
@@ -174,7 +195,9 @@ def test_exported_tarballs_are_valid_oci_images(built: dict[str, Result]):
         inspected = json.loads(
             subprocess.run(
                 ["skopeo", "inspect", f"oci-archive:{result.tarball}"],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
         )
         assert result.image is not None
@@ -192,9 +215,23 @@ def test_a_failing_service_does_not_hide_the_others(tmp_path: Path, base_image: 
     (broken / "requirements.txt").write_text("pipeline-test-no-such-package==9.9.9\n")
     report = tmp_path / "report.json"
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "build", "--project-dir", str(repo),
-         "--base-image", base_image, "--cache-scope", "tests", "--report", str(report)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "build",
+            "--project-dir",
+            str(repo),
+            "--base-image",
+            base_image,
+            "--cache-scope",
+            "tests",
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 1, done.stderr
     results = {s["service"]: s for s in json.loads(report.read_text())["services"]}

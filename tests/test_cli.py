@@ -12,7 +12,11 @@ from tests.conftest import ROOT
 
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=cwd, check=False
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
     )
 
 
@@ -24,7 +28,9 @@ def test_plan_lists_tiers_services_and_uploads():
     uploads = {s["name"]: s["uploads"] for s in plan["services"]}
     assert "users/app.py" in uploads["users"]
     # tests, manifests and bytecode never reach an image
-    assert not any(u.startswith("tests/") or u.endswith((".pyc", "service.toml")) for u in uploads["users"])
+    assert not any(
+        u.startswith("tests/") or u.endswith((".pyc", "service.toml")) for u in uploads["users"]
+    )
     assert "inference/model.json" in uploads["inference"]
 
 

@@ -20,20 +20,26 @@ def write(path: Path, text: str) -> Path:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    write(tmp_path / "pipeline.toml", """
+    write(
+        tmp_path / "pipeline.toml",
+        """
         services = ["apps/*"]
         [tiers.base]
         requirements = ["req/base.txt"]
         [tiers.web]
         extends = "base"
-    """)
+    """,
+    )
     write(tmp_path / "req/base.txt", "six==1.16.0\n")
-    write(tmp_path / "apps/api/service.toml", """
+    write(
+        tmp_path / "apps/api/service.toml",
+        """
         tier = "web"
         command = ["python", "-m", "api"]
         port = 8000
         health_path = "/health"
-    """)
+    """,
+    )
     return tmp_path
 
 

@@ -27,20 +27,41 @@ async def test_pull_install_through_cache_volume_run_and_export(base_image: str,
         dag.container()
         .from_(base_image)
         .with_exec(["python3", "-m", "venv", "/opt/uv"])
-        .with_exec(["/opt/uv/bin/pip", "install", "-q", "--cert", "/etc/ssl/certs/ca-certificates.crt", "uv==0.13.9"])
+        .with_exec(
+            [
+                "/opt/uv/bin/pip",
+                "install",
+                "-q",
+                "--cert",
+                "/etc/ssl/certs/ca-certificates.crt",
+                "uv==0.13.9",
+            ]
+        )
         .with_mounted_cache("/cache/uv", volume)
         .with_env_variable("UV_CACHE_DIR", "/cache/uv")
         .with_env_variable("UV_SYSTEM_CERTS", "1")
         .with_env_variable("UV_LINK_MODE", "copy")
         .with_env_variable("RUN_MARKER", marker)
         .with_exec(["/opt/uv/bin/uv", "venv", "-q", "--python", "python3", "/opt/venv"])
-        .with_exec(["/opt/uv/bin/uv", "pip", "install", "-q", "--python", "/opt/venv/bin/python", "six==1.16.0"])
+        .with_exec(
+            [
+                "/opt/uv/bin/uv",
+                "pip",
+                "install",
+                "-q",
+                "--python",
+                "/opt/venv/bin/python",
+                "six==1.16.0",
+            ]
+        )
         .with_exec(["/opt/venv/bin/python", "-c", "import six; print('six=' + six.__version__)"])
     )
     assert value_of(await ctr.stdout(), "six") == "1.16.0"
     # the downloaded wheel is in the cache volume, shared with later builds, not in the image
     cached = await (
-        dag.container().from_(base_image).with_mounted_cache("/c", volume)
+        dag.container()
+        .from_(base_image)
+        .with_mounted_cache("/c", volume)
         .with_env_variable("RUN_MARKER", marker)
         .with_exec(["sh", "-c", "echo files=$(find /c -path '*six*' -name '*.py' | wc -l)"])
         .stdout()
@@ -54,7 +75,10 @@ async def test_pull_install_through_cache_volume_run_and_export(base_image: str,
     await ctr.export(str(tarball))
     inspected = json.loads(
         subprocess.run(
-            ["skopeo", "inspect", f"oci-archive:{tarball}"], capture_output=True, text=True, check=True
+            ["skopeo", "inspect", f"oci-archive:{tarball}"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     )
     assert len(inspected["Layers"]) >= 2

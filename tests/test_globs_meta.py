@@ -40,7 +40,9 @@ def test_provenance_from_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     repo = copy_example(tmp_path / "repo", services=("users", "worker"))
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     prov = read_provenance(repo)
-    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    head = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    )
     assert prov.revision == head.stdout.strip()
     assert prov.branch == "main"
     assert prov.created == "2026-01-02T03:04:05Z"  # the commit time, not now

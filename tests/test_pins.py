@@ -11,4 +11,3 @@ def test_dagger_io_pin_matches_engine_version():
     pin = next(d for d in deps if d.startswith("dagger-io=="))
     assert f"v{pin.split('==')[1]}" == engine
     assert f"v{version('dagger-io')}" == engine
-
