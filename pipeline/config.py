@@ -62,6 +62,11 @@ class ProjectSpec(_Strict):
     source_url: str | None = Field(
         None, description="repository URL for org.opencontainers.image.source (default: git remote)"
     )
+    test_requirements: list[str] = Field(
+        default_factory=list,
+        description="requirement files for running services' unit tests (pytest, ...), "
+        "relative to the project root; installed in the builder only",
+    )
     tiers: dict[Name, TierSpec] = Field(
         default_factory=lambda: {ROOT_TIER: TierSpec()},
         description="the dependency tiers; 'base' is the root, others extend a tier",
@@ -88,6 +93,12 @@ class ServiceSpec(_Strict):
         description="the service's own requirements.txt or pyproject.toml, relative to its folder",
     )
     env: dict[str, str] = Field(default_factory=dict, description="environment of the runtime")
+    tests: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="the service's unit tests, run in its folder in the builder stage "
+        "(e.g. python -m pytest -q tests)",
+    )
     smoke: list[str] | None = Field(
         None, min_length=1, description="a command that must exit 0 inside the built image"
     )

@@ -55,6 +55,7 @@ class Project:
     spec: ProjectSpec
     tiers: dict[str, Tier]  # parents before children
     services: dict[str, Service]  # sorted by name
+    test_requirements: tuple[Path, ...] = ()
 
     def chain(self, tier: str) -> list[Tier]:
         """The tiers from the root down to ``tier``."""
@@ -85,7 +86,7 @@ class Project:
         return chosen
 
 
-def _ordered_tiers(spec: ProjectSpec, root: Path, config_file: Path) -> dict[str, Tier]:  # noqa: C901 - one walk, one message per way a tier can be wrong
+def _ordered_tiers(spec: ProjectSpec, root: Path, config_file: Path) -> dict[str, Tier]:
     field = "tool.pipeline.tiers" if config_file.name == "pyproject.toml" else "tiers"
     if ROOT_TIER not in spec.tiers:
         raise ConfigError(config_file, field, "has no 'base' tier", "add a [tiers.base] table")
@@ -112,22 +113,24 @@ def _ordered_tiers(spec: ProjectSpec, root: Path, config_file: Path) -> dict[str
                     f"set extends to one of: {', '.join(t for t in spec.tiers if t != name)}",
                 )
             visit(parent, (*seen, name))
-        reqs = []
-        for i, rel in enumerate(tier.requirements):
-            path = root / rel
-            if not path.is_file():
-                raise ConfigError(
-                    config_file,
-                    f"{field}.{name}.requirements[{i}]",
-                    f"{rel} does not exist",
-                    "create the file or correct the path (relative to the project root)",
-                )
-            reqs.append(path)
-        ordered[name] = Tier(name, tier, tuple(reqs))
+        reqs = _existing(root, tier.requirements, config_file, f"{field}.{name}.requirements")
+        ordered[name] = Tier(name, tier, reqs)
 
     for name in spec.tiers:
         visit(name, ())
     return ordered
+
+
+def _existing(root: Path, files: list[str], config_file: Path, field: str) -> tuple[Path, ...]:
+    for i, rel in enumerate(files):
+        if not (root / rel).is_file():
+            raise ConfigError(
+                config_file,
+                f"{field}[{i}]",
+                f"{rel} does not exist",
+                "create the file or correct the path (relative to the project root)",
+            )
+    return tuple(root / rel for rel in files)
 
 
 def _service(manifest: Path, tiers: dict[str, Tier]) -> Service:
@@ -187,4 +190,6 @@ def load(root: Path) -> Project:
             f"no {MANIFEST} found under {', '.join(spec.services)}",
             f"point the globs at service folders, or add a {MANIFEST} to each service",
         )
-    return Project(root, config_file, spec, tiers, dict(sorted(services.items())))
+    prefix = "tool.pipeline." if config_file.name == "pyproject.toml" else ""
+    tests = _existing(root, spec.test_requirements, config_file, f"{prefix}test_requirements")
+    return Project(root, config_file, spec, tiers, dict(sorted(services.items())), tests)

@@ -176,39 +176,74 @@ def tier_images(project: Project, settings: BuildSettings) -> dict[str, TierImag
     return out
 
 
-def service_dependencies(
-    build: dagger.Container, tier: TierImage, service: Service
-) -> dagger.Directory | None:
-    """The service's own dependencies as a layer over its tier's venv, constrained by the
-    tier's pins so a service never silently replaces a tier package."""
+def _constrained_install(requirements: str) -> list[str]:
+    """Install on top of the venv at VENV, pinned to what is already there."""
+    python = f"{VENV}/bin/python"
+    return [
+        "sh",
+        "-c",
+        (
+            f"uv pip freeze --python {python} > /tmp/pins.txt && "
+            f"uv pip install -q --python {python} -c /tmp/pins.txt {requirements}"
+        ),
+    ]
+
+
+def service_venv(build: dagger.Container, tier: TierImage, service: Service) -> dagger.Directory:
+    """The tier's venv plus the service's own dependencies, constrained by the tier's pins so
+    a service never silently replaces a tier package."""
     if service.requirements is None:
-        return None
+        return tier.venv
     req = service.requirements
     files = dag.host().directory(str(req.parent), include=[req.name, "uv.lock"])
-    install = f"uv pip install -q --python {VENV}/bin/python -c /tmp/tier-pins.txt"
-    if req.name == "pyproject.toml":
-        # With a lock file the locked versions are installed; without, the declared ranges.
-        script = (
-            "if [ -f uv.lock ]; then uv export -q --frozen --no-hashes --no-emit-project "
-            f"--no-dev -o /tmp/svc.txt && {install} -r /tmp/svc.txt; "
-            f"else {install} -r pyproject.toml; fi"
-        )
-    else:
-        script = f"{install} -r {req.name}"
-    venv = (
+    ctr = (
         build.with_directory(VENV, tier.venv)
         .with_mounted_directory("/svc", files)
         .with_workdir("/svc")
-        .with_exec(
-            [
-                "sh",
-                "-c",
-                f"uv pip freeze --python {VENV}/bin/python > /tmp/tier-pins.txt && {script}",
-            ]
-        )
-        .directory(VENV)
     )
-    return tier.venv.diff(venv).with_timestamps(FIXED_MTIME)
+    if req.name == "pyproject.toml":
+        # With a lock file the locked versions are installed; without, the declared ranges.
+        script = (
+            "mkdir -p /tmp/svc && if [ -f uv.lock ]; then uv export -q --frozen --no-hashes "
+            "--no-emit-project --no-dev -o /tmp/svc/requirements.txt; "
+            "else cp pyproject.toml /tmp/svc/pyproject.toml; fi"
+        )
+        ctr = ctr.with_exec(["sh", "-c", script])
+        ctr = ctr.with_exec(_constrained_install("-r $(ls /tmp/svc/*)"))
+    else:
+        ctr = ctr.with_exec(_constrained_install(f"-r {req.name}"))
+    return ctr.directory(VENV)
+
+
+def service_dependencies(
+    build: dagger.Container, tier: TierImage, service: Service
+) -> dagger.Directory | None:
+    """Only what the service adds to its tier's venv: a layer of its own."""
+    if service.requirements is None:
+        return None
+    return tier.venv.diff(service_venv(build, tier, service)).with_timestamps(FIXED_MTIME)
+
+
+def unit_tests(
+    build: dagger.Container, tier: TierImage, service: Service, test_requirements: Sequence[Path]
+) -> dagger.Container | None:
+    """The service's unit tests, run in the builder with its whole folder: nothing of this
+    reaches the runtime image."""
+    if not service.spec.tests:
+        return None
+    ctr = build.with_directory(VENV, service_venv(build, tier, service))
+    for i, path in enumerate(test_requirements):
+        mounted = f"/req/test/{i}-{path.name}"
+        ctr = ctr.with_mounted_file(mounted, dag.host().file(str(path)))
+        ctr = ctr.with_exec(_constrained_install(f"-r {mounted}"))
+    folder = dag.host().directory(str(service.path), exclude=list(DEFAULT_EXCLUDES))
+    return (
+        ctr.with_directory("/src", folder)
+        .with_workdir("/src")
+        .with_env_variable("PYTHONPATH", "/src")
+        .with_env_variable("PATH", f"{VENV}/bin:/opt/uv/bin:/usr/local/bin:/usr/bin:/bin")
+        .with_exec(list(service.spec.tests))
+    )
 
 
 def source(service: Service) -> dagger.Directory:
@@ -276,13 +311,29 @@ def service_image(
     return ctr.with_workdir(APP).with_user(settings.user).with_default_args(list(spec.command))
 
 
-def service_images(
+@dataclass(frozen=True)
+class ServiceBuild:
+    image: dagger.Container  # the runtime image
+    unit_tests: dagger.Container | None  # the unit-test run in the builder, if the service has one
+
+
+def service_builds(
     project: Project, services: Sequence[Service], settings: BuildSettings
-) -> dict[str, dagger.Container]:
+) -> dict[str, ServiceBuild]:
     tiers = tier_images(project, settings)
     out = {}
     for svc in services:
         chain = project.chain(svc.tier)
         build = builder(settings, [p for t in chain for p in t.spec.build_apt])
-        out[svc.name] = service_image(svc, tiers[svc.tier], settings, build)
+        tier = tiers[svc.tier]
+        out[svc.name] = ServiceBuild(
+            service_image(svc, tier, settings, build),
+            unit_tests(build, tier, svc, project.test_requirements),
+        )
     return out
+
+
+def service_images(
+    project: Project, services: Sequence[Service], settings: BuildSettings
+) -> dict[str, dagger.Container]:
+    return {name: b.image for name, b in service_builds(project, services, settings).items()}

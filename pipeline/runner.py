@@ -85,7 +85,7 @@ async def _health(
 
 async def _build_one(
     service: Service,
-    image: dagger.Container,
+    build: images.ServiceBuild,
     settings: images.BuildSettings,
     options: RunOptions,
     limiter: anyio.CapacityLimiter,
@@ -98,7 +98,13 @@ async def _build_one(
     step = "build"
     async with limiter:
         log.info("build_started", service=service.name, tier=service.tier)
+        image = build.image
         try:
+            if options.test and build.unit_tests is not None:
+                step = "unit"
+                await build.unit_tests.sync()
+                tests["unit"] = True
+            step = "build"
             await image.sync()
             step = "export"
             with tempfile.TemporaryDirectory() as tmp:
@@ -126,7 +132,7 @@ async def _build_one(
             failure = _expected(exc)
             if failure is None:
                 raise
-            if step in ("smoke", "health"):
+            if step in ("unit", "smoke", "health"):
                 tests[step] = False
             result = Result(
                 service.name,
@@ -170,7 +176,7 @@ async def run(
     options: RunOptions,
 ) -> list[Result]:
     """Build every selected service, at most ``options.jobs`` at once. Needs a connection."""
-    built = images.service_images(project, services, settings)
+    built = images.service_builds(project, services, settings)
     if options.out_dir is not None:
         options.out_dir.mkdir(parents=True, exist_ok=True)
     limiter = anyio.CapacityLimiter(max(1, options.jobs))

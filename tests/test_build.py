@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,7 @@ def test_every_service_builds_and_passes_its_tests(built: dict[str, Result]):
     assert set(built) == {"gateway", "users", "worker", "inference", "reports"}
     for name, result in built.items():
         assert result.ok, f"{name}: {result.reason}"
+        assert result.tests.get("unit") is True, name  # the service's own pytest suite
         assert result.tests.get("smoke") is True, name
     for name in ("gateway", "users", "inference", "reports"):
         assert built[name].tests.get("health") is True, name
@@ -147,6 +149,24 @@ async def test_source_edit_changes_only_the_last_layer_of_that_service(
     assert a.layers[:-1] == b.layers[:-1]
     assert a.layers[-1] != b.layers[-1]
     assert after["worker"] == before["worker"]  # same digest, same layers
+
+
+async def test_cache_volumes_are_scoped(built: dict[str, Result], base_image: str):
+    """A build fills the uv cache of its own scope only: branches never share caches."""
+
+    async def cached_fastapi(scope: str) -> str:
+        out = await (
+            dag.container()
+            .from_(base_image)
+            .with_mounted_cache("/c", images.cache(scope, "uv"))
+            .with_env_variable("AT", str(time.time_ns()))
+            .with_exec(["sh", "-c", "echo n=$(find /c -maxdepth 4 -iname 'fastapi*' | wc -l)"])
+            .stdout()
+        )
+        return value_of(out, "n")
+
+    assert int(await cached_fastapi("tests")) > 0
+    assert int(await cached_fastapi(f"tests-other-{time.time_ns()}")) == 0
 
 
 async def test_labels_and_build_info(built: dict[str, Result], example: graph.Project):
