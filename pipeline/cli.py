@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,27 @@ def _parser() -> argparse.ArgumentParser:
         "export", parents=[common, engine], help="build, test and write one OCI tarball per service"
     )
     export.add_argument("--out", type=Path, required=True, help="folder for <service>.tar files")
+    publish = sub.add_parser(
+        "publish",
+        parents=[common, engine],
+        help="build, test and push each image under its commit, branch and latest tags",
+        description=(
+            "Tags: <commit> always (<commit>-dirty, and nothing else, when the service's "
+            "folder has uncommitted changes), branch-<branch>, and latest from main or master. "
+            "The password comes only from PIPELINE_REGISTRY_PASSWORD and reaches the engine "
+            "as a Dagger secret."
+        ),
+    )
+    publish.add_argument(
+        "--registry",
+        default=os.environ.get("PIPELINE_REGISTRY"),
+        help="registry and namespace, e.g. ghcr.io/acme (env PIPELINE_REGISTRY)",
+    )
+    publish.add_argument(
+        "--registry-username",
+        default=os.environ.get("PIPELINE_REGISTRY_USERNAME"),
+        help="user for the registry (env PIPELINE_REGISTRY_USERNAME)",
+    )
     return parser
 
 
@@ -164,7 +186,11 @@ async def _run_engine(args: argparse.Namespace, project: Project, services: list
     settings = resolve_settings(project, args.base_image, args.cache_scope)
     prov, scope = settings.provenance, settings.cache_scope
     options = runner.RunOptions(
-        jobs=args.jobs, out_dir=getattr(args, "out", None), test=not args.no_test
+        jobs=args.jobs,
+        out_dir=getattr(args, "out", None),
+        test=not args.no_test,
+        publish_to=getattr(args, "registry", None),
+        registry_username=getattr(args, "registry_username", None),
     )
     log.info(
         "run_started",
@@ -178,6 +204,10 @@ async def _run_engine(args: argparse.Namespace, project: Project, services: list
     started = time.monotonic()
     config = dagger.Config(log_output=sys.stderr if args.verbose else None)
     async with dagger.connection(config):
+        password = os.environ.get("PIPELINE_REGISTRY_PASSWORD")
+        if options.publish_to and password:
+            secret = dagger.dag.set_secret("pipeline-registry-password", password)
+            options = replace(options, registry_password=secret)
         results = await runner.run(project, services, settings, options)
     elapsed = time.monotonic() - started
     print(report.table(results))
@@ -203,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "jobs", 1) < 1:
             raise UsageError("--jobs must be at least 1")
+        if args.command == "publish" and not args.registry:
+            raise UsageError("publish needs --registry (or PIPELINE_REGISTRY), e.g. ghcr.io/acme")
         project = graph.load(args.project_dir)
         services = project.select(args.services, args.tier)
         if args.command == "plan":

@@ -80,6 +80,22 @@ def read_provenance(root: Path, source_url: str | None = None) -> Provenance:
     return Provenance(revision, branch, epoch, source_url, modified)
 
 
+DEFAULT_BRANCHES = frozenset({"main", "master"})
+
+
+def tags_for(prov: Provenance, folder: str) -> list[str]:
+    """Tags an image is published under: the commit (immutable; '-dirty' when the service's
+    folder differs from it), the branch (moving), and 'latest' from a default branch only.
+    A dirty build gets only its commit tag: it must never move a shared tag."""
+    version = prov.version(folder)
+    if prov.dirty(folder) or prov.revision == "unknown":
+        return [version]
+    tags = [version, f"branch-{cache_scope_for(prov.branch)}"]
+    if prov.branch in DEFAULT_BRANCHES:
+        tags.append("latest")
+    return tags
+
+
 def cache_scope_for(branch: str) -> str:
     """A cache-volume-safe scope from a branch name: 'feature/x' -> 'feature-x'."""
     scope = re.sub(r"[^A-Za-z0-9_.-]+", "-", branch).strip("-.")

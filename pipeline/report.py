@@ -57,6 +57,7 @@ class Result:
     tests: dict[str, bool] = field(default_factory=dict)
     reason: str = ""
     tarball: str = ""
+    published: tuple[str, ...] = ()  # references with digest, one per tag
 
     @property
     def ok(self) -> bool:
@@ -68,6 +69,7 @@ class Result:
         out["duration"] = round(self.duration, 2)
         if self.image is not None:
             out["image"]["layers"] = list(self.image.layers)
+        out["published"] = list(self.published)
         return out
 
 

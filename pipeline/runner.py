@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +15,7 @@ from dagger import dag
 
 from pipeline import images
 from pipeline.log import get_logger
+from pipeline.meta import tags_for
 from pipeline.report import ImageFacts, Result, Status
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ class RunOptions:
     jobs: int = 4
     out_dir: Path | None = None  # keep OCI tarballs here; otherwise they are measured and dropped
     test: bool = True
+    publish_to: str | None = None  # registry/prefix to publish to, e.g. ghcr.io/acme
+    registry_username: str | None = None
+    registry_password: dagger.Secret | None = None
 
 
 def _expected(exc: BaseException) -> BaseException | None:
@@ -83,6 +87,82 @@ async def _health(
     )
 
 
+async def _publish(
+    service: Service,
+    image: dagger.Container,
+    settings: images.BuildSettings,
+    options: RunOptions,
+) -> tuple[str, ...]:
+    """Push the tested image under each tag of the tag strategy; returns refs with digests."""
+    assert options.publish_to is not None  # noqa: S101 - only called when publishing
+    repo = f"{options.publish_to.rstrip('/')}/{service.name}"
+    if options.registry_username and options.registry_password is not None:
+        host = options.publish_to.split("/", 1)[0]
+        image = image.with_registry_auth(host, options.registry_username, options.registry_password)
+    folder = service.path.relative_to(settings.root).as_posix()
+    return tuple(
+        [await image.publish(f"{repo}:{tag}") for tag in tags_for(settings.provenance, folder)]
+    )
+
+
+@dataclass
+class _Progress:
+    """How far one service got; what a failure reports."""
+
+    step: str = "build"
+    tests: dict[str, bool] = field(default_factory=dict)
+    facts: ImageFacts | None = None
+    tarball: str = ""
+    published: tuple[str, ...] = ()
+
+
+async def _export(
+    service: Service, image: dagger.Container, options: RunOptions
+) -> tuple[ImageFacts, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        target = (options.out_dir or Path(tmp)) / f"{service.name}.tar"
+        partial = target.with_suffix(".tar.partial")  # never a half-written tarball
+        await image.export(str(partial))
+        facts = ImageFacts.from_tarball(partial)
+        if options.out_dir is None:
+            return facts, ""
+        partial.replace(target)
+        return facts, str(target)
+
+
+async def _steps(
+    service: Service,
+    build: images.ServiceBuild,
+    settings: images.BuildSettings,
+    options: RunOptions,
+    progress: _Progress,
+) -> None:
+    spec, image = service.spec, build.image
+    if options.test and build.unit_tests is not None:
+        progress.step = "unit"
+        await build.unit_tests.sync()
+        progress.tests["unit"] = True
+    progress.step = "build"
+    await image.sync()
+    progress.step = "export"
+    progress.facts, progress.tarball = await _export(service, image, options)
+    if options.test and spec.smoke:
+        progress.step = "smoke"
+        await image.with_exec(list(spec.smoke)).sync()
+        progress.tests["smoke"] = True
+    if options.test and spec.health_path:
+        progress.step = "health"
+        await _health(service, image, settings)
+        progress.tests["health"] = True
+    progress.step = "size budget"
+    size, budget = progress.facts.size / 1e6, spec.size_budget_mb
+    if budget is not None and size > budget:
+        raise ValueError(f"image is {size:.1f} MB, over its size_budget_mb of {budget:g}")
+    if options.publish_to is not None:
+        progress.step = "publish"  # only images that passed every check are pushed
+        progress.published = await _publish(service, image, settings, options)
+
+
 async def _build_one(
     service: Service,
     build: images.ServiceBuild,
@@ -90,82 +170,47 @@ async def _build_one(
     options: RunOptions,
     limiter: anyio.CapacityLimiter,
 ) -> Result:
-    started = time.monotonic()
-    spec = service.spec
-    tests: dict[str, bool] = {}
-    facts: ImageFacts | None = None
-    tarball = ""
-    step = "build"
+    progress = _Progress()
     async with limiter:
+        started = time.monotonic()
         log.info("build_started", service=service.name, tier=service.tier)
-        image = build.image
         try:
-            if options.test and build.unit_tests is not None:
-                step = "unit"
-                await build.unit_tests.sync()
-                tests["unit"] = True
-            step = "build"
-            await image.sync()
-            step = "export"
-            with tempfile.TemporaryDirectory() as tmp:
-                target = (options.out_dir or Path(tmp)) / f"{service.name}.tar"
-                partial = target.with_suffix(".tar.partial")  # never a half-written tarball
-                await image.export(str(partial))
-                facts = ImageFacts.from_tarball(partial)
-                if options.out_dir is not None:
-                    partial.replace(target)
-                    tarball = str(target)
-            if options.test and spec.smoke:
-                step = "smoke"
-                await image.with_exec(list(spec.smoke)).sync()
-                tests["smoke"] = True
-            if options.test and spec.health_path:
-                step = "health"
-                await _health(service, image, settings)
-                tests["health"] = True
-            step = "size budget"
-            if spec.size_budget_mb is not None and facts.size > spec.size_budget_mb * 1e6:
-                size, budget = facts.size / 1e6, spec.size_budget_mb
-                msg = f"image is {size:.1f} MB, over its size_budget_mb of {budget:g}"
-                raise ValueError(msg)  # noqa: TRY301 - recorded like any other failure below
+            await _steps(service, build, settings, options, progress)
         except Exception as exc:
             failure = _expected(exc)
             if failure is None:
                 raise
-            if step in ("unit", "smoke", "health"):
-                tests[step] = False
-            result = Result(
-                service.name,
-                service.tier,
-                Status.FAILED,
-                time.monotonic() - started,
-                facts,
-                tests,
-                f"{step}: {_reason(failure)}",
-                tarball,
-            )
-            log.error(  # noqa: TRY400 - the reason is the story; a traceback is not
-                "service_failed",
-                service=service.name,
-                tier=service.tier,
-                step=step,
-                duration=round(result.duration, 2),
-                reason=result.reason,
-            )
-            return result
+            if progress.step in ("unit", "smoke", "health"):
+                progress.tests[progress.step] = False
+            status, reason = Status.FAILED, f"{progress.step}: {_reason(failure)}"
+        else:
+            status, reason = Status.OK, ""
     result = Result(
-        service.name, service.tier, Status.OK, time.monotonic() - started, facts, tests, "", tarball
-    )
-    log.info(
-        "service_built",
         service=service.name,
         tier=service.tier,
-        duration=round(result.duration, 2),
-        digest=facts.digest,
-        size=facts.size,
-        layers=len(facts.layers),
-        tests=tests,
+        status=status,
+        duration=time.monotonic() - started,
+        image=progress.facts,
+        tests=progress.tests,
+        reason=reason,
+        tarball=progress.tarball,
+        published=progress.published,
     )
+    # one canonical line per service, with all its figures
+    facts = result.image
+    figures = {
+        "service": result.service,
+        "tier": result.tier,
+        "duration": round(result.duration, 2),
+        "digest": facts.digest if facts else None,
+        "size": facts.size if facts else None,
+        "layers": len(facts.layers) if facts else None,
+        "tests": result.tests,
+    }
+    if result.ok:
+        log.info("service_built", **figures, published=list(result.published))
+    else:
+        log.error("service_failed", **figures, step=progress.step, reason=reason)
     return result
 
 

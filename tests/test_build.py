@@ -4,6 +4,7 @@ passes its tests; the images are slim, non-root, layered as promised and traceab
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -259,3 +260,68 @@ def test_a_failing_service_does_not_hide_the_others(tmp_path: Path, base_image: 
     assert results["broken"]["status"] == "failed"
     assert "pipeline-test-no-such-package" in results["broken"]["reason"]
     assert "1 built, 1 failed" in done.stdout
+
+
+def test_publish_pushes_tested_images_under_the_tag_strategy(tmp_path: Path, base_image: str):
+    registry = os.environ.get("PIPELINE_REGISTRY")
+    if not registry:
+        if os.environ.get("CI"):
+            pytest.fail('CI=true but PIPELINE_REGISTRY is unset: eval "$(scripts/engine env)"')
+        pytest.skip("no registry to publish to (PIPELINE_REGISTRY)")
+    repo = copy_example(tmp_path / "repo", services=("worker",))
+    namespace = f"{registry}/t{time.time_ns()}"
+    password = f"s3cret-{time.time_ns()}"
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "publish",
+            "--project-dir",
+            str(repo),
+            "--base-image",
+            base_image,
+            "--cache-scope",
+            "tests",
+            "--registry",
+            namespace,
+            "--registry-username",
+            "ci",
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PIPELINE_REGISTRY_PASSWORD": password},
+    )
+    assert done.returncode == 0, done.stderr
+    head = git(repo, "rev-parse", "HEAD")
+    result = json.loads(report.read_text())["services"][0]
+    assert [ref.split("@")[0].rsplit(":", 1)[1] for ref in result["published"]] == [
+        head[:12],
+        "branch-main",
+        "latest",
+    ]
+    tags = json.loads(
+        subprocess.run(
+            ["skopeo", "list-tags", "--tls-verify=false", f"docker://{namespace}/worker"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )["Tags"]
+    assert sorted(tags) == sorted([head[:12], "branch-main", "latest"])
+    pushed = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", f"docker://{namespace}/worker:{head[:12]}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert pushed["Labels"]["org.opencontainers.image.revision"] == head
+    assert all(ref.endswith(pushed["Digest"]) for ref in result["published"])
+    # the password travels as a Dagger secret: never in output or report
+    assert password not in done.stdout + done.stderr + report.read_text()

@@ -55,3 +55,15 @@ def test_provenance_from_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert prov.version("services/users").endswith("-dirty")
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
     assert read_provenance(repo).created == "1970-01-01T00:00:00Z"
+
+
+def test_tag_strategy(tmp_path: Path):
+    from pipeline.meta import Provenance, tags_for
+
+    prov = Provenance("0123456789abcdef" * 2 + "01234567", "main", 0, "")
+    assert tags_for(prov, "services/users") == ["0123456789ab", "branch-main", "latest"]
+    feature = Provenance(prov.revision, "feature/x", 0, "")
+    assert tags_for(feature, "services/users") == ["0123456789ab", "branch-feature-x"]
+    dirty = Provenance(prov.revision, "main", 0, "", frozenset({"services/users/users/app.py"}))
+    assert tags_for(dirty, "services/users") == ["0123456789ab-dirty"]  # moves no shared tag
+    assert tags_for(dirty, "services/worker") == ["0123456789ab", "branch-main", "latest"]
