@@ -20,7 +20,7 @@ from pipeline import globs, graph, report
 from pipeline.errors import PipelineError, UsageError
 from pipeline.images import DEFAULT_EXCLUDES, BuildSettings
 from pipeline.log import configure, get_logger
-from pipeline.meta import cache_scope_for, read_provenance
+from pipeline.meta import cache_scope_for, changed_since, read_provenance
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--tier", action="append", default=[], help="only services of this tier (repeatable)"
+    )
+    common.add_argument(
+        "--changed-since",
+        metavar="REF",
+        help="only services a change since this git commit affects (their folder, their "
+        "tiers' requirements, the config)",
     )
     common.add_argument(
         "-v", "--verbose", action="store_true", help="debug logs and engine progress"
@@ -236,7 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "publish" and not args.registry:
             raise UsageError("publish needs --registry (or PIPELINE_REGISTRY), e.g. ghcr.io/acme")
         project = graph.load(args.project_dir)
-        services = project.select(args.services, args.tier)
+        changed = changed_since(project.root, args.changed_since) if args.changed_since else None
+        services = project.select(args.services, args.tier, changed)
+        if not services:
+            print(f"nothing to do: no service is affected by changes since {args.changed_since}")
+            return 0
         if args.command == "plan":
             print(plan(project, services, args.json))
             return 0

@@ -66,7 +66,29 @@ class Project:
             name = self.tiers[name].spec.extends
         return out[::-1]
 
-    def select(self, names: Iterable[str] = (), tiers: Iterable[str] = ()) -> list[Service]:
+    def affected(self, changed: Iterable[str]) -> set[str]:
+        """Services whose image a change to these files (relative to the root) can alter: their
+        own folder, a requirement file of their tier chain, or the project's config."""
+        paths = [self.root / path for path in changed]
+        shared = {self.config_file, *self.test_requirements}
+        if any(path in shared for path in paths):
+            return set(self.services)
+        out = set()
+        for svc in self.services.values():
+            tier_files = {p for t in self.chain(svc.tier) for p in t.requirements}
+            if any(path in tier_files or path.is_relative_to(svc.path) for path in paths):
+                out.add(svc.name)
+        return out
+
+    def select(
+        self,
+        names: Iterable[str] = (),
+        tiers: Iterable[str] = (),
+        changed: Iterable[str] | None = None,
+    ) -> list[Service]:
+        """Services by name and tier; with ``changed`` (files since a commit), only those
+        the change affects. An empty result is an error, except for a change that affects
+        nothing, which is a normal outcome."""
         names, tiers = list(names), list(tiers)
         for name in names:
             if name not in self.services:
@@ -81,6 +103,9 @@ class Project:
             for s in self.services.values()
             if (not names or s.name in names) and (not tiers or s.tier in tiers)
         ]
+        if changed is not None:
+            touched = self.affected(changed)
+            return [s for s in chosen if s.name in touched]
         if not chosen:
             raise UsageError("the selection matches no service")
         return chosen

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from pipeline.errors import UsageError
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -78,6 +80,17 @@ def read_provenance(root: Path, source_url: str | None = None) -> Provenance:
         else:
             source_url = ""
     return Provenance(revision, branch, epoch, source_url, modified)
+
+
+def changed_since(root: Path, ref: str) -> list[str]:
+    """Files that differ between ``ref`` and the working tree, untracked ones included,
+    relative to the project root."""
+    base = _git(root, "merge-base", ref, "HEAD")
+    if base is None:
+        raise UsageError(f"--changed-since {ref}: git knows no such commit in {root}")
+    diff = _git(root, "diff", "--name-only", "--relative", "--no-renames", base) or ""
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard") or ""
+    return [p for p in (diff + "\n" + untracked).splitlines() if p]
 
 
 DEFAULT_BRANCHES = frozenset({"main", "master"})

@@ -74,3 +74,17 @@ def test_help_reads_well():
     build_help = cli("build", "--help").stdout
     for flag in ("--tier", "--jobs", "--cache-scope", "--base-image", "--project-dir"):
         assert flag in build_help
+
+
+def test_changed_since_with_nothing_changed_does_nothing(tmp_path: Path):
+    from tests.conftest import copy_example
+
+    repo = copy_example(tmp_path / "repo", services=("users", "worker"))
+    done = cli("build", "--changed-since", "HEAD", "--project-dir", str(repo))
+    assert done.returncode == 0, done.stderr
+    assert "nothing to do" in done.stdout
+    (repo / "services/users/users/app.py").write_text("# edited\n")
+    plan = json.loads(
+        cli("plan", "--json", "--changed-since", "HEAD", "--project-dir", str(repo)).stdout
+    )
+    assert [s["name"] for s in plan["services"]] == ["users"]

@@ -175,3 +175,25 @@ def test_selection_by_name_and_tier():
         project.select(tiers=["gpu"])
     with pytest.raises(UsageError, match="matches no service"):
         project.select(["inference"], ["backend"])
+
+
+def test_changed_since_selects_affected_services(tmp_path: Path):
+    from pipeline.meta import changed_since
+    from tests.conftest import copy_example, git
+
+    repo = copy_example(tmp_path / "repo")
+    project = graph.load(repo)
+    first = git(repo, "rev-parse", "HEAD")
+
+    def selected() -> list[str]:
+        return [s.name for s in project.select(changed=changed_since(repo, first))]
+
+    assert selected() == []  # nothing changed, nothing to build
+    (repo / "services/worker/worker/jobs.py").write_text("# edited\n")
+    assert selected() == ["worker"]
+    (repo / "requirements/ai.txt").write_text("numpy==2.1.3\n")
+    assert selected() == ["inference", "worker"]  # the ai tier's file touches only ai services
+    (repo / "requirements/base.txt").write_text("pydantic==2.9.2\n")
+    assert selected() == ["gateway", "inference", "reports", "users", "worker"]
+    with pytest.raises(UsageError, match="no such commit"):
+        changed_since(repo, "does-not-exist")
