@@ -210,6 +210,10 @@ async def _run_engine(args: argparse.Namespace, project: Project, services: list
     started = time.monotonic()
     config = dagger.Config(log_output=sys.stderr if args.verbose else None)
     async with dagger.connection(config):
+        index_url = os.environ.get("PIPELINE_INDEX_URL")
+        if index_url:
+            secret = dagger.dag.set_secret("pipeline-index-url", index_url)
+            settings = replace(settings, index_url=secret)
         password = os.environ.get("PIPELINE_REGISTRY_PASSWORD")
         if options.publish_to and password:
             secret = dagger.dag.set_secret("pipeline-registry-password", password)

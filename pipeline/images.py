@@ -42,6 +42,9 @@ class BuildSettings:
     user: str
     uid: int
     provenance: Provenance
+    # A package index URL with credentials, as a secret: set in the builder's environment
+    # only for its execs, never in a layer, an image config or a log.
+    index_url: dagger.Secret | None = None
 
 
 def cache(scope: str, tool: str) -> dagger.CacheVolume:
@@ -80,7 +83,7 @@ def with_apt(packages: Sequence[str], scope: str) -> Callable[[dagger.Container]
 def builder(settings: BuildSettings, build_apt: Sequence[str] = ()) -> dagger.Container:
     """The build stage: compilers and uv on the base image; never shipped."""
     scope = settings.cache_scope
-    return (
+    ctr = (
         dag.container()
         .from_(settings.base_image)
         .with_(with_apt(["build-essential", *build_apt], scope))
@@ -99,6 +102,9 @@ def builder(settings: BuildSettings, build_apt: Sequence[str] = ()) -> dagger.Co
         .with_env_variable("UV_SYSTEM_CERTS", "1")
         .with_env_variable("UV_NO_PROGRESS", "1")
     )
+    if settings.index_url is not None:
+        ctr = ctr.with_secret_variable("UV_INDEX_URL", settings.index_url)
+    return ctr
 
 
 def runtime_os(settings: BuildSettings, apt: Sequence[str]) -> dagger.Container:

@@ -122,12 +122,15 @@ async def _export(
     with tempfile.TemporaryDirectory() as tmp:
         target = (options.out_dir or Path(tmp)) / f"{service.name}.tar"
         partial = target.with_suffix(".tar.partial")  # never a half-written tarball
-        await image.export(str(partial))
-        facts = ImageFacts.from_tarball(partial)
-        if options.out_dir is None:
-            return facts, ""
-        partial.replace(target)
-        return facts, str(target)
+        try:
+            await image.export(str(partial))
+            facts = ImageFacts.from_tarball(partial)
+            if options.out_dir is None:
+                return facts, ""
+            partial.replace(target)
+            return facts, str(target)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 async def _steps(

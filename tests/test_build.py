@@ -3,6 +3,7 @@ passes its tests; the images are slim, non-root, layered as promised and traceab
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -325,3 +326,81 @@ def test_publish_pushes_tested_images_under_the_tag_strategy(tmp_path: Path, bas
     assert all(ref.endswith(pushed["Digest"]) for ref in result["published"])
     # the password travels as a Dagger secret: never in output or report
     assert password not in done.stdout + done.stderr + report.read_text()
+
+
+def _fresh_tier_inputs(repo: Path) -> Path:
+    """Secrets and cache volumes are not part of BuildKit's cache keys: a changed requirement
+    file makes the installs really run again, against the index under test."""
+    req = repo / "requirements/base.txt"
+    req.write_text(req.read_text() + f"# {time.time_ns()}\n")
+    return repo
+
+
+def test_index_credentials_stay_secret(tmp_path: Path, base_image: str):
+    """A private index URL with a token reaches uv as a Dagger secret: the build works, and
+    the token is in no output, report, layer or image config."""
+    repo = _fresh_tier_inputs(copy_example(tmp_path / "repo", services=("worker",)))
+    token = f"tok-{time.time_ns()}"
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "export",
+            "--out",
+            str(out),
+            "--no-test",
+            "--project-dir",
+            str(repo),
+            "--base-image",
+            base_image,
+            "--cache-scope",
+            f"tests-secret-{time.time_ns()}",
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PIPELINE_INDEX_URL": f"https://ci:{token}@pypi.org/simple"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert token not in done.stdout + done.stderr + report.read_text()
+    with tarfile.open(out / "worker.tar") as image:
+        for member in image.getmembers():
+            if not member.isfile():
+                continue
+            blob = image.extractfile(member).read()  # type: ignore[union-attr]
+            if blob[:2] == b"\x1f\x8b":
+                blob = gzip.decompress(blob)
+            assert token.encode() not in blob, member.name
+
+
+def test_index_url_reaches_uv_and_failures_do_not_reveal_it(tmp_path: Path, base_image: str):
+    repo = _fresh_tier_inputs(copy_example(tmp_path / "repo", services=("worker",)))
+    token = f"tok-{time.time_ns()}"
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "build",
+            "--no-test",
+            "--project-dir",
+            str(repo),
+            "--base-image",
+            base_image,
+            "--cache-scope",
+            f"tests-secret-{time.time_ns()}",
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PIPELINE_INDEX_URL": f"http://ci:{token}@127.0.0.1:9/simple"},
+    )
+    assert done.returncode == 1  # the only index is unreachable: uv really used it
+    assert token not in done.stdout + done.stderr + report.read_text()

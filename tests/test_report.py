@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from pipeline import report
+from pipeline.report import ImageFacts, Result, Status
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pytest
+
+RESULTS = [
+    Result(
+        "users",
+        "backend",
+        Status.OK,
+        12.34,
+        ImageFacts("sha256:" + "a" * 64, 62_500_000, ("sha256:1", "sha256:2")),
+        {"unit": True, "smoke": True, "health": True},
+    ),
+    Result(
+        "broken",
+        "backend",
+        Status.FAILED,
+        3.0,
+        None,
+        {"unit": False},
+        "unit: 1 failed, 3 passed\ncommand: pytest",
+    ),
+]
+
+
+def test_table_shows_figures_and_the_failure_headline():
+    text = report.table(RESULTS)
+    assert "users" in text and "62.5 MB" in text and "sha256:aaaaaaaaaaaa" in text
+    assert "unit: 1 failed, 3 passed" in text
+    assert "command: pytest" not in text  # the detail stays in the JSON report
+    assert text.splitlines()[-1] == "1 built, 1 failed"
+
+
+def test_json_report_and_step_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    out = tmp_path / "r" / "report.json"
+    report.write_json(RESULTS, out, {"revision": "abc"})
+    data = json.loads(out.read_text())
+    assert data["revision"] == "abc"
+    assert data["services"][0]["image"]["layers"] == ["sha256:1", "sha256:2"]
+    assert data["services"][1]["reason"].startswith("unit: 1 failed")
+    assert not list(out.parent.glob("*.tmp"))
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    report.write_step_summary(RESULTS)
+    md = summary.read_text()
+    assert "| users | backend | ok | 12.3s | 62.5 MB | unit ok, smoke ok, health ok |" in md
+    assert "| broken | backend | failed: unit: 1 failed, 3 passed |" in md
