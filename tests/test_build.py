@@ -185,6 +185,9 @@ async def test_labels_and_build_info(built: dict[str, Result], example: graph.Pr
     assert config["config"]["WorkingDir"] == "/app"
     assert "8000/tcp" in config["config"]["ExposedPorts"]
     image = dag.container().import_(dag.host().file(tarball))
+    # only the service's own included files were uploaded: no tests, manifest or caches
+    assert sorted(await image.directory("/app").entries()) == ["build-info.json", "users"]
+    assert sorted(await image.directory("/app/users").entries()) == ["__init__.py", "app.py"]
     info = json.loads(await image.file("/app/build-info.json").contents())
     assert info == {
         "service": "users",
