@@ -324,9 +324,12 @@ class ServiceBuild:
 
 
 def service_builds(
-    project: Project, services: Sequence[Service], settings: BuildSettings
+    project: Project,
+    services: Sequence[Service],
+    settings: BuildSettings,
+    tiers: dict[str, TierImage] | None = None,
 ) -> dict[str, ServiceBuild]:
-    tiers = tier_images(project, settings)
+    tiers = tiers if tiers is not None else tier_images(project, settings)
     out = {}
     for svc in services:
         chain = project.chain(svc.tier)

@@ -58,6 +58,14 @@ class Result:
     reason: str = ""
     tarball: str = ""
     published: tuple[str, ...] = ()  # references with digest, one per tag
+    tier_image: ImageFacts | None = None  # the tier image the service starts from
+
+    @property
+    def own_size(self) -> int | None:
+        """Compressed bytes the service adds on top of its tier image."""
+        if self.image is None or self.tier_image is None:
+            return None
+        return self.image.size - self.tier_image.size
 
     @property
     def ok(self) -> bool:
@@ -67,18 +75,20 @@ class Result:
         out = asdict(self)
         out["status"] = self.status.value
         out["duration"] = round(self.duration, 2)
-        if self.image is not None:
-            out["image"]["layers"] = list(self.image.layers)
+        for key in ("image", "tier_image"):
+            if out[key] is not None:
+                out[key]["layers"] = list(out[key]["layers"])
+        out["own_size"] = self.own_size
         out["published"] = list(self.published)
         return out
 
 
 def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
+    return f"{size / 1e6:.1f} MB" if abs(size) >= 1e5 else f"{size / 1e3:.1f} kB"
 
 
 def table(results: list[Result]) -> str:
-    rows = [("SERVICE", "TIER", "STATUS", "TIME", "SIZE", "LAYERS", "DIGEST / REASON")]
+    rows = [("SERVICE", "TIER", "STATUS", "TIME", "SIZE", "OWN", "LAYERS", "DIGEST / REASON")]
     for r in results:
         img = r.image
         rows.append(
@@ -88,6 +98,7 @@ def table(results: list[Result]) -> str:
                 r.status.value,
                 f"{r.duration:.1f}s",
                 _mb(img.size) if img else "-",
+                _mb(r.own_size) if r.own_size is not None else "-",
                 str(len(img.layers)) if img else "-",
                 (img.digest[:19] if img and r.ok else r.reason.splitlines()[0] if r.reason else ""),
             )
@@ -97,6 +108,9 @@ def table(results: list[Result]) -> str:
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
         for row in rows
     ]
+    tiers = {r.tier: r.tier_image for r in results if r.tier_image is not None}
+    if tiers:
+        lines.append("tier images: " + ", ".join(f"{t} {_mb(f.size)}" for t, f in tiers.items()))
     failed = sum(not r.ok for r in results)
     lines.append(f"{len(results) - failed} built, {failed} failed")
     return "\n".join(lines)

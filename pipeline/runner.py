@@ -114,6 +114,25 @@ class _Progress:
     facts: ImageFacts | None = None
     tarball: str = ""
     published: tuple[str, ...] = ()
+    tier_image: ImageFacts | None = None
+
+
+class _TierSizes:
+    """Each tier image measured once, however many services ask."""
+
+    def __init__(self, tiers: dict[str, images.TierImage]) -> None:
+        self._tiers = tiers
+        self._locks = {name: anyio.Lock() for name in tiers}
+        self._facts: dict[str, ImageFacts] = {}
+
+    async def facts(self, tier: str) -> ImageFacts:
+        async with self._locks[tier]:
+            if tier not in self._facts:
+                with tempfile.TemporaryDirectory() as tmp:
+                    target = Path(tmp) / "tier.tar"
+                    await self._tiers[tier].image.export(str(target))
+                    self._facts[tier] = ImageFacts.from_tarball(target)
+            return self._facts[tier]
 
 
 async def _export(
@@ -133,13 +152,20 @@ async def _export(
             partial.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What every service task of one run shares."""
+
+    settings: images.BuildSettings
+    options: RunOptions
+    limiter: anyio.CapacityLimiter
+    tier_sizes: _TierSizes
+
+
 async def _steps(
-    service: Service,
-    build: images.ServiceBuild,
-    settings: images.BuildSettings,
-    options: RunOptions,
-    progress: _Progress,
+    service: Service, build: images.ServiceBuild, ctx: _Context, progress: _Progress
 ) -> None:
+    settings, options = ctx.settings, ctx.options
     spec, image = service.spec, build.image
     if options.test and build.unit_tests is not None:
         progress.step = "unit"
@@ -149,6 +175,7 @@ async def _steps(
     await image.sync()
     progress.step = "export"
     progress.facts, progress.tarball = await _export(service, image, options)
+    progress.tier_image = await ctx.tier_sizes.facts(service.tier)
     if options.test and spec.smoke:
         progress.step = "smoke"
         await image.with_exec(list(spec.smoke)).sync()
@@ -166,19 +193,13 @@ async def _steps(
         progress.published = await _publish(service, image, settings, options)
 
 
-async def _build_one(
-    service: Service,
-    build: images.ServiceBuild,
-    settings: images.BuildSettings,
-    options: RunOptions,
-    limiter: anyio.CapacityLimiter,
-) -> Result:
+async def _build_one(service: Service, build: images.ServiceBuild, ctx: _Context) -> Result:
     progress = _Progress()
-    async with limiter:
+    async with ctx.limiter:
         started = time.monotonic()
         log.info("build_started", service=service.name, tier=service.tier)
         try:
-            await _steps(service, build, settings, options, progress)
+            await _steps(service, build, ctx, progress)
         except Exception as exc:
             failure = _expected(exc)
             if failure is None:
@@ -198,6 +219,7 @@ async def _build_one(
         reason=reason,
         tarball=progress.tarball,
         published=progress.published,
+        tier_image=progress.tier_image,
     )
     # one canonical line per service, with all its figures
     facts = result.image
@@ -224,14 +246,17 @@ async def run(
     options: RunOptions,
 ) -> list[Result]:
     """Build every selected service, at most ``options.jobs`` at once. Needs a connection."""
-    built = images.service_builds(project, services, settings)
+    tiers = images.tier_images(project, settings)
+    built = images.service_builds(project, services, settings, tiers)
     if options.out_dir is not None:
         options.out_dir.mkdir(parents=True, exist_ok=True)
-    limiter = anyio.CapacityLimiter(max(1, options.jobs))
+    ctx = _Context(
+        settings, options, anyio.CapacityLimiter(max(1, options.jobs)), _TierSizes(tiers)
+    )
     results: dict[str, Result] = {}
 
     async def one(svc: Service) -> None:
-        results[svc.name] = await _build_one(svc, built[svc.name], settings, options, limiter)
+        results[svc.name] = await _build_one(svc, built[svc.name], ctx)
 
     async with anyio.create_task_group() as tg:
         for svc in services:

@@ -54,3 +54,19 @@ def test_json_report_and_step_summary(tmp_path: Path, monkeypatch: pytest.Monkey
     md = summary.read_text()
     assert "| users | backend | ok | 12.3s | 62.5 MB | unit ok, smoke ok, health ok |" in md
     assert "| broken | backend | failed: unit: 1 failed, 3 passed |" in md
+
+
+def test_own_size_is_what_a_service_adds_to_its_tier():
+    tier = ImageFacts("sha256:t", 60_000_000, ("sha256:1",))
+    svc = Result(
+        "gateway",
+        "backend",
+        Status.OK,
+        1.0,
+        ImageFacts("sha256:s", 60_800_000, ("sha256:1", "sha256:2")),
+        tier_image=tier,
+    )
+    assert svc.own_size == 800_000
+    text = report.table([svc])
+    assert "0.8 MB" in text
+    assert "tier images: backend 60.0 MB" in text
