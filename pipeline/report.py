@@ -83,8 +83,11 @@ class Result:
         return out
 
 
+KB, MB = 1e3, 1e6
+
+
 def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB" if abs(size) >= 1e5 else f"{size / 1e3:.1f} kB"
+    return f"{size / MB:.1f} MB" if abs(size) >= MB / 10 else f"{size / KB:.1f} kB"
 
 
 def table(results: list[Result]) -> str:
