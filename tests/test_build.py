@@ -407,3 +407,24 @@ def test_index_url_reaches_uv_and_failures_do_not_reveal_it(tmp_path: Path, base
     )
     assert done.returncode == 1  # the only index is unreachable: uv really used it
     assert token not in done.stdout + done.stderr + report.read_text()
+
+
+async def test_two_checkouts_of_one_commit_give_the_same_image(tmp_path: Path, base_image: str):
+    """Same commit, different folders and file times: the same digest, so an image always
+    says which commit it came from and a rebuild of that commit is the same image."""
+    digests = []
+    for i, stamp in enumerate((1_000_000_000, 1_700_000_000)):
+        repo = copy_example(tmp_path / f"checkout-{i}", services=("users",))
+        for path in (repo / "services").rglob("*"):
+            os.utime(path, (stamp, stamp))
+        project = graph.load(repo)
+        settings = resolve_settings(project, base_image, "tests")
+        options = runner.RunOptions(jobs=1, test=False)
+        [result] = await runner.run(project, list(project.services.values()), settings, options)
+        assert result.ok, result.reason
+        assert result.image is not None
+        digests.append(result.image.digest)
+    assert git(tmp_path / "checkout-0", "rev-parse", "HEAD") == git(
+        tmp_path / "checkout-1", "rev-parse", "HEAD"
+    )
+    assert digests[0] == digests[1]
