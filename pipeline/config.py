@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import ConfigError
 
@@ -20,6 +20,8 @@ ROOT_TIER = "base"
 MANIFEST = "service.toml"
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+# Debian package names (policy 5.6.1), optionally with an =version or /release.
+DebPackage = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+([=/][A-Za-z0-9.+~:-]+)?$")]
 
 
 class _Strict(BaseModel):
@@ -34,10 +36,10 @@ class TierSpec(_Strict):
         default_factory=list,
         description="requirement files for the tier's venv, relative to the project root",
     )
-    apt: list[str] = Field(
+    apt: list[DebPackage] = Field(
         default_factory=list, description="Debian packages the tier's runtime images need"
     )
-    build_apt: list[str] = Field(
+    build_apt: list[DebPackage] = Field(
         default_factory=list,
         description="Debian packages only the builder needs (headers, compilers) for this tier",
     )
@@ -81,7 +83,9 @@ class ServiceSpec(_Strict):
     health_path: str | None = Field(
         None, pattern=r"^/", description="HTTP path that answers 200 when healthy (needs port)"
     )
-    apt: list[str] = Field(default_factory=list, description="extra Debian packages at runtime")
+    apt: list[DebPackage] = Field(
+        default_factory=list, description="extra Debian packages at runtime"
+    )
     include: list[str] = Field(
         default_factory=lambda: ["**"], description="globs of the folder's files that are uploaded"
     )
@@ -105,14 +109,6 @@ class ServiceSpec(_Strict):
     size_budget_mb: float | None = Field(
         None, gt=0, description="fail the build when the image's compressed size exceeds this"
     )
-
-    @field_validator("apt")
-    @classmethod
-    def _plain_package_names(cls, value: list[str]) -> list[str]:
-        for pkg in value:
-            if not pkg or pkg.startswith("-") or any(c.isspace() for c in pkg):
-                raise ValueError(f"{pkg!r} is not a Debian package name")
-        return value
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ same layers, byte for byte.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,7 @@ UV_VERSION = "0.13.9"
 # inputs give the same layer digests on any machine (1980-01-01, the zip epoch).
 FIXED_MTIME = 315532800
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_EXCLUDES = ("**/__pycache__", "**/*.pyc", "**/.venv", "**/.pytest_cache", "**/.git")
 
 
@@ -68,7 +70,7 @@ def with_apt(packages: Sequence[str], scope: str) -> Callable[[dagger.Container]
                     "sh",
                     "-c",
                     "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
-                    + " ".join(packages)
+                    + shlex.join(packages)
                     + " >/dev/null",
                 ]
             )
@@ -92,9 +94,7 @@ def builder(settings: BuildSettings, build_apt: Sequence[str] = ()) -> dagger.Co
         .with_env_variable("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         .with_exec(["python3", "-m", "venv", "/opt/uv"])
         .with_exec(["/opt/uv/bin/pip", "install", "-q", f"uv=={UV_VERSION}"])
-        .with_env_variable(
-            "PATH", "/opt/uv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        )
+        .with_env_variable("PATH", f"/opt/uv/bin:{SYSTEM_PATH}")
         .with_mounted_cache("/root/.cache/uv", cache(scope, "uv"))
         .with_env_variable("UV_CACHE_DIR", "/root/.cache/uv")
         .with_env_variable("UV_LINK_MODE", "copy")
@@ -107,13 +107,12 @@ def builder(settings: BuildSettings, build_apt: Sequence[str] = ()) -> dagger.Co
     return ctr
 
 
-def runtime_os(settings: BuildSettings, apt: Sequence[str]) -> dagger.Container:
-    """The runtime stage's OS: the base image, runtime libraries and a non-root user."""
+def runtime_os(settings: BuildSettings) -> dagger.Container:
+    """The runtime stage's OS: the base image and a non-root user; no compiler, no uv."""
     user, uid = settings.user, str(settings.uid)
     return (
         dag.container()
         .from_(settings.base_image)
-        .with_(with_apt(apt, settings.cache_scope))
         .with_exec(
             [
                 "sh",
@@ -124,9 +123,7 @@ def runtime_os(settings: BuildSettings, apt: Sequence[str]) -> dagger.Container:
                 ),
             ]
         )
-        .with_env_variable(
-            "PATH", f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        )
+        .with_env_variable("PATH", f"{VENV}/bin:{SYSTEM_PATH}")
         .with_env_variable("VIRTUAL_ENV", VENV)
         .with_env_variable("PYTHONUNBUFFERED", "1")
         .with_env_variable("PYTHONDONTWRITEBYTECODE", "1")
@@ -174,7 +171,7 @@ def tier_images(project: Project, settings: BuildSettings) -> dict[str, TierImag
         # Only what this tier adds goes into its layer; a diff cannot delete, which is why
         # children install on top of their parent's pins instead of replacing them.
         layer = (parent.venv.diff(venv) if parent else venv).with_timestamps(FIXED_MTIME)
-        below = parent.image if parent else runtime_os(settings, [])
+        below = parent.image if parent else runtime_os(settings)
         image = below.with_(with_apt(tier.spec.apt, settings.cache_scope)).with_directory(
             VENV, layer
         )
@@ -247,7 +244,7 @@ def unit_tests(
         ctr.with_directory("/src", folder)
         .with_workdir("/src")
         .with_env_variable("PYTHONPATH", "/src")
-        .with_env_variable("PATH", f"{VENV}/bin:/opt/uv/bin:/usr/local/bin:/usr/bin:/bin")
+        .with_env_variable("PATH", f"{VENV}/bin:/opt/uv/bin:{SYSTEM_PATH}")
         .with_exec(list(service.spec.tests))
     )
 

@@ -197,3 +197,15 @@ def test_changed_since_selects_affected_services(tmp_path: Path):
     assert selected() == ["gateway", "inference", "reports", "users", "worker"]
     with pytest.raises(UsageError, match="no such commit"):
         changed_since(repo, "does-not-exist")
+
+
+def test_apt_package_names_are_checked(repo: Path):
+    manifest = repo / "apps/api/service.toml"
+    manifest.write_text(manifest.read_text() + 'apt = ["curl", "libpq5; rm -rf /"]\n')
+    err = error_of(repo)
+    assert err.field == "apt.1"
+    assert "Debian packages" in err.fix
+    manifest.write_text(
+        manifest.read_text().replace('"libpq5; rm -rf /"', '"libpq5=15.8-0+deb12u1"')
+    )
+    assert graph.load(repo).services["api"].spec.apt == ["curl", "libpq5=15.8-0+deb12u1"]
