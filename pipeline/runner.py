@@ -3,6 +3,7 @@ concurrently, recording a Result per service. A failure never cancels its siblin
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -46,13 +47,25 @@ def _expected(exc: BaseException) -> BaseException | None:
     return exc if isinstance(exc, dagger.DaggerError | OSError | ValueError) else None
 
 
+# Lines the engine's CA-certificate hook adds around every command's output.
+_CA_HOOK = re.compile(
+    r"^(Updating certificates in /etc/ssl/certs\.\.\.|\d+ added, \d+ removed; done\."
+    r"|Running hooks in /etc/ca-certificates/update\.d\.\.\.|done\.)$"
+)
+
+
+def _lines(text: str | None) -> list[str]:
+    return [ln for ln in (text or "").splitlines() if ln.strip() and not _CA_HOOK.match(ln.strip())]
+
+
 def _reason(exc: BaseException) -> str:
-    """One headline (the command's last words on stderr), then the detail."""
+    """One headline (the command's last words, stderr first), then the command and detail."""
     if isinstance(exc, dagger.ExecError):
-        lines = [ln for ln in (exc.stderr or exc.stdout or "").strip().splitlines() if ln.strip()]
-        headline = lines[-1].strip() if lines else f"`{' '.join(exc.command)}` failed"
-        detail = "\n".join(lines[-15:])
-        return f"{headline}\ncommand: {' '.join(exc.command)}\n{detail}"
+        err, out = _lines(exc.stderr), _lines(exc.stdout)
+        command = " ".join(exc.command)
+        headline = (err or out or [f"`{command}` failed"])[-1].strip()
+        detail = "\n".join([*out[-10:], *err[-10:]])
+        return f"{headline}\ncommand: {command}\n{detail}"
     return str(exc).strip() or type(exc).__name__
 
 

@@ -241,6 +241,12 @@ def test_a_failing_service_does_not_hide_the_others(tmp_path: Path, base_image: 
         'tier = "backend"\ncommand = ["python", "-c", "1"]\nrequirements = "requirements.txt"\n'
     )
     (broken / "requirements.txt").write_text("pipeline-test-no-such-package==9.9.9\n")
+    failing = repo / "services" / "failing"
+    failing.mkdir()
+    (failing / "service.toml").write_text(
+        'tier = "base"\ncommand = ["python", "-c", "1"]\n'
+        'tests = ["sh", "-c", "echo 2 failed, 5 passed in 0.1s; exit 1"]\n'
+    )
     report = tmp_path / "report.json"
     done = subprocess.run(
         [
@@ -266,7 +272,10 @@ def test_a_failing_service_does_not_hide_the_others(tmp_path: Path, base_image: 
     assert results["worker"]["status"] == "ok"
     assert results["broken"]["status"] == "failed"
     assert "pipeline-test-no-such-package" in results["broken"]["reason"]
-    assert "1 built, 1 failed" in done.stdout
+    assert results["failing"]["status"] == "failed"
+    assert results["failing"]["tests"] == {"unit": False}
+    assert results["failing"]["reason"].startswith("unit: 2 failed, 5 passed in 0.1s")
+    assert "1 built, 2 failed" in done.stdout
 
 
 def test_publish_pushes_tested_images_under_the_tag_strategy(tmp_path: Path, base_image: str):
