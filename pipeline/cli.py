@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import replace
@@ -209,16 +210,37 @@ async def _run_engine(args: argparse.Namespace, project: Project, services: list
     )
     started = time.monotonic()
     config = dagger.Config(log_output=sys.stderr if args.verbose else None)
-    async with dagger.connection(config):
-        index_url = os.environ.get("PIPELINE_INDEX_URL")
-        if index_url:
-            secret = dagger.dag.set_secret("pipeline-index-url", index_url)
-            settings = replace(settings, index_url=secret)
-        password = os.environ.get("PIPELINE_REGISTRY_PASSWORD")
-        if options.publish_to and password:
-            secret = dagger.dag.set_secret("pipeline-registry-password", password)
-            options = replace(options, registry_password=secret)
-        results = await runner.run(project, services, settings, options)
+    results: list[report.Result] = []
+    interrupted = False
+
+    async def stop_on_signal(scope: anyio.CancelScope) -> None:
+        # Ctrl-C, or a CI runner's cancel (SIGTERM): cancel the run, close the session.
+        nonlocal interrupted
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                interrupted = True
+                scope.cancel()
+                return
+
+    async def build() -> None:
+        nonlocal results, settings, options
+        async with dagger.connection(config):
+            index_url = os.environ.get("PIPELINE_INDEX_URL")
+            if index_url:
+                secret = dagger.dag.set_secret("pipeline-index-url", index_url)
+                settings = replace(settings, index_url=secret)
+            password = os.environ.get("PIPELINE_REGISTRY_PASSWORD")
+            if options.publish_to and password:
+                secret = dagger.dag.set_secret("pipeline-registry-password", password)
+                options = replace(options, registry_password=secret)
+            results = await runner.run(project, services, settings, options)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_on_signal, tg.cancel_scope)
+        await build()
+        tg.cancel_scope.cancel()
+    if interrupted:
+        raise KeyboardInterrupt
     elapsed = time.monotonic() - started
     print(report.table(results))
     print(f"wall time {elapsed:.1f}s")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -462,3 +463,39 @@ async def test_service_apt_packages_are_a_layer_without_apt_caches(
     assert value_of(out, "tini") == "/usr/bin/tini"
     assert value_of(out, "lists") == "0"
     assert value_of(out, "debs") == "0"
+
+
+def test_sigterm_stops_the_run_with_130_and_no_partial_tarballs(tmp_path: Path, base_image: str):
+    repo = copy_example(tmp_path / "repo", services=("users",))
+    app = repo / "services/users/users/app.py"
+    app.write_text(app.read_text() + f"\n# {time.time_ns()}\n")  # real work to interrupt
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "export",
+            "--out",
+            str(out),
+            "--project-dir",
+            str(repo),
+            "--base-image",
+            base_image,
+            "--cache-scope",
+            "tests",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "build_started" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert "Traceback" not in err
+    assert not list(out.glob("*"))
