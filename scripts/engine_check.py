@@ -1,7 +1,8 @@
-"""Prove the engine is real: pull the base image, install a PyPI package through a cache
-volume, run the result, and export it as an OCI tarball.
+"""Prove the engine is real: pull the base image, install a PyPI package with uv through a
+cache volume, run the result, and export it as an OCI tarball.
 
-Run by ``scripts/engine status`` with the environment that ``scripts/engine env`` prints.
+Run by ``scripts/engine status`` with the environment that ``scripts/engine env`` prints;
+tests/test_engine.py checks the same container in more depth.
 """
 
 from __future__ import annotations
@@ -19,49 +20,50 @@ from dagger import dag
 
 UV_VERSION = "0.13.9"
 CA = "/etc/ssl/certs/ca-certificates.crt"
+UV_CACHE = "/cache/uv"
+
+
+def six_with_uv(base: str, volume: dagger.CacheVolume, marker: str = "") -> dagger.Container:
+    """``six`` installed by uv into a venv, uv's cache in ``volume``; prints ``six=<version>``.
+    A new ``marker`` makes the install run again instead of coming from the engine's cache."""
+    venv_python = "/opt/venv/bin/python"
+    return (
+        dag.container()
+        .from_(base)
+        .with_exec(["python3", "-m", "venv", "/opt/uv"])
+        .with_exec(["/opt/uv/bin/pip", "install", "-q", "--cert", CA, f"uv=={UV_VERSION}"])
+        .with_mounted_cache(UV_CACHE, volume)
+        .with_env_variable("UV_CACHE_DIR", UV_CACHE)
+        .with_env_variable("UV_SYSTEM_CERTS", "1")
+        .with_env_variable("UV_LINK_MODE", "copy")
+        .with_env_variable("RUN_MARKER", marker)
+        .with_exec(["/opt/uv/bin/uv", "venv", "-q", "--python", "python3", "/opt/venv"])
+        .with_exec(
+            ["/opt/uv/bin/uv", "pip", "install", "-q", "--python", venv_python, "six==1.16.0"]
+        )
+        .with_exec([venv_python, "-c", "import six; print('six=' + six.__version__)"])
+    )
 
 
 async def check() -> int:
     base = os.environ.get("PIPELINE_BASE_IMAGE", "localhost:5000/bookworm-python:3.11")
     started = time.monotonic()
     async with dagger.connection(dagger.Config(log_output=sys.stderr)):
-        ctr = (
-            dag.container()
-            .from_(base)
-            .with_exec(["python3", "-m", "venv", "/opt/uv"])
-            .with_exec(["/opt/uv/bin/pip", "install", "-q", "--cert", CA, f"uv=={UV_VERSION}"])
-            .with_mounted_cache("/cache/uv", dag.cache_volume("engine-check-uv"))
-            .with_env_variable("UV_CACHE_DIR", "/cache/uv")
-            .with_env_variable("UV_SYSTEM_CERTS", "1")
-            .with_env_variable("UV_LINK_MODE", "copy")
-            .with_exec(["/opt/uv/bin/uv", "venv", "-q", "--python", "python3", "/opt/venv"])
-            .with_exec(
-                [
-                    "/opt/uv/bin/uv",
-                    "pip",
-                    "install",
-                    "-q",
-                    "--python",
-                    "/opt/venv/bin/python",
-                    "six==1.16.0",
-                ]
-            )
-            .with_exec(["/opt/venv/bin/python", "-c", "import six; print('six', six.__version__)"])
-        )
+        ctr = six_with_uv(base, dag.cache_volume("engine-check-uv"))
         # The engine's CA-certificate hook writes lines of its own around the command's.
         lines = (await ctr.stdout()).splitlines()
-        out = next((ln.strip() for ln in lines if ln.startswith("six ")), "")
+        out = next((ln.strip() for ln in lines if ln.startswith("six=")), "")
         with tempfile.TemporaryDirectory() as tmp:
             tarball = Path(tmp) / "check.tar"
             await ctr.export(str(tarball))
             with tarfile.open(tarball) as tar:
                 names = set(tar.getnames())
             size = tarball.stat().st_size
-    if out != "six 1.16.0" or "index.json" not in names:
+    if out != "six=1.16.0" or "index.json" not in names:
         print(f"engine check failed: output {out!r}, tarball entries {sorted(names)[:5]}")
         return 1
     print(
-        f"engine ok: {base} pulled, six installed through a cache volume, ran ({out}), "
+        f"engine ok: {base} pulled, six installed by uv through a cache volume, ran ({out}), "
         f"exported an OCI tarball of {size / 1e6:.1f} MB in {time.monotonic() - started:.1f}s"
     )
     return 0

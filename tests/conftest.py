@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,20 @@ def value_of(output: str, key: str) -> str:
     found = re.findall(rf"^{re.escape(key)}=(.*)$", output, flags=re.MULTILINE)
     assert found, f"no {key}= in output: {output!r}"
     return found[-1].strip()
+
+
+def run_pipeline(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m pipeline ARGS`` as a user runs it, with extra environment variables."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def git(cwd: Path, *args: str) -> str:

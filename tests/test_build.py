@@ -20,7 +20,7 @@ from dagger import dag
 from pipeline import graph, images, runner
 from pipeline.cli import resolve_settings
 from pipeline.report import ImageFacts
-from tests.conftest import copy_example, git, value_of
+from tests.conftest import copy_example, git, run_pipeline, value_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -48,6 +48,18 @@ async def built(
     options = runner.RunOptions(jobs=3, out_dir=out, test=True)
     results = await runner.run(example, list(example.services.values()), settings, options)
     return {r.service: r for r in results}
+
+
+def pipeline_in(
+    repo: Path,
+    base_image: str,
+    *args: str,
+    scope: str = "tests",
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The CLI against a copy of the example, on the test base image and cache scope."""
+    where = ["--project-dir", str(repo), "--base-image", base_image, "--cache-scope", scope]
+    return run_pipeline(*args, *where, env=env)
 
 
 def test_every_service_builds_and_passes_its_tests(built: dict[str, Result]):
@@ -249,25 +261,7 @@ def test_a_failing_service_does_not_hide_the_others(tmp_path: Path, base_image: 
         'tests = ["sh", "-c", "echo 2 failed, 5 passed in 0.1s; exit 1"]\n'
     )
     report = tmp_path / "report.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "build",
-            "--project-dir",
-            str(repo),
-            "--base-image",
-            base_image,
-            "--cache-scope",
-            "tests",
-            "--report",
-            str(report),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = pipeline_in(repo, base_image, "build", "--report", str(report))
     assert done.returncode == 1, done.stderr
     results = {s["service"]: s for s in json.loads(report.read_text())["services"]}
     assert results["worker"]["status"] == "ok"
@@ -289,29 +283,17 @@ def test_publish_pushes_tested_images_under_the_tag_strategy(tmp_path: Path, bas
     namespace = f"{registry}/t{time.time_ns()}"
     password = f"s3cret-{time.time_ns()}"
     report = tmp_path / "report.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "publish",
-            "--project-dir",
-            str(repo),
-            "--base-image",
-            base_image,
-            "--cache-scope",
-            "tests",
-            "--registry",
-            namespace,
-            "--registry-username",
-            "ci",
-            "--report",
-            str(report),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PIPELINE_REGISTRY_PASSWORD": password},
+    done = pipeline_in(
+        repo,
+        base_image,
+        "publish",
+        "--registry",
+        namespace,
+        "--registry-username",
+        "ci",
+        "--report",
+        str(report),
+        env={"PIPELINE_REGISTRY_PASSWORD": password},
     )
     assert done.returncode == 0, done.stderr
     head = git(repo, "rev-parse", "HEAD")
@@ -358,28 +340,17 @@ def test_index_credentials_stay_secret(tmp_path: Path, base_image: str):
     repo = _fresh_tier_inputs(copy_example(tmp_path / "repo", services=("worker",)))
     token = f"tok-{time.time_ns()}"
     out, report = tmp_path / "out", tmp_path / "report.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "export",
-            "--out",
-            str(out),
-            "--no-test",
-            "--project-dir",
-            str(repo),
-            "--base-image",
-            base_image,
-            "--cache-scope",
-            f"tests-secret-{time.time_ns()}",
-            "--report",
-            str(report),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PIPELINE_INDEX_URL": f"https://ci:{token}@pypi.org/simple"},
+    done = pipeline_in(
+        repo,
+        base_image,
+        "export",
+        "--out",
+        str(out),
+        "--no-test",
+        "--report",
+        str(report),
+        scope=f"tests-secret-{time.time_ns()}",
+        env={"PIPELINE_INDEX_URL": f"https://ci:{token}@pypi.org/simple"},
     )
     assert done.returncode == 0, done.stderr
     assert token not in done.stdout + done.stderr + report.read_text()
@@ -397,26 +368,15 @@ def test_index_url_reaches_uv_and_failures_do_not_reveal_it(tmp_path: Path, base
     repo = _fresh_tier_inputs(copy_example(tmp_path / "repo", services=("worker",)))
     token = f"tok-{time.time_ns()}"
     report = tmp_path / "report.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "build",
-            "--no-test",
-            "--project-dir",
-            str(repo),
-            "--base-image",
-            base_image,
-            "--cache-scope",
-            f"tests-secret-{time.time_ns()}",
-            "--report",
-            str(report),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PIPELINE_INDEX_URL": f"http://ci:{token}@127.0.0.1:9/simple"},
+    done = pipeline_in(
+        repo,
+        base_image,
+        "build",
+        "--no-test",
+        "--report",
+        str(report),
+        scope=f"tests-secret-{time.time_ns()}",
+        env={"PIPELINE_INDEX_URL": f"http://ci:{token}@127.0.0.1:9/simple"},
     )
     assert done.returncode == 1  # the only index is unreachable: uv really used it
     assert token not in done.stdout + done.stderr + report.read_text()

@@ -3,6 +3,7 @@ package through a cache volume, runs it and exports an OCI image."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import tarfile
@@ -12,7 +13,13 @@ from typing import TYPE_CHECKING
 import pytest
 from dagger import dag
 
-from tests.conftest import value_of
+from tests.conftest import ROOT, value_of
+
+# The harness's own check (scripts/engine status), examined here in more depth.
+_spec = importlib.util.spec_from_file_location("engine_check", ROOT / "scripts/engine_check.py")
+assert _spec is not None and _spec.loader is not None
+engine_check = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(engine_check)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -23,39 +30,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 async def test_pull_install_through_cache_volume_run_and_export(base_image: str, tmp_path: Path):
     volume = dag.cache_volume("tests-engine-uv")
     marker = str(time.time_ns())  # a fresh exec each run, so the cache volume is really used
-    ctr = (
-        dag.container()
-        .from_(base_image)
-        .with_exec(["python3", "-m", "venv", "/opt/uv"])
-        .with_exec(
-            [
-                "/opt/uv/bin/pip",
-                "install",
-                "-q",
-                "--cert",
-                "/etc/ssl/certs/ca-certificates.crt",
-                "uv==0.13.9",
-            ]
-        )
-        .with_mounted_cache("/cache/uv", volume)
-        .with_env_variable("UV_CACHE_DIR", "/cache/uv")
-        .with_env_variable("UV_SYSTEM_CERTS", "1")
-        .with_env_variable("UV_LINK_MODE", "copy")
-        .with_env_variable("RUN_MARKER", marker)
-        .with_exec(["/opt/uv/bin/uv", "venv", "-q", "--python", "python3", "/opt/venv"])
-        .with_exec(
-            [
-                "/opt/uv/bin/uv",
-                "pip",
-                "install",
-                "-q",
-                "--python",
-                "/opt/venv/bin/python",
-                "six==1.16.0",
-            ]
-        )
-        .with_exec(["/opt/venv/bin/python", "-c", "import six; print('six=' + six.__version__)"])
-    )
+    ctr = engine_check.six_with_uv(base_image, volume, marker)
     assert value_of(await ctr.stdout(), "six") == "1.16.0"
     # the downloaded wheel is in the cache volume, shared with later builds, not in the image
     cached = await (
@@ -67,8 +42,8 @@ async def test_pull_install_through_cache_volume_run_and_export(base_image: str,
         .stdout()
     )
     assert int(value_of(cached, "files")) > 0
-    image_only = ctr.without_mount("/cache/uv").with_exec(
-        ["sh", "-c", "echo cached_in_image=$(ls -A /cache/uv 2>/dev/null | wc -l)"]
+    image_only = ctr.without_mount(engine_check.UV_CACHE).with_exec(
+        ["sh", "-c", f"echo cached_in_image=$(ls -A {engine_check.UV_CACHE} 2>/dev/null | wc -l)"]
     )
     assert value_of(await image_only.stdout(), "cached_in_image") == "0"
     tarball = tmp_path / "six.tar"
