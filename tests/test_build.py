@@ -62,6 +62,14 @@ def pipeline_in(
     return run_pipeline(*args, *where, env=env)
 
 
+def _fresh_tier_inputs(repo: Path) -> Path:
+    """Secrets and cache volumes are not part of BuildKit's cache keys: a changed requirement
+    file makes the installs really run again, against the index under test."""
+    req = repo / "requirements/base.txt"
+    req.write_text(req.read_text() + f"# {time.time_ns()}\n")
+    return repo
+
+
 def test_every_service_builds_and_passes_its_tests(built: dict[str, Result]):
     assert set(built) == {"gateway", "users", "worker", "inference", "reports"}
     for name, result in built.items():
@@ -169,22 +177,27 @@ async def test_source_edit_changes_only_the_last_layer_of_that_service(
     assert after["worker"] == before["worker"]  # same digest, same layers
 
 
-async def test_cache_volumes_are_scoped(built: dict[str, Result], base_image: str):
-    """A build fills the uv cache of its own scope only: branches never share caches."""
+async def test_cache_volumes_are_scoped(tmp_path: Path, base_image: str):
+    """A build fills the uv cache of its own scope only: branches never share caches. (The
+    base tier's requirements change, so its install really runs in the new scope.)"""
+    repo = _fresh_tier_inputs(copy_example(tmp_path / "repo", services=("worker",)))
+    scope, other = f"tests-scope-{time.time_ns()}", f"tests-other-{time.time_ns()}"
+    done = pipeline_in(repo, base_image, "build", "--no-test", scope=scope)
+    assert done.returncode == 0, done.stderr
 
-    async def cached_fastapi(scope: str) -> str:
+    async def cached_pydantic(scope: str) -> str:
         out = await (
             dag.container()
             .from_(base_image)
             .with_mounted_cache("/c", images.cache(scope, "uv"))
             .with_env_variable("AT", str(time.time_ns()))
-            .with_exec(["sh", "-c", "echo n=$(find /c -maxdepth 4 -iname 'fastapi*' | wc -l)"])
+            .with_exec(["sh", "-c", "echo n=$(find /c -maxdepth 4 -iname 'pydantic*' | wc -l)"])
             .stdout()
         )
         return value_of(out, "n")
 
-    assert int(await cached_fastapi("tests")) > 0
-    assert int(await cached_fastapi(f"tests-other-{time.time_ns()}")) == 0
+    assert int(await cached_pydantic(scope)) > 0
+    assert int(await cached_pydantic(other)) == 0
 
 
 async def test_labels_and_build_info(built: dict[str, Result], example: graph.Project):
@@ -324,14 +337,6 @@ def test_publish_pushes_tested_images_under_the_tag_strategy(tmp_path: Path, bas
     assert all(ref.endswith(pushed["Digest"]) for ref in result["published"])
     # the password travels as a Dagger secret: never in output or report
     assert password not in done.stdout + done.stderr + report.read_text()
-
-
-def _fresh_tier_inputs(repo: Path) -> Path:
-    """Secrets and cache volumes are not part of BuildKit's cache keys: a changed requirement
-    file makes the installs really run again, against the index under test."""
-    req = repo / "requirements/base.txt"
-    req.write_text(req.read_text() + f"# {time.time_ns()}\n")
-    return repo
 
 
 def test_index_credentials_stay_secret(tmp_path: Path, base_image: str):
