@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     engine.add_argument(
         "--jobs",
         type=int,
-        default=int(os.environ.get("PIPELINE_JOBS", "4")),
+        default=os.environ.get("PIPELINE_JOBS", "4"),  # a string default goes through type=
         help="services built at once (env PIPELINE_JOBS; default 4)",
     )
     engine.add_argument(
@@ -270,11 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         project = graph.load(args.project_dir)
         changed = changed_since(project.root, args.changed_since) if args.changed_since else None
         services = project.select(args.services, args.tier, changed)
-        if not services:
-            print(f"nothing to do: no service is affected by changes since {args.changed_since}")
-            return 0
         if args.command == "plan":
             print(plan(project, services, args.json))
+            return 0
+        if not services:
+            print(f"nothing to do: no service is affected by changes since {args.changed_since}")
             return 0
         return anyio.run(_run_engine, args, project, services)
     except PipelineError as exc:

@@ -76,3 +76,10 @@ def test_changed_since_with_nothing_changed_does_nothing(tmp_path: Path):
         cli("plan", "--json", "--changed-since", "HEAD", "--project-dir", str(repo)).stdout
     )
     assert [s["name"] for s in plan["services"]] == ["users"]
+
+
+def test_bad_environment_value_is_a_usage_error():
+    done = cli("build", env={"PIPELINE_JOBS": "many"})
+    assert done.returncode == 2
+    assert "--jobs: invalid int value: 'many'" in done.stderr
+    assert "Traceback" not in done.stderr
