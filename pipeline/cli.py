@@ -181,6 +181,7 @@ def resolve_settings(
         user=project.spec.user,
         uid=project.spec.uid,
         provenance=prov,
+        compile_bytecode=project.spec.compile_bytecode,
     )
 
 

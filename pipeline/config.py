@@ -61,6 +61,11 @@ class ProjectSpec(_Strict):
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="prefix of cache volume names (default: from the git branch)",
     )
+    compile_bytecode: bool = Field(
+        default=True,
+        description="precompile venvs and sources (unchecked-hash .pyc) so containers start "
+        "without compiling imports; false saves a little image size",
+    )
     source_url: str | None = Field(
         None, description="repository URL for org.opencontainers.image.source (default: git remote)"
     )

@@ -47,6 +47,7 @@ class BuildSettings:
     # A package index URL with credentials, as a secret: set in the builder's environment
     # only for its execs, never in a layer, an image config or a log.
     index_url: dagger.Secret | None = None
+    compile_bytecode: bool = True
 
 
 def cache(scope: str, tool: str) -> dagger.CacheVolume:
@@ -130,12 +131,41 @@ def runtime_os(settings: BuildSettings) -> dagger.Container:
     )
 
 
+# Compiles every .py under a folder that has no .pyc yet, as unchecked-hash pycs: valid
+# whatever the files' mtimes (which are normalised), never rewritten for files a lower layer
+# already compiled (so a diff holds only new ones), and deterministic with a fixed hash seed.
+_COMPILE = """
+import importlib.util, os, pathlib, py_compile, sys
+mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
+for src in sorted(pathlib.Path(sys.argv[1]).rglob("*.py")):
+    pyc = importlib.util.cache_from_source(str(src))
+    if not os.path.exists(pyc):
+        py_compile.compile(str(src), cfile=pyc, dfile=str(src), quiet=2, invalidation_mode=mode)
+"""
+
+
+def with_bytecode(folder: str, python: str) -> Callable[[dagger.Container], dagger.Container]:
+    """Precompile ``folder`` so containers start without compiling imports."""
+
+    def step(ctr: dagger.Container) -> dagger.Container:
+        return (
+            ctr.with_env_variable("PYTHONHASHSEED", "0")
+            .with_exec([python, "-c", _COMPILE, folder])
+            .without_env_variable("PYTHONHASHSEED")
+        )
+
+    return step
+
+
 def _requirement_path(tier: Tier, index: int) -> str:
     return f"/req/{tier.name}/{index}-{tier.requirements[index].name}"
 
 
 def tier_venv(
-    build: dagger.Container, tier: Tier, parent: dagger.Directory | None
+    build: dagger.Container,
+    tier: Tier,
+    parent: dagger.Directory | None,
+    compile_bytecode: bool = True,
 ) -> dagger.Directory:
     """The tier's whole venv: its parent's venv plus the tier's requirements."""
     ctr = build
@@ -150,6 +180,8 @@ def tier_venv(
         ctr = ctr.with_exec(
             ["uv", "pip", "install", "-q", "--python", python, "-r", _requirement_path(tier, i)]
         )
+    if compile_bytecode:
+        ctr = ctr.with_(with_bytecode(VENV, f"{VENV}/bin/python"))
     return ctr.directory(VENV)
 
 
@@ -167,7 +199,7 @@ def tier_images(project: Project, settings: BuildSettings) -> dict[str, TierImag
         chain = project.chain(name)
         build = builder(settings, [p for t in chain for p in t.spec.build_apt])
         parent = out[tier.spec.extends] if tier.spec.extends else None
-        venv = tier_venv(build, tier, parent.venv if parent else None)
+        venv = tier_venv(build, tier, parent.venv if parent else None, settings.compile_bytecode)
         # Only what this tier adds goes into its layer; a diff cannot delete, which is why
         # children install on top of their parent's pins instead of replacing them.
         layer = (parent.venv.diff(venv) if parent else venv).with_timestamps(FIXED_MTIME)
@@ -192,7 +224,9 @@ def _constrained_install(requirements: str) -> list[str]:
     ]
 
 
-def service_venv(build: dagger.Container, tier: TierImage, service: Service) -> dagger.Directory:
+def service_venv(
+    build: dagger.Container, tier: TierImage, service: Service, compile_bytecode: bool = True
+) -> dagger.Directory:
     """The tier's venv plus the service's own dependencies, constrained by the tier's pins so
     a service never silently replaces a tier package."""
     if service.requirements is None:
@@ -215,26 +249,33 @@ def service_venv(build: dagger.Container, tier: TierImage, service: Service) -> 
         ctr = ctr.with_exec(_constrained_install("-r $(ls /tmp/svc/*)"))
     else:
         ctr = ctr.with_exec(_constrained_install(f"-r {req.name}"))
+    if compile_bytecode:
+        ctr = ctr.with_(with_bytecode(VENV, f"{VENV}/bin/python"))
     return ctr.directory(VENV)
 
 
 def service_dependencies(
-    build: dagger.Container, tier: TierImage, service: Service
+    build: dagger.Container, tier: TierImage, service: Service, compile_bytecode: bool = True
 ) -> dagger.Directory | None:
     """Only what the service adds to its tier's venv: a layer of its own."""
     if service.requirements is None:
         return None
-    return tier.venv.diff(service_venv(build, tier, service)).with_timestamps(FIXED_MTIME)
+    venv = service_venv(build, tier, service, compile_bytecode)
+    return tier.venv.diff(venv).with_timestamps(FIXED_MTIME)
 
 
 def unit_tests(
-    build: dagger.Container, tier: TierImage, service: Service, test_requirements: Sequence[Path]
+    build: dagger.Container,
+    tier: TierImage,
+    service: Service,
+    test_requirements: Sequence[Path],
+    compile_bytecode: bool = True,
 ) -> dagger.Container | None:
     """The service's unit tests, run in the builder with its whole folder: nothing of this
     reaches the runtime image."""
     if not service.spec.tests:
         return None
-    ctr = build.with_directory(VENV, service_venv(build, tier, service))
+    ctr = build.with_directory(VENV, service_venv(build, tier, service, compile_bytecode))
     for i, path in enumerate(test_requirements):
         mounted = f"/req/test/{i}-{path.name}"
         ctr = ctr.with_mounted_file(mounted, dag.host().file(str(path)))
@@ -297,13 +338,15 @@ def service_image(
 ) -> dagger.Container:
     spec = service.spec
     ctr = tier.image.with_(with_apt(spec.apt, settings.cache_scope))
-    deps = service_dependencies(build, tier, service)
+    deps = service_dependencies(build, tier, service, settings.compile_bytecode)
     if deps is not None:
         ctr = ctr.with_directory(VENV, deps)
     # Source and build-info share the last layer: an edit (or a new commit) changes only it.
-    app = source(service).with_new_file(
-        "build-info.json", build_info(service, settings), permissions=0o644
-    )
+    app = source(service)
+    if settings.compile_bytecode:
+        compiled = build.with_directory(APP, app).with_(with_bytecode(APP, "python3"))
+        app = compiled.directory(APP)
+    app = app.with_new_file("build-info.json", build_info(service, settings), permissions=0o644)
     ctr = ctr.with_directory(APP, app.with_timestamps(FIXED_MTIME))
     for key, value in {"PYTHONPATH": APP, **spec.env}.items():
         ctr = ctr.with_env_variable(key, value)
@@ -334,7 +377,7 @@ def service_builds(
         tier = tiers[svc.tier]
         out[svc.name] = ServiceBuild(
             service_image(svc, tier, settings, build),
-            unit_tests(build, tier, svc, project.test_requirements),
+            unit_tests(build, tier, svc, project.test_requirements, settings.compile_bytecode),
         )
     return out
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -177,6 +178,19 @@ async def test_source_edit_changes_only_the_last_layer_of_that_service(
     assert after["worker"] == before["worker"]  # same digest, same layers
 
 
+async def test_venvs_and_sources_are_precompiled(built: dict[str, Result]):
+    """Unchecked-hash .pyc files (flags = 1): valid despite normalised mtimes, so a container
+    imports without compiling."""
+    probe = (
+        "import importlib.util, fastapi, users.app\n"
+        "for mod in (fastapi, users.app):\n"
+        "    pyc = importlib.util.cache_from_source(mod.__file__)\n"
+        "    print('flags=' + str(int.from_bytes(open(pyc, 'rb').read()[4:8], 'little')))\n"
+    )
+    out = await _run(built["users"].tarball, ["python", "-c", probe])
+    assert re.findall(r"^flags=(\d+)$", out, flags=re.MULTILINE) == ["1", "1"]
+
+
 async def test_cache_volumes_are_scoped(tmp_path: Path, base_image: str):
     """A build fills the uv cache of its own scope only: branches never share caches. (The
     base tier's requirements change, so its install really runs in the new scope.)"""
@@ -216,7 +230,8 @@ async def test_labels_and_build_info(built: dict[str, Result], example: graph.Pr
     image = dag.container().import_(dag.host().file(tarball))
     # only the service's own included files were uploaded: no tests, manifest or caches
     assert sorted(await image.directory("/app").entries()) == ["build-info.json", "users"]
-    assert sorted(await image.directory("/app/users").entries()) == ["__init__.py", "app.py"]
+    entries = sorted(await image.directory("/app/users").entries())
+    assert entries == ["__init__.py", "__pycache__", "app.py"]
     info = json.loads(await image.file("/app/build-info.json").contents())
     assert info == {
         "service": "users",
