@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 VENV = "/opt/venv"
 APP = "/app"
 UV_VERSION = "0.13.9"
-# Files copied out of a builder carry build-time mtimes; one fixed time makes the same
-# inputs give the same layer digests on any machine (1980-01-01, the zip epoch).
+# Files copied out of a builder carry build-time mtimes; one fixed time (1980-01-01, the zip
+# epoch) makes venv, account and source layers byte-identical for the same inputs on any
+# machine. Layers of apt installs are not: dpkg stamps its database with the time.
 FIXED_MTIME = 315532800
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -65,6 +66,7 @@ def with_apt(packages: Sequence[str], scope: str) -> Callable[[dagger.Container]
         return (
             ctr.with_mounted_cache("/var/cache/apt", cache(scope, "apt-cache"), sharing=locked)
             .with_mounted_cache("/var/lib/apt/lists", cache(scope, "apt-lists"), sharing=locked)
+            .with_mounted_temp("/var/log")  # apt's and dpkg's logs stay out of the image
             .with_env_variable("DEBIAN_FRONTEND", "noninteractive")
             .with_exec(
                 [
@@ -78,6 +80,7 @@ def with_apt(packages: Sequence[str], scope: str) -> Callable[[dagger.Container]
             .without_env_variable("DEBIAN_FRONTEND")
             .without_mount("/var/cache/apt")
             .without_mount("/var/lib/apt/lists")
+            .without_mount("/var/log")
         )
 
     return step
@@ -108,10 +111,17 @@ def builder(settings: BuildSettings, build_apt: Sequence[str] = ()) -> dagger.Co
     return ctr
 
 
+ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow")
+
+
 def runtime_os(settings: BuildSettings) -> dagger.Container:
-    """The runtime stage's OS: the base image and a non-root user; no compiler, no uv."""
+    """The runtime stage's OS: the base image and a non-root user; no compiler, no uv.
+
+    The user is added in a scratch container and only the four account files are taken, with
+    fixed mtimes: the layer is the same on every machine (an exec layer would carry the exec's
+    file times and useradd's log files)."""
     user, uid = settings.user, str(settings.uid)
-    return (
+    added = (
         dag.container()
         .from_(settings.base_image)
         .with_exec(
@@ -124,6 +134,14 @@ def runtime_os(settings: BuildSettings) -> dagger.Container:
                 ),
             ]
         )
+    )
+    accounts = dag.directory()
+    for name in ACCOUNT_FILES:
+        accounts = accounts.with_file(name, added.file(f"/etc/{name}"))
+    return (
+        dag.container()
+        .from_(settings.base_image)
+        .with_directory("/etc", accounts.with_timestamps(FIXED_MTIME))
         .with_env_variable("PATH", f"{VENV}/bin:{SYSTEM_PATH}")
         .with_env_variable("VIRTUAL_ENV", VENV)
         .with_env_variable("PYTHONUNBUFFERED", "1")

@@ -479,3 +479,20 @@ def test_sigterm_stops_the_run_with_130_and_no_partial_tarballs(tmp_path: Path, 
     assert "interrupted" in err
     assert "Traceback" not in err
     assert not list(out.glob("*"))
+
+
+async def test_a_fresh_install_gives_a_byte_identical_venv_layer(
+    example: graph.Project, settings: images.BuildSettings, tmp_path: Path
+):
+    """Not the engine's cache: the install really runs twice, and the layers still match
+    (fixed mtimes, deterministic unchecked-hash pyc)."""
+    layers = []
+    for i in range(2):
+        build = images.builder(settings).with_env_variable("RUN", f"{time.time_ns()}-{i}")
+        venv = images.tier_venv(build, example.tiers["base"], None).with_timestamps(
+            images.FIXED_MTIME
+        )
+        ctr = images.runtime_os(settings).with_directory(images.VENV, venv)
+        await ctr.export(str(tmp_path / f"{i}.tar"))
+        layers.append(ImageFacts.from_tarball(tmp_path / f"{i}.tar").layers)
+    assert layers[0] == layers[1]
