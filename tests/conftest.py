@@ -3,12 +3,14 @@ only outside CI when no engine is reachable, and fail under CI."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +46,12 @@ def run_pipeline(
         check=False,
         env={**os.environ, **(env or {})},
     )
+
+
+def skopeo(*args: str) -> Any:
+    """What ``skopeo ARGS`` prints, parsed as JSON."""
+    done = subprocess.run(["skopeo", *args], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
 
 
 def git(cwd: Path, *args: str) -> str:

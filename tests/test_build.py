@@ -21,7 +21,7 @@ from dagger import dag
 from pipeline import graph, images, runner
 from pipeline.cli import resolve_settings
 from pipeline.report import ImageFacts
-from tests.conftest import copy_example, git, run_pipeline, value_of
+from tests.conftest import copy_example, git, run_pipeline, skopeo, value_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -217,7 +217,7 @@ async def test_cache_volumes_are_scoped(tmp_path: Path, base_image: str):
 async def test_labels_and_build_info(built: dict[str, Result], example: graph.Project):
     head = git(example.root, "rev-parse", "HEAD")
     tarball = built["users"].tarball
-    config = _config_of(tarball)
+    config = skopeo("inspect", "--config", f"oci-archive:{tarball}")
     labels = config["config"]["Labels"]
     assert labels["org.opencontainers.image.revision"] == head
     assert labels["org.opencontainers.image.created"] == "2026-01-02T03:04:05Z"
@@ -245,30 +245,13 @@ async def test_labels_and_build_info(built: dict[str, Result], example: graph.Pr
     }
 
 
-def _config_of(tarball: str) -> dict:
-    inspected = subprocess.run(
-        ["skopeo", "inspect", "--config", f"oci-archive:{tarball}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(inspected.stdout)
-
-
 def test_exported_tarballs_are_valid_oci_images(built: dict[str, Result]):
     for name, result in built.items():
         assert result.tarball.endswith(f"{name}.tar")
         with tarfile.open(result.tarball) as tar:
             layout = json.loads(tar.extractfile("oci-layout").read())  # type: ignore[union-attr]
         assert layout["imageLayoutVersion"] == "1.0.0"
-        inspected = json.loads(
-            subprocess.run(
-                ["skopeo", "inspect", f"oci-archive:{result.tarball}"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-        )
+        inspected = skopeo("inspect", f"oci-archive:{result.tarball}")
         assert result.image is not None
         assert tuple(inspected["Layers"]) == result.image.layers
         assert inspected["Digest"] == result.image.digest
@@ -331,23 +314,9 @@ def test_publish_pushes_tested_images_under_the_tag_strategy(tmp_path: Path, bas
         "branch-main",
         "latest",
     ]
-    tags = json.loads(
-        subprocess.run(
-            ["skopeo", "list-tags", "--tls-verify=false", f"docker://{namespace}/worker"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )["Tags"]
+    tags = skopeo("list-tags", "--tls-verify=false", f"docker://{namespace}/worker")["Tags"]
     assert sorted(tags) == sorted([head[:12], "branch-main", "latest"])
-    pushed = json.loads(
-        subprocess.run(
-            ["skopeo", "inspect", "--tls-verify=false", f"docker://{namespace}/worker:{head[:12]}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    pushed = skopeo("inspect", "--tls-verify=false", f"docker://{namespace}/worker:{head[:12]}")
     assert pushed["Labels"]["org.opencontainers.image.revision"] == head
     assert all(ref.endswith(pushed["Digest"]) for ref in result["published"])
     # the password travels as a Dagger secret: never in output or report

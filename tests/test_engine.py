@@ -4,8 +4,6 @@ package through a cache volume, runs it and exports an OCI image."""
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
 import tarfile
 import time
 from typing import TYPE_CHECKING
@@ -13,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 from dagger import dag
 
-from tests.conftest import ROOT, value_of
+from tests.conftest import ROOT, skopeo, value_of
 
 # The harness's own check (scripts/engine status), examined here in more depth.
 _spec = importlib.util.spec_from_file_location("engine_check", ROOT / "scripts/engine_check.py")
@@ -48,14 +46,7 @@ async def test_pull_install_through_cache_volume_run_and_export(base_image: str,
     assert value_of(await image_only.stdout(), "cached_in_image") == "0"
     tarball = tmp_path / "six.tar"
     await ctr.export(str(tarball))
-    inspected = json.loads(
-        subprocess.run(
-            ["skopeo", "inspect", f"oci-archive:{tarball}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    inspected = skopeo("inspect", f"oci-archive:{tarball}")
     assert len(inspected["Layers"]) >= 2
     with tarfile.open(tarball) as tar:
         assert "index.json" in tar.getnames()
