@@ -180,6 +180,33 @@ def load_project(root: Path) -> tuple[ProjectSpec, Path]:
     )
 
 
+def _has_config(folder: Path) -> bool:
+    if (folder / "pipeline.toml").is_file():
+        return True
+    pyproject = folder / "pyproject.toml"
+    if not pyproject.is_file():
+        return False
+    try:
+        return "pipeline" in read_toml(pyproject).get("tool", {})
+    except ConfigError:
+        return False
+
+
+def find_root(start: Path) -> Path:
+    """The nearest folder, from ``start`` upward, with a pipeline config (as git, uv and ruff
+    find theirs)."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if _has_config(folder):
+            return folder
+    raise ConfigError(
+        start,
+        "",
+        "no pipeline.toml or [tool.pipeline] in pyproject.toml here or in any parent folder",
+        "run from inside the monorepo, pass --project-dir, or add a pipeline.toml at its root",
+    )
+
+
 def load_service(manifest: Path) -> ServiceSpec:
     spec: ServiceSpec = validate(ServiceSpec, read_toml(manifest), manifest)
     if spec.health_path and spec.port is None:

@@ -2,15 +2,15 @@
 
 Layer plan of a service image, bottom to top:
   base image · runtime OS (non-root user) · per tier: its apt packages, its venv layer
-  · the service's apt packages · the service's own dependencies (a diff over its tier's venv)
-  · the service's source with build-info.json (last, so an edit changes only that layer).
+  · the service's apt packages · the service's own dependencies (what it adds to its tier's
+  venv) · the service's source with build-info.json (last, so an edit changes only that layer).
 Every service of a tier starts from the same tier Container, so their tier layers are the
 same layers, byte for byte.
 """
 
 from __future__ import annotations
 
-import json
+import re
 import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,37 +18,43 @@ from typing import TYPE_CHECKING
 import dagger
 from dagger import dag
 
+from pipeline import compat
+from pipeline.inputs import (
+    DEFAULT_EXCLUDES,
+    UV_VERSION,
+    service_requirement_files,
+    source_files,
+    test_files,
+)
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from pipeline.graph import Project, Service, Tier
-    from pipeline.meta import Provenance
+    from pipeline.provenance import Stamp
+    from pipeline.settings import BuildSettings
 
 VENV = "/opt/venv"
 APP = "/app"
-UV_VERSION = "0.13.9"
 # Files copied out of a builder carry build-time mtimes; one fixed time (1980-01-01, the zip
 # epoch) makes venv, account and source layers byte-identical for the same inputs on any
 # machine. Layers of apt installs are not: dpkg stamps its database with the time.
 FIXED_MTIME = 315532800
-SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
+# Where a builder step that fetches finds the CA bundle it is given (a proxy's CA): a
+# mounted secret, so it is in no layer and no cache key, and execs that fetch nothing never
+# see it.
+CA_BUNDLE = "/run/secrets/pipeline-ca.pem"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-DEFAULT_EXCLUDES = ("**/__pycache__", "**/*.pyc", "**/.venv", "**/.pytest_cache", "**/.git")
+__all__ = ["DEFAULT_EXCLUDES", "UV_VERSION"]
 
 
 @dataclass(frozen=True)
-class BuildSettings:
-    root: Path  # the project root; service folders are named relative to it
-    base_image: str
-    cache_scope: str
-    user: str
-    uid: int
-    provenance: Provenance
-    # A package index URL with credentials, as a secret: set in the builder's environment
-    # only for its execs, never in a layer, an image config or a log.
-    index_url: dagger.Secret | None = None
-    compile_bytecode: bool = True
+class Secrets:
+    """Engine-side values the builders may need, never part of a layer or a cache key."""
+
+    index_url: dagger.Secret | None = None  # a private package index, with its credentials
+    ca_bundle: dagger.Secret | None = None  # extra CA certificates for fetching steps
 
 
 def cache(scope: str, tool: str) -> dagger.CacheVolume:
@@ -68,14 +74,17 @@ def with_apt(packages: Sequence[str], scope: str) -> Callable[[dagger.Container]
             .with_mounted_cache("/var/lib/apt/lists", cache(scope, "apt-lists"), sharing=locked)
             .with_mounted_temp("/var/log")  # apt's and dpkg's logs stay out of the image
             .with_env_variable("DEBIAN_FRONTEND", "noninteractive")
-            .with_exec(
-                [
-                    "sh",
-                    "-c",
-                    "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
-                    + shlex.join(packages)
-                    + " >/dev/null",
-                ]
+            .with_(
+                compat.run(
+                    [
+                        "sh",
+                        "-c",
+                        (
+                            "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
+                            f"{shlex.join(packages)} >/dev/null"
+                        ),
+                    ]
+                )
             )
             .without_env_variable("DEBIAN_FRONTEND")
             .without_mount("/var/cache/apt")
@@ -86,18 +95,26 @@ def with_apt(packages: Sequence[str], scope: str) -> Callable[[dagger.Container]
     return step
 
 
-def builder(settings: BuildSettings, build_apt: Sequence[str] = ()) -> dagger.Container:
-    """The build stage: compilers and uv on the base image; never shipped."""
-    scope = settings.cache_scope
+def builder(
+    settings: BuildSettings, build_apt: Sequence[str] = (), secrets: Secrets | None = None
+) -> dagger.Container:
+    """The build stage: compilers and uv on the base image; never shipped. A CA bundle, when
+    given, is mounted as a secret with the tools' CA variables pointing at it."""
+    scope, secrets = settings.cache_scope, secrets or Secrets()
+    ctr = dag.container().from_(settings.base_image).with_(
+        with_apt(["build-essential", *build_apt], scope)
+    )
+    if secrets.ca_bundle is not None:
+        ctr = (
+            ctr.with_mounted_secret(CA_BUNDLE, secrets.ca_bundle)
+            .with_env_variable("SSL_CERT_FILE", CA_BUNDLE)
+            .with_env_variable("PIP_CERT", CA_BUNDLE)
+        )
     ctr = (
-        dag.container()
-        .from_(settings.base_image)
-        .with_(with_apt(["build-essential", *build_apt], scope))
-        .with_mounted_cache("/root/.cache/pip", cache(scope, "pip"))
-        .with_env_variable("PIP_CERT", SYSTEM_CA)
+        ctr.with_mounted_cache("/root/.cache/pip", cache(scope, "pip"))
         .with_env_variable("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        .with_exec(["python3", "-m", "venv", "/opt/uv"])
-        .with_exec(["/opt/uv/bin/pip", "install", "-q", f"uv=={UV_VERSION}"])
+        .with_(compat.run(["python3", "-m", "venv", "/opt/uv"]))
+        .with_(compat.run(["/opt/uv/bin/pip", "install", "-q", f"uv=={UV_VERSION}"]))
         .with_env_variable("PATH", f"/opt/uv/bin:{SYSTEM_PATH}")
         .with_mounted_cache("/root/.cache/uv", cache(scope, "uv"))
         .with_env_variable("UV_CACHE_DIR", "/root/.cache/uv")
@@ -106,8 +123,8 @@ def builder(settings: BuildSettings, build_apt: Sequence[str] = ()) -> dagger.Co
         .with_env_variable("UV_SYSTEM_CERTS", "1")
         .with_env_variable("UV_NO_PROGRESS", "1")
     )
-    if settings.index_url is not None:
-        ctr = ctr.with_secret_variable("UV_INDEX_URL", settings.index_url)
+    if secrets.index_url is not None:
+        ctr = ctr.with_secret_variable("UV_INDEX_URL", secrets.index_url)
     return ctr
 
 
@@ -121,23 +138,14 @@ def runtime_os(settings: BuildSettings) -> dagger.Container:
     fixed mtimes: the layer is the same on every machine (an exec layer would carry the exec's
     file times and useradd's log files)."""
     user, uid = settings.user, str(settings.uid)
-    added = (
-        dag.container()
-        .from_(settings.base_image)
-        .with_exec(
-            [
-                "sh",
-                "-c",
-                (
-                    f"groupadd --gid {uid} {user} && useradd --uid {uid} --gid {uid} "
-                    f"--no-create-home --home-dir {APP} --shell /usr/sbin/nologin {user}"
-                ),
-            ]
-        )
+    script = (
+        f"groupadd --gid {uid} {user} && useradd --uid {uid} --gid {uid} "
+        f"--no-create-home --home-dir {APP} --shell /usr/sbin/nologin {user}"
     )
+    scratch = dag.container().from_(settings.base_image).with_(compat.run(["sh", "-c", script]))
     accounts = dag.directory()
     for name in ACCOUNT_FILES:
-        accounts = accounts.with_file(name, added.file(f"/etc/{name}"))
+        accounts = accounts.with_file(name, scratch.file(f"/etc/{name}"))
     return (
         dag.container()
         .from_(settings.base_image)
@@ -151,7 +159,7 @@ def runtime_os(settings: BuildSettings) -> dagger.Container:
 
 # Compiles every .py under a folder that has no .pyc yet, as unchecked-hash pycs: valid
 # whatever the files' mtimes (which are normalised), never rewritten for files a lower layer
-# already compiled (so a diff holds only new ones), and deterministic with a fixed hash seed.
+# already compiled (so a layer holds only new ones), and deterministic with a fixed hash seed.
 _COMPILE = """
 import importlib.util, os, pathlib, py_compile, sys
 mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
@@ -168,39 +176,72 @@ def with_bytecode(folder: str, python: str) -> Callable[[dagger.Container], dagg
     def step(ctr: dagger.Container) -> dagger.Container:
         return (
             ctr.with_env_variable("PYTHONHASHSEED", "0")
-            .with_exec([python, "-c", _COMPILE, folder])
+            .with_(compat.run([python, "-c", _COMPILE, folder]))
             .without_env_variable("PYTHONHASHSEED")
         )
 
     return step
 
 
+# What a layer adds, decided by content in the builder: every file, link or folder of the
+# venv that is new or whose bytes or mode changed since the snapshot. The engine's own
+# Directory.diff compares file metadata and, depending on its cache history, may keep files
+# the lower layer already has; this never does.
+_SNAPSHOT = """
+import hashlib, json, os, sys
+root, out = sys.argv[1], {}
+for base, dirs, files in os.walk(root):
+    for name in dirs + files:
+        path = os.path.join(base, name)
+        st = os.lstat(path)
+        if os.path.islink(path):
+            out[path] = "link:" + os.readlink(path)
+        elif os.path.isdir(path):
+            out[path] = "dir:%o" % st.st_mode
+        else:
+            with open(path, "rb") as fh:
+                out[path] = "%o:" % st.st_mode + hashlib.sha256(fh.read()).hexdigest()
+json.dump(out, open(sys.argv[2], "w"))
+"""
+_LAYER = """
+import json, os, shutil, subprocess, sys
+root, before, layer = sys.argv[1], sys.argv[2], sys.argv[3]
+subprocess.run([sys.executable, "-c", sys.argv[4], root, "/tmp/after.json"], check=True)
+old, new = json.load(open(before)), json.load(open("/tmp/after.json"))
+os.makedirs(layer)
+for path in sorted(new):
+    if old.get(path) == new[path]:
+        continue
+    target = os.path.join(layer, os.path.relpath(path, root))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if new[path].startswith("link:"):
+        os.symlink(os.readlink(path), target)
+    elif new[path].startswith("dir:"):
+        os.makedirs(target, exist_ok=True)
+        shutil.copystat(path, target)
+    else:
+        shutil.copy2(path, target)
+"""
+
+
+# Paths inside the builder container, never on the host.
+_SNAPSHOT_FILE = "/tmp/pipeline-snapshot.json"  # noqa: S108
+_LAYER_DIR = "/tmp/pipeline-layer"  # noqa: S108
+
+
+def snapshot(folder: str) -> Callable[[dagger.Container], dagger.Container]:
+    """Record what ``folder`` holds now, for ``added`` to compare against."""
+    return compat.run(["python3", "-c", _SNAPSHOT, folder, _SNAPSHOT_FILE])
+
+
+def added(ctr: dagger.Container, folder: str) -> dagger.Directory:
+    """What ``folder`` gained since ``snapshot``, as a layer of its own (fixed mtimes)."""
+    args = ["python3", "-c", _LAYER, folder, _SNAPSHOT_FILE, _LAYER_DIR, _SNAPSHOT]
+    return ctr.with_(compat.run(args)).directory(_LAYER_DIR).with_timestamps(FIXED_MTIME)
+
+
 def _requirement_path(tier: Tier, index: int) -> str:
     return f"/req/{tier.name}/{index}-{tier.requirements[index].name}"
-
-
-def tier_venv(
-    build: dagger.Container,
-    tier: Tier,
-    parent: dagger.Directory | None,
-    compile_bytecode: bool = True,
-) -> dagger.Directory:
-    """The tier's whole venv: its parent's venv plus the tier's requirements."""
-    ctr = build
-    for i, path in enumerate(tier.requirements):
-        ctr = ctr.with_mounted_file(_requirement_path(tier, i), dag.host().file(str(path)))
-    if parent is None:
-        ctr = ctr.with_exec(["uv", "venv", "-q", "--python", "python3", VENV])
-    else:
-        ctr = ctr.with_directory(VENV, parent)
-    for i in range(len(tier.requirements)):
-        python = f"{VENV}/bin/python"
-        ctr = ctr.with_exec(
-            ["uv", "pip", "install", "-q", "--python", python, "-r", _requirement_path(tier, i)]
-        )
-    if compile_bytecode:
-        ctr = ctr.with_(with_bytecode(VENV, f"{VENV}/bin/python"))
-    return ctr.directory(VENV)
 
 
 @dataclass(frozen=True)
@@ -210,17 +251,45 @@ class TierImage:
     image: dagger.Container  # the runtime image every service of the tier starts from
 
 
-def tier_images(project: Project, settings: BuildSettings) -> dict[str, TierImage]:
+def tier_venv(
+    build: dagger.Container,
+    tier: Tier,
+    parent: dagger.Directory | None,
+    compile_bytecode: bool = True,
+) -> tuple[dagger.Directory, dagger.Directory]:
+    """The tier's whole venv (its parent's plus its requirements), and what it adds."""
+    ctr = build
+    for i, path in enumerate(tier.requirements):
+        ctr = ctr.with_mounted_file(_requirement_path(tier, i), dag.host().file(str(path)))
+    if parent is None:
+        ctr = ctr.with_(compat.run(["uv", "venv", "-q", "--python", "python3", VENV]))
+    else:
+        ctr = ctr.with_directory(VENV, parent)
+    ctr = ctr.with_(snapshot(VENV))
+    python = f"{VENV}/bin/python"
+    for i in range(len(tier.requirements)):
+        req = _requirement_path(tier, i)
+        ctr = ctr.with_(compat.run(["uv", "pip", "install", "-q", "--python", python, "-r", req]))
+    if compile_bytecode:
+        ctr = ctr.with_(with_bytecode(VENV, python))
+    whole = ctr.directory(VENV)
+    return whole, (added(ctr, VENV) if parent is not None else whole.with_timestamps(FIXED_MTIME))
+
+
+def tier_images(
+    project: Project, settings: BuildSettings, secrets: Secrets | None = None
+) -> dict[str, TierImage]:
     """Every tier's runtime image, parents first; each child extends its parent's Container."""
     out: dict[str, TierImage] = {}
     for name, tier in project.tiers.items():
         chain = project.chain(name)
-        build = builder(settings, [p for t in chain for p in t.spec.build_apt])
+        build = builder(settings, [p for t in chain for p in t.spec.build_apt], secrets)
         parent = out[tier.spec.extends] if tier.spec.extends else None
-        venv = tier_venv(build, tier, parent.venv if parent else None, settings.compile_bytecode)
-        # Only what this tier adds goes into its layer; a diff cannot delete, which is why
-        # children install on top of their parent's pins instead of replacing them.
-        layer = (parent.venv.diff(venv) if parent else venv).with_timestamps(FIXED_MTIME)
+        venv, layer = tier_venv(
+            build, tier, parent.venv if parent else None, settings.compile_bytecode
+        )
+        # A layer cannot delete, which is why children install on top of their parent's pins
+        # instead of replacing them.
         below = parent.image if parent else runtime_os(settings)
         image = below.with_(with_apt(tier.spec.apt, settings.cache_scope)).with_directory(
             VENV, layer
@@ -242,20 +311,15 @@ def _constrained_install(requirements: str) -> list[str]:
     ]
 
 
-def service_venv(
-    build: dagger.Container, tier: TierImage, service: Service, compile_bytecode: bool = True
-) -> dagger.Directory:
-    """The tier's venv plus the service's own dependencies, constrained by the tier's pins so
-    a service never silently replaces a tier package."""
-    if service.requirements is None:
-        return tier.venv
+def _with_service_requirements(ctr: dagger.Container, service: Service) -> dagger.Container:
+    """The service's own dependencies installed into the venv, under the tier's pins."""
     req = service.requirements
-    files = dag.host().directory(str(req.parent), include=[req.name, "uv.lock"])
-    ctr = (
-        build.with_directory(VENV, tier.venv)
-        .with_mounted_directory("/svc", files)
-        .with_workdir("/svc")
-    )
+    if req is None:
+        return ctr
+    files = dag.directory()
+    for path in service_requirement_files(service):
+        files = files.with_file(path.name, dag.host().file(str(path)))
+    ctr = ctr.with_mounted_directory("/svc", files).with_workdir("/svc")
     if req.name == "pyproject.toml":
         # With a lock file the locked versions are installed; without, the declared ranges.
         script = (
@@ -263,112 +327,86 @@ def service_venv(
             "--no-emit-project --no-dev -o /tmp/svc/requirements.txt; "
             "else cp pyproject.toml /tmp/svc/pyproject.toml; fi"
         )
-        ctr = ctr.with_exec(["sh", "-c", script])
-        ctr = ctr.with_exec(_constrained_install("-r $(ls /tmp/svc/*)"))
-    else:
-        ctr = ctr.with_exec(_constrained_install(f"-r {req.name}"))
+        ctr = ctr.with_(compat.run(["sh", "-c", script]))
+        return ctr.with_(compat.run(_constrained_install("-r $(ls /tmp/svc/*)")))
+    return ctr.with_(compat.run(_constrained_install(f"-r {req.name}")))
+
+
+@dataclass(frozen=True)
+class ServiceVenv:
+    venv: dagger.Directory  # the tier's venv plus the service's own dependencies
+    layer: dagger.Directory | None  # only what the service adds, if anything
+
+
+def service_venv(
+    build: dagger.Container, tier: TierImage, service: Service, compile_bytecode: bool = True
+) -> ServiceVenv:
+    """The tier's venv plus the service's own dependencies, constrained by the tier's pins
+    so a service never silently replaces a tier package."""
+    if service.requirements is None:
+        return ServiceVenv(tier.venv, None)
+    ctr = build.with_directory(VENV, tier.venv).with_(snapshot(VENV))
+    ctr = _with_service_requirements(ctr, service)
     if compile_bytecode:
         ctr = ctr.with_(with_bytecode(VENV, f"{VENV}/bin/python"))
-    return ctr.directory(VENV)
+    return ServiceVenv(ctr.directory(VENV), added(ctr, VENV))
 
 
-def service_dependencies(
-    build: dagger.Container, tier: TierImage, service: Service, compile_bytecode: bool = True
-) -> dagger.Directory | None:
-    """Only what the service adds to its tier's venv: a layer of its own."""
-    if service.requirements is None:
-        return None
-    venv = service_venv(build, tier, service, compile_bytecode)
-    return tier.venv.diff(venv).with_timestamps(FIXED_MTIME)
+def _files(folder: Path, names: Sequence[str]) -> dagger.Directory:
+    """Exactly these files of a host folder (the inputs model's list), nothing else."""
+    if not names:
+        return dag.directory()
+    escaped = [re.sub(r"([*?\[\]\\])", r"\\\1", n) for n in names]
+    return dag.host().directory(str(folder), include=escaped)
 
 
 def unit_tests(
     build: dagger.Container,
-    tier: TierImage,
+    venv: ServiceVenv,
     service: Service,
-    test_requirements: Sequence[Path],
-    compile_bytecode: bool = True,
+    project: Project,
 ) -> dagger.Container | None:
-    """The service's unit tests, run in the builder with its whole folder: nothing of this
-    reaches the runtime image."""
+    """The service's unit tests, run in the builder with its folder (less what ``exclude``
+    keeps out): nothing of this reaches the runtime image."""
     if not service.spec.tests:
         return None
-    ctr = build.with_directory(VENV, service_venv(build, tier, service, compile_bytecode))
-    for i, path in enumerate(test_requirements):
+    ctr = build.with_directory(VENV, venv.venv)
+    for i, path in enumerate(project.test_requirements):
         mounted = f"/req/test/{i}-{path.name}"
         ctr = ctr.with_mounted_file(mounted, dag.host().file(str(path)))
-        ctr = ctr.with_exec(_constrained_install(f"-r {mounted}"))
-    folder = dag.host().directory(str(service.path), exclude=list(DEFAULT_EXCLUDES))
+        ctr = ctr.with_(compat.run(_constrained_install(f"-r {mounted}")))
+    folder = _files(service.path, test_files(service, project.root))
     return (
         ctr.with_directory("/src", folder)
         .with_workdir("/src")
         .with_env_variable("PYTHONPATH", "/src")
         .with_env_variable("PATH", f"{VENV}/bin:/opt/uv/bin:{SYSTEM_PATH}")
-        .with_exec(list(service.spec.tests))
+        .with_(compat.run(service.spec.tests))
     )
-
-
-def source(service: Service) -> dagger.Directory:
-    """Only the service's own folder, narrowed by its include/exclude globs."""
-    spec = service.spec
-    return dag.host().directory(
-        str(service.path), include=list(spec.include), exclude=[*DEFAULT_EXCLUDES, *spec.exclude]
-    )
-
-
-def _folder(service: Service, settings: BuildSettings) -> str:
-    return service.path.relative_to(settings.root).as_posix()
-
-
-def build_info(service: Service, settings: BuildSettings) -> str:
-    prov = settings.provenance
-    folder = _folder(service, settings)
-    return json.dumps(
-        {
-            "service": service.name,
-            "tier": service.tier,
-            "commit": prov.revision,
-            "branch": prov.branch,
-            "dirty": prov.dirty(folder),
-            "version": prov.version(folder),
-            "created": prov.created,
-            "source": prov.source_url,
-        },
-        indent=2,
-        sort_keys=True,
-    )
-
-
-def labels(service: Service, settings: BuildSettings) -> dict[str, str]:
-    prov = settings.provenance
-    return {
-        "org.opencontainers.image.title": service.name,
-        "org.opencontainers.image.revision": prov.revision,
-        "org.opencontainers.image.created": prov.created,
-        "org.opencontainers.image.source": prov.source_url,
-        "org.opencontainers.image.version": prov.version(_folder(service, settings)),
-        "io.pipeline.tier": service.tier,
-    }
 
 
 def service_image(
-    service: Service, tier: TierImage, settings: BuildSettings, build: dagger.Container
+    service: Service,
+    tier: TierImage,
+    venv: ServiceVenv,
+    settings: BuildSettings,
+    build: dagger.Container,
+    stamp: Stamp,
 ) -> dagger.Container:
     spec = service.spec
     ctr = tier.image.with_(with_apt(spec.apt, settings.cache_scope))
-    deps = service_dependencies(build, tier, service, settings.compile_bytecode)
-    if deps is not None:
-        ctr = ctr.with_directory(VENV, deps)
+    if venv.layer is not None:
+        ctr = ctr.with_directory(VENV, venv.layer)
     # Source and build-info share the last layer: an edit (or a new commit) changes only it.
-    app = source(service)
+    app = _files(service.path, source_files(service, settings.root))
     if settings.compile_bytecode:
         compiled = build.with_directory(APP, app).with_(with_bytecode(APP, "python3"))
         app = compiled.directory(APP)
-    app = app.with_new_file("build-info.json", build_info(service, settings), permissions=0o644)
+    app = app.with_new_file("build-info.json", stamp.build_info(), permissions=0o644)
     ctr = ctr.with_directory(APP, app.with_timestamps(FIXED_MTIME))
     for key, value in {"PYTHONPATH": APP, **spec.env}.items():
         ctr = ctr.with_env_variable(key, value)
-    for key, value in labels(service, settings).items():
+    for key, value in stamp.labels().items():
         ctr = ctr.with_label(key, value)
     if spec.port is not None:
         ctr = ctr.with_exposed_port(spec.port)
@@ -381,26 +419,19 @@ class ServiceBuild:
     unit_tests: dagger.Container | None  # the unit-test run in the builder, if the service has one
 
 
-def service_builds(
+def service_build(
     project: Project,
-    services: Sequence[Service],
+    service: Service,
     settings: BuildSettings,
-    tiers: dict[str, TierImage] | None = None,
-) -> dict[str, ServiceBuild]:
-    tiers = tiers if tiers is not None else tier_images(project, settings)
-    out = {}
-    for svc in services:
-        chain = project.chain(svc.tier)
-        build = builder(settings, [p for t in chain for p in t.spec.build_apt])
-        tier = tiers[svc.tier]
-        out[svc.name] = ServiceBuild(
-            service_image(svc, tier, settings, build),
-            unit_tests(build, tier, svc, project.test_requirements, settings.compile_bytecode),
-        )
-    return out
-
-
-def service_images(
-    project: Project, services: Sequence[Service], settings: BuildSettings
-) -> dict[str, dagger.Container]:
-    return {name: b.image for name, b in service_builds(project, services, settings).items()}
+    tiers: dict[str, TierImage],
+    stamp: Stamp,
+    secrets: Secrets | None = None,
+) -> ServiceBuild:
+    chain = project.chain(service.tier)
+    build = builder(settings, [p for t in chain for p in t.spec.build_apt], secrets)
+    tier = tiers[service.tier]
+    venv = service_venv(build, tier, service, settings.compile_bytecode)
+    return ServiceBuild(
+        service_image(service, tier, venv, settings, build, stamp),
+        unit_tests(build, venv, service, project),
+    )

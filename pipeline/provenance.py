@@ -1,7 +1,9 @@
-"""Where an image came from: commit, branch, time and repository, read from git once."""
+"""Where an image came from: commit, branch, time and repository, read from git once; and the
+stamp each image carries of it (build-info.json, OCI labels, tags)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING
 from pipeline.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from pathlib import Path
 
 
@@ -28,14 +31,57 @@ class Provenance:
     def created(self) -> str:
         return datetime.fromtimestamp(self.created_epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    def dirty(self, folder: str) -> bool:
-        """Whether anything under ``folder`` (relative to the root) differs from the commit."""
-        prefix = folder.rstrip("/") + "/"
-        return any(path.startswith(prefix) for path in self.modified)
+    def stamp(self, service: str, tier: str, inputs: Iterable[str]) -> Stamp:
+        """The stamp of an image made from these host files (relative to the root): dirty
+        when any of them differs from the commit, wherever it lies."""
+        dirty = any(path in self.modified for path in inputs)
+        prov = (self.revision, self.branch, self.created, self.source_url)
+        return Stamp(service, tier, *prov, dirty)
 
-    def version(self, folder: str) -> str:
+
+@dataclass(frozen=True)
+class Stamp:
+    """What one image says of where it came from."""
+
+    service: str
+    tier: str
+    revision: str
+    branch: str
+    created: str
+    source: str
+    dirty: bool
+
+    @property
+    def version(self) -> str:
         short = self.revision[:12] if self.revision != "unknown" else "unknown"
-        return f"{short}-dirty" if self.dirty(folder) else short
+        return f"{short}-dirty" if self.dirty else short
+
+    def build_info(self) -> str:
+        """The contents of /app/build-info.json."""
+        return json.dumps(
+            {
+                "service": self.service,
+                "tier": self.tier,
+                "commit": self.revision,
+                "branch": self.branch,
+                "dirty": self.dirty,
+                "version": self.version,
+                "created": self.created,
+                "source": self.source,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+
+    def labels(self) -> dict[str, str]:
+        return {
+            "org.opencontainers.image.title": self.service,
+            "org.opencontainers.image.revision": self.revision,
+            "org.opencontainers.image.created": self.created,
+            "org.opencontainers.image.source": self.source,
+            "org.opencontainers.image.version": self.version,
+            "io.pipeline.tier": self.tier,
+        }
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -96,15 +142,14 @@ def changed_since(root: Path, ref: str) -> list[str]:
 DEFAULT_BRANCHES = frozenset({"main", "master"})
 
 
-def tags_for(prov: Provenance, folder: str) -> list[str]:
-    """Tags an image is published under: the commit (immutable; '-dirty' when the service's
-    folder differs from it), the branch (moving), and 'latest' from a default branch only.
+def tags_for(stamp: Stamp) -> list[str]:
+    """Tags an image is published under: the commit (immutable; '-dirty' when any input of
+    the image differs from it), the branch (moving), and 'latest' from a default branch only.
     A dirty build gets only its commit tag: it must never move a shared tag."""
-    version = prov.version(folder)
-    if prov.dirty(folder) or prov.revision == "unknown":
-        return [version]
-    tags = [version, f"branch-{cache_scope_for(prov.branch)}"]
-    if prov.branch in DEFAULT_BRANCHES:
+    if stamp.dirty or stamp.revision == "unknown":
+        return [stamp.version]
+    tags = [stamp.version, f"branch-{cache_scope_for(stamp.branch)}"]
+    if stamp.branch in DEFAULT_BRANCHES:
         tags.append("latest")
     return tags
 

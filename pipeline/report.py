@@ -46,6 +46,13 @@ class ImageFacts:
         size = manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
         return cls(desc["digest"], size, layers)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageFacts:
+        return cls(str(data["digest"]), int(data["size"]), tuple(map(str, data["layers"])))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"digest": self.digest, "size": self.size, "layers": list(self.layers)}
+
 
 @dataclass(frozen=True)
 class Result:
@@ -59,6 +66,27 @@ class Result:
     tarball: str = ""
     published: tuple[str, ...] = ()  # references with digest, one per tag
     tier_image: ImageFacts | None = None  # the tier image the service starts from
+    cached: bool = False  # replayed from the result cache: no engine work this run
+    # checks not run this run because they passed on an image of identical content
+    reused_checks: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        def facts(key: str) -> ImageFacts | None:
+            return ImageFacts.from_dict(data[key]) if data.get(key) else None
+
+        return cls(
+            service=str(data["service"]),
+            tier=str(data["tier"]),
+            status=Status(data["status"]),
+            duration=float(data["duration"]),
+            image=facts("image"),
+            tests={str(k): bool(v) for k, v in data.get("tests", {}).items()},
+            reason=str(data.get("reason", "")),
+            tarball=str(data.get("tarball", "")),
+            published=tuple(data.get("published", ())),
+            tier_image=facts("tier_image"),
+        )
 
     @property
     def own_size(self) -> int | None:
@@ -80,7 +108,13 @@ class Result:
                 out[key]["layers"] = list(out[key]["layers"])
         out["own_size"] = self.own_size
         out["published"] = list(self.published)
+        out["reused_checks"] = list(self.reused_checks)
         return out
+
+    @property
+    def label(self) -> str:
+        """The status as shown: ok, cached or failed."""
+        return "cached" if self.cached and self.ok else self.status.value
 
 
 KB, MB = 1e3, 1e6
@@ -98,7 +132,7 @@ def table(results: list[Result]) -> str:
             (
                 r.service,
                 r.tier,
-                r.status.value,
+                r.label,
                 f"{r.duration:.1f}s",
                 _mb(img.size) if img else "-",
                 _mb(r.own_size) if r.own_size is not None else "-",
@@ -115,7 +149,9 @@ def table(results: list[Result]) -> str:
     if tiers:
         lines.append("tier images: " + ", ".join(f"{t} {_mb(f.size)}" for t, f in tiers.items()))
     failed = sum(not r.ok for r in results)
-    lines.append(f"{len(results) - failed} built, {failed} failed")
+    cached = sum(r.cached and r.ok for r in results)
+    replayed = f" ({cached} from the result cache)" if cached else ""
+    lines.append(f"{len(results) - failed} built{replayed}, {failed} failed")
     return "\n".join(lines)
 
 
@@ -125,7 +161,7 @@ def markdown(results: list[Result]) -> str:
         tests = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in r.tests.items()) or "-"
         size = _mb(r.image.size) if r.image else "-"
         status = (
-            r.status.value if r.ok else f"failed: {r.reason.splitlines()[0] if r.reason else ''}"
+            r.label if r.ok else f"failed: {r.reason.splitlines()[0] if r.reason else ''}"
         )
         lines.append(
             f"| {r.service} | {r.tier} | {status} | {r.duration:.1f}s | {size} | {tests} |"
@@ -148,3 +184,25 @@ def write_step_summary(results: list[Result]) -> None:
     if target:
         with Path(target).open("a", encoding="utf-8") as fh:
             fh.write("### Images\n\n" + markdown(results))
+
+
+def log_line(result: Result) -> None:
+    """One canonical line per service, with all its figures."""
+    from pipeline.log import get_logger
+
+    facts = result.image
+    figures = {
+        "service": result.service,
+        "tier": result.tier,
+        "status": result.label,
+        "duration": round(result.duration, 2),
+        "digest": facts.digest if facts else None,
+        "size": facts.size if facts else None,
+        "layers": len(facts.layers) if facts else None,
+        "tests": result.tests,
+        "reused_checks": list(result.reused_checks),
+    }
+    if result.ok:
+        get_logger().info("service_built", **figures, published=list(result.published))
+    else:
+        get_logger().error("service_failed", **figures, reason=result.reason)

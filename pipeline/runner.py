@@ -1,41 +1,55 @@
-"""The one place that talks to the engine: build, export and test each service image
-concurrently, recording a Result per service. A failure never cancels its siblings."""
+"""The one place that talks to the engine: build, measure and check each service image
+concurrently, recording a Result per service. A failure never cancels its siblings.
+
+Per service, unit tests run beside the image build; once the image exists, its facts (an
+export), smoke test and health probe run side by side. A check that already passed on an
+image of identical content is not run again.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import dagger
 from dagger import dag
 
-from pipeline import images
+from pipeline import compat, images, jobs
+from pipeline.errors import BuildError
 from pipeline.log import get_logger
-from pipeline.meta import tags_for
+from pipeline.provenance import tags_for
 from pipeline.report import ImageFacts, Result, Status
+from pipeline.settings import INDEX_URL_ENV, PASSWORD_ENV
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Coroutine, Sequence
 
     from pipeline.graph import Project, Service
+    from pipeline.resultcache import ResultCache
+    from pipeline.settings import BuildSettings, RunOptions
 
 log = get_logger()
 HEALTH_TIMEOUT = 60
+# Extra CA certificates for builder steps that fetch (an intercepting proxy's), as a file.
+CA_BUNDLE_ENV = "PIPELINE_CA_BUNDLE"
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    jobs: int = 4
-    out_dir: Path | None = None  # keep OCI tarballs here; otherwise they are measured and dropped
-    test: bool = True
-    publish_to: str | None = None  # registry/prefix to publish to, e.g. ghcr.io/acme
-    registry_username: str | None = None
-    registry_password: dagger.Secret | None = None
+def secrets_from_env(settings: BuildSettings) -> images.Secrets:
+    """The run's secrets, from the environment into Dagger secrets; never anywhere else."""
+    index = os.environ.get(INDEX_URL_ENV) if settings.private_index else None
+    bundle = os.environ.get(CA_BUNDLE_ENV)
+    return images.Secrets(
+        index_url=dag.set_secret("pipeline-index-url", index) if index else None,
+        ca_bundle=(
+            dag.set_secret("pipeline-ca-bundle", Path(bundle).read_text()) if bundle else None
+        ),
+    )
 
 
 def _expected(exc: BaseException) -> BaseException | None:
@@ -44,10 +58,10 @@ def _expected(exc: BaseException) -> BaseException | None:
     if isinstance(exc, BaseExceptionGroup):
         leaves = [_expected(e) for e in exc.exceptions]
         return next((leaf for leaf in leaves if leaf is not None), None)
-    return exc if isinstance(exc, dagger.DaggerError | OSError | ValueError) else None
+    return exc if isinstance(exc, dagger.DaggerError | OSError | BuildError) else None
 
 
-# Lines the engine's CA-certificate hook adds around every command's output.
+# Lines an engine with an engine-wide CA hook adds around every command's output.
 _CA_HOOK = re.compile(
     r"^(Updating certificates in /etc/ssl/certs\.\.\.|\d+ added, \d+ removed; done\."
     r"|Running hooks in /etc/ca-certificates/update\.d\.\.\.|done\.)$"
@@ -66,56 +80,69 @@ def _reason(exc: BaseException) -> str:
         headline = (err or out or [f"`{command}` failed"])[-1].strip()
         detail = "\n".join([*out[-10:], *err[-10:]])
         return f"{headline}\ncommand: {command}\n{detail}"
+    if isinstance(exc, BuildError):
+        return exc.detail
     return str(exc).strip() or type(exc).__name__
 
 
-async def _health(
-    service: Service, image: dagger.Container, settings: images.BuildSettings
-) -> None:
-    """Start the image as a service and ask its health path from a second container."""
-    spec = service.spec
-    if spec.port is None or spec.health_path is None:
-        return
-    svc = image.with_exposed_port(spec.port).with_exec(list(spec.command)).as_service()
-    url = f"http://{service.name}:{spec.port}{spec.health_path}"
-    probe = (
-        "import sys, time, urllib.request\n"
+def _probe(url: str) -> str:
+    return (
+        "import sys, time, urllib.request, urllib.error\n"
         f"deadline = time.monotonic() + {HEALTH_TIMEOUT}\n"
         "while True:\n"
         "    try:\n"
         f"        with urllib.request.urlopen({url!r}, timeout=3) as r:\n"
         "            sys.exit(0 if r.status == 200 else 1)\n"
+        "    except urllib.error.HTTPError as exc:\n"
+        "        print('health check failed: HTTP', exc.code, file=sys.stderr); sys.exit(1)\n"
         "    except OSError as exc:\n"
         "        if time.monotonic() > deadline:\n"
         "            print('health check failed:', exc, file=sys.stderr); sys.exit(1)\n"
-        "        time.sleep(0.5)\n"
+        "        time.sleep(0.2)\n"
     )
+
+
+async def _health(service: Service, image: dagger.Container, settings: BuildSettings) -> None:
+    """Start the image as a service and ask its health path from a second container."""
+    spec = service.spec
+    if spec.port is None or spec.health_path is None:
+        return
+    svc = compat.service(image.with_exposed_port(spec.port), spec.command)
+    url = f"http://{service.name}:{spec.port}{spec.health_path}"
     await (
         dag.container()
         .from_(settings.base_image)
         .with_service_binding(service.name, svc)
         .with_env_variable("PIPELINE_PROBE_AT", str(time.time_ns()))  # a probe is never cached
-        .with_exec(["python3", "-c", probe])
+        .with_(compat.run(["python3", "-c", _probe(url)]))
         .sync()
     )
 
 
 async def _publish(
-    service: Service,
-    image: dagger.Container,
-    settings: images.BuildSettings,
-    options: RunOptions,
+    service: Service, image: dagger.Container, job: jobs.Job, ctx: _Context
 ) -> tuple[str, ...]:
     """Push the tested image under each tag of the tag strategy; returns refs with digests."""
+    options = ctx.options
     assert options.publish_to is not None  # noqa: S101 - only called when publishing
     repo = f"{options.publish_to.rstrip('/')}/{service.name}"
-    if options.registry_username and options.registry_password is not None:
+    if options.registry_username and ctx.password is not None:
         host = options.publish_to.split("/", 1)[0]
-        image = image.with_registry_auth(host, options.registry_username, options.registry_password)
-    folder = service.path.relative_to(settings.root).as_posix()
-    return tuple(
-        [await image.publish(f"{repo}:{tag}") for tag in tags_for(settings.provenance, folder)]
-    )
+        image = image.with_registry_auth(host, options.registry_username, ctx.password)
+    return tuple([await image.publish(f"{repo}:{tag}") for tag in tags_for(job.stamp)])
+
+
+async def _facts(image: dagger.Container, target: Path | None) -> ImageFacts:
+    """Digest, compressed size and layers of an image, from an export; the tarball is kept
+    at ``target`` (renamed into place whole) or dropped."""
+    with tempfile.TemporaryDirectory(dir=target.parent if target else None) as tmp:
+        partial = Path(tmp) / "image.tar"
+        await image.export(str(partial))
+        facts = ImageFacts.from_tarball(partial)
+        if target is not None:
+            partial.chmod(0o644)
+            partial.replace(target)
+        return facts
 
 
 @dataclass
@@ -129,100 +156,123 @@ class _Progress:
     published: tuple[str, ...] = ()
     tier_image: ImageFacts | None = None
 
+    async def check(self, name: str, work: Awaitable[object]) -> None:
+        try:
+            await work
+        except Exception:
+            self.tests[name] = False
+            self.step = name
+            raise
+        self.tests[name] = True
 
-class _TierSizes:
-    """Each tier image measured once, however many services ask."""
 
-    def __init__(self, tiers: dict[str, images.TierImage]) -> None:
-        self._tiers = tiers
+class _TierFacts:
+    """Each tier image measured once per content, however many services ask."""
+
+    def __init__(self, tiers: dict[str, images.TierImage], cache: ResultCache) -> None:
+        self._tiers, self._cache = tiers, cache
         self._locks = {name: anyio.Lock() for name in tiers}
         self._facts: dict[str, ImageFacts] = {}
 
-    async def facts(self, tier: str) -> ImageFacts:
+    async def facts(self, job: jobs.Job) -> ImageFacts:
+        tier = job.service.tier
         async with self._locks[tier]:
             if tier not in self._facts:
-                with tempfile.TemporaryDirectory() as tmp:
-                    target = Path(tmp) / "tier.tar"
-                    await self._tiers[tier].image.export(str(target))
-                    self._facts[tier] = ImageFacts.from_tarball(target)
+                known = jobs.tier_facts(job, self._cache)
+                self._facts[tier] = known or await _facts(self._tiers[tier].image, None)
             return self._facts[tier]
-
-
-async def _export(
-    service: Service, image: dagger.Container, options: RunOptions
-) -> tuple[ImageFacts, str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        target = (options.out_dir or Path(tmp)) / f"{service.name}.tar"
-        partial = target.with_suffix(".tar.partial")  # never a half-written tarball
-        try:
-            await image.export(str(partial))
-            facts = ImageFacts.from_tarball(partial)
-            if options.out_dir is None:
-                return facts, ""
-            partial.replace(target)
-            return facts, str(target)
-        finally:
-            partial.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
 class _Context:
     """What every service task of one run shares."""
 
-    settings: images.BuildSettings
+    project: Project
+    settings: BuildSettings
     options: RunOptions
     limiter: anyio.CapacityLimiter
-    tier_sizes: _TierSizes
+    tiers: dict[str, images.TierImage]
+    tier_facts: _TierFacts
+    secrets: images.Secrets
+    password: dagger.Secret | None
 
 
-async def _steps(
-    service: Service, build: images.ServiceBuild, ctx: _Context, progress: _Progress
+async def _concurrently(*work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    async with anyio.create_task_group() as tg:
+        for fn in work:
+            tg.start_soon(fn)
+
+
+async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress) -> None:
+    service, options = job.service, ctx.options
+    spec = service.spec
+    build = images.service_build(
+        ctx.project, service, ctx.settings, ctx.tiers, job.stamp, ctx.secrets
+    )
+    image = build.image
+
+    def wanted(check: str) -> bool:
+        return options.test and check in jobs.expected_checks(job) and check not in job.passed
+
+    async def unit() -> None:
+        if build.unit_tests is not None and wanted("unit"):
+            await progress.check("unit", build.unit_tests.sync())
+
+    async def measure() -> None:
+        progress.step = "export"
+        target = options.out_dir / f"{service.name}.tar" if options.out_dir else None
+        progress.facts = await _facts(image, target)
+        progress.tarball = str(target) if target else ""
+        progress.tier_image = await ctx.tier_facts.facts(job)
+
+    async def smoke() -> None:
+        if spec.smoke and wanted("smoke"):
+            await progress.check("smoke", image.with_(compat.run(spec.smoke)).sync())
+
+    async def health() -> None:
+        if wanted("health"):
+            await progress.check("health", _health(service, image, ctx.settings))
+
+    async def image_and_checks() -> None:
+        await image.sync()
+        await _concurrently(measure, smoke, health)
+
+    await _concurrently(unit, image_and_checks)
+    progress.tests.update(dict.fromkeys(job.passed & set(jobs.expected_checks(job)), True))
+    await _finish(job, ctx, progress, image)
+
+
+async def _finish(
+    job: jobs.Job, ctx: _Context, progress: _Progress, image: dagger.Container
 ) -> None:
-    settings, options = ctx.settings, ctx.options
-    spec, image = service.spec, build.image
-    if options.test and build.unit_tests is not None:
-        progress.step = "unit"
-        await build.unit_tests.sync()
-        progress.tests["unit"] = True
-    progress.step = "build"
-    await image.sync()
-    progress.step = "export"
-    progress.facts, progress.tarball = await _export(service, image, options)
-    progress.tier_image = await ctx.tier_sizes.facts(service.tier)
-    if options.test and spec.smoke:
-        progress.step = "smoke"
-        await image.with_exec(list(spec.smoke)).sync()
-        progress.tests["smoke"] = True
-    if options.test and spec.health_path:
-        progress.step = "health"
-        await _health(service, image, settings)
-        progress.tests["health"] = True
+    """The size budget, then publishing: only images that passed every check are pushed."""
     progress.step = "size budget"
-    size, budget = progress.facts.size / 1e6, spec.size_budget_mb
+    assert progress.facts is not None  # noqa: S101 - measured before
+    size, budget = progress.facts.size / 1e6, job.service.spec.size_budget_mb
     if budget is not None and size > budget:
-        raise ValueError(f"image is {size:.1f} MB, over its size_budget_mb of {budget:g}")
-    if options.publish_to is not None:
-        progress.step = "publish"  # only images that passed every check are pushed
-        progress.published = await _publish(service, image, settings, options)
+        msg = f"image is {size:.1f} MB, over its size_budget_mb of {budget:g}"
+        raise BuildError(job.service.name, "size budget", msg)
+    if ctx.options.publish_to is not None:
+        progress.step = "publish"
+        progress.published = await _publish(job.service, image, job, ctx)
 
 
-async def _build_one(service: Service, build: images.ServiceBuild, ctx: _Context) -> Result:
-    progress = _Progress()
+async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
+    service, progress = job.service, _Progress()
     async with ctx.limiter:
         started = time.monotonic()
         log.info("build_started", service=service.name, tier=service.tier)
         try:
-            await _steps(service, build, ctx, progress)
+            await _steps(job, ctx, progress)
         except Exception as exc:
             failure = _expected(exc)
             if failure is None:
                 raise
-            if progress.step in ("unit", "smoke", "health"):
-                progress.tests[progress.step] = False
             status, reason = Status.FAILED, f"{progress.step}: {_reason(failure)}"
         else:
             status, reason = Status.OK, ""
-    result = Result(
+    reused = tuple(sorted(job.passed & set(jobs.expected_checks(job)))) if ctx.options.test else ()
+    return Result(
         service=service.name,
         tier=service.tier,
         status=status,
@@ -233,45 +283,74 @@ async def _build_one(service: Service, build: images.ServiceBuild, ctx: _Context
         tarball=progress.tarball,
         published=progress.published,
         tier_image=progress.tier_image,
+        reused_checks=reused,
     )
-    # one canonical line per service, with all its figures
-    facts = result.image
-    figures = {
-        "service": result.service,
-        "tier": result.tier,
-        "duration": round(result.duration, 2),
-        "digest": facts.digest if facts else None,
-        "size": facts.size if facts else None,
-        "layers": len(facts.layers) if facts else None,
-        "tests": result.tests,
-    }
-    if result.ok:
-        log.info("service_built", **figures, published=list(result.published))
-    else:
-        log.error("service_failed", **figures, step=progress.step, reason=reason)
-    return result
 
 
 async def run(
     project: Project,
-    services: Sequence[Service],
-    settings: images.BuildSettings,
+    work: Sequence[jobs.Job],
+    settings: BuildSettings,
     options: RunOptions,
+    cache: ResultCache,
 ) -> list[Result]:
-    """Build every selected service, at most ``options.jobs`` at once. Needs a connection."""
-    tiers = images.tier_images(project, settings)
-    built = images.service_builds(project, services, settings, tiers)
+    """Build every job's service, at most ``options.jobs`` at once. Needs a connection."""
     if options.out_dir is not None:
         options.out_dir.mkdir(parents=True, exist_ok=True)
+    secrets = secrets_from_env(settings)
+    password = os.environ.get(PASSWORD_ENV) if options.publish_to else None
+    tiers = images.tier_images(project, settings, secrets)
     ctx = _Context(
-        settings, options, anyio.CapacityLimiter(max(1, options.jobs)), _TierSizes(tiers)
+        project,
+        settings,
+        options,
+        anyio.CapacityLimiter(max(1, options.jobs)),
+        tiers,
+        _TierFacts(tiers, cache),
+        secrets,
+        dag.set_secret("pipeline-registry-password", password) if password else None,
     )
     results: dict[str, Result] = {}
 
-    async def one(svc: Service) -> None:
-        results[svc.name] = await _build_one(svc, built[svc.name], ctx)
+    async def one(job: jobs.Job) -> None:
+        result = await _build_one(job, ctx)
+        jobs.record(job, result, cache, tested=options.test)
+        results[job.service.name] = result
 
     async with anyio.create_task_group() as tg:
-        for svc in services:
-            tg.start_soon(one, svc)
-    return [results[s.name] for s in services]
+        for job in work:
+            tg.start_soon(one, job)
+    return [results[j.service.name] for j in work]
+
+
+def _uncached(project: Project, settings: BuildSettings) -> ResultCache:
+    from pipeline.resultcache import ResultCache
+
+    return ResultCache(project.root, settings.cache_scope, read=False, write=False)
+
+
+async def build(
+    project: Project,
+    services: Sequence[Service],
+    settings: BuildSettings,
+    options: RunOptions,
+    cache: ResultCache | None = None,
+) -> list[Result]:
+    """Build these services now, replaying nothing (for library use; the CLI replays)."""
+    cache = cache or _uncached(project, settings)
+    work = jobs.plan(project, services, settings, settings.base_image, cache)
+    return await run(project, work, settings, options, cache)
+
+
+def containers(
+    project: Project, services: Sequence[Service], settings: BuildSettings
+) -> dict[str, dagger.Container]:
+    """The runtime image of each service, lazily (nothing is built until asked)."""
+    work = jobs.plan(project, services, settings, settings.base_image, _uncached(project, settings))
+    tiers = images.tier_images(project, settings, secrets_from_env(settings))
+    return {
+        job.service.name: images.service_build(
+            project, job.service, settings, tiers, job.stamp, secrets_from_env(settings)
+        ).image
+        for job in work
+    }

@@ -19,8 +19,18 @@ import dagger
 from dagger import dag
 
 UV_VERSION = "0.13.9"
-CA = "/etc/ssl/certs/ca-certificates.crt"
+CA = "/run/secrets/ca.pem"
 UV_CACHE = "/cache/uv"
+
+
+def with_host_ca(ctr: dagger.Container) -> dagger.Container:
+    """The host's CA bundle (PIPELINE_CA_BUNDLE, an intercepting proxy's CA in it) as a secret
+    file for steps that fetch; the system bundle when none is given."""
+    bundle = os.environ.get("PIPELINE_CA_BUNDLE")
+    if not bundle:
+        return ctr.with_env_variable("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
+    secret = dag.set_secret("engine-check-ca", Path(bundle).read_text())
+    return ctr.with_mounted_secret(CA, secret).with_env_variable("SSL_CERT_FILE", CA)
 
 
 def six_with_uv(base: str, volume: dagger.CacheVolume, marker: str = "") -> dagger.Container:
@@ -30,8 +40,11 @@ def six_with_uv(base: str, volume: dagger.CacheVolume, marker: str = "") -> dagg
     return (
         dag.container()
         .from_(base)
+        .with_(with_host_ca)
         .with_exec(["python3", "-m", "venv", "/opt/uv"])
-        .with_exec(["/opt/uv/bin/pip", "install", "-q", "--cert", CA, f"uv=={UV_VERSION}"])
+        .with_exec(
+            ["sh", "-c", f'/opt/uv/bin/pip install -q --cert "$SSL_CERT_FILE" uv=={UV_VERSION}']
+        )
         .with_mounted_cache(UV_CACHE, volume)
         .with_env_variable("UV_CACHE_DIR", UV_CACHE)
         .with_env_variable("UV_SYSTEM_CERTS", "1")

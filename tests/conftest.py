@@ -48,6 +48,18 @@ def run_pipeline(
     )
 
 
+def pipeline_in(
+    repo: Path,
+    base_image: str,
+    *args: str,
+    scope: str = "tests",
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The CLI against a copy of the example, on the test base image and cache scope."""
+    where = ["--project-dir", str(repo), "--base-image", base_image, "--cache-scope", scope]
+    return run_pipeline(*args, *where, env=env)
+
+
 def skopeo(*args: str) -> Any:
     """What ``skopeo ARGS`` prints, parsed as JSON."""
     done = subprocess.run(["skopeo", *args], capture_output=True, text=True, check=True)

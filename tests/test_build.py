@@ -19,14 +19,15 @@ import pytest
 from dagger import dag
 
 from pipeline import graph, images, runner
-from pipeline.cli import resolve_settings
 from pipeline.report import ImageFacts
-from tests.conftest import copy_example, git, run_pipeline, skopeo, value_of
+from pipeline.settings import RunOptions, build_settings
+from tests.conftest import copy_example, git, pipeline_in, skopeo, value_of
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from pipeline.report import Result
+    from pipeline.settings import BuildSettings
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 
@@ -37,30 +38,18 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> graph.Project:
 
 
 @pytest.fixture(scope="session")
-def settings(example: graph.Project, base_image: str) -> images.BuildSettings:
-    return resolve_settings(example, base_image, "tests")
+def settings(example: graph.Project, base_image: str) -> BuildSettings:
+    return build_settings(example, base_image, "tests")
 
 
 @pytest.fixture(scope="session")
 async def built(
-    example: graph.Project, settings: images.BuildSettings, tmp_path_factory: pytest.TempPathFactory
+    example: graph.Project, settings: BuildSettings, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Result]:
     out = tmp_path_factory.mktemp("out")
-    options = runner.RunOptions(jobs=3, out_dir=out, test=True)
-    results = await runner.run(example, list(example.services.values()), settings, options)
+    options = RunOptions(jobs=3, out_dir=out, test=True)
+    results = await runner.build(example, list(example.services.values()), settings, options)
     return {r.service: r for r in results}
-
-
-def pipeline_in(
-    repo: Path,
-    base_image: str,
-    *args: str,
-    scope: str = "tests",
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """The CLI against a copy of the example, on the test base image and cache scope."""
-    where = ["--project-dir", str(repo), "--base-image", base_image, "--cache-scope", scope]
-    return run_pipeline(*args, *where, env=env)
 
 
 def _fresh_tier_inputs(repo: Path) -> Path:
@@ -83,9 +72,9 @@ def test_every_service_builds_and_passes_its_tests(built: dict[str, Result]):
 
 
 async def test_runtime_images_are_non_root_without_compilers(
-    example: graph.Project, settings: images.BuildSettings
+    example: graph.Project, settings: BuildSettings
 ):
-    ctrs = images.service_images(example, list(example.services.values()), settings)
+    ctrs = runner.containers(example, list(example.services.values()), settings)
     for name, ctr in ctrs.items():
         out = await ctr.with_exec(
             [
@@ -102,9 +91,9 @@ async def test_runtime_images_are_non_root_without_compilers(
 
 
 async def test_tier_layers_are_shared_byte_for_byte(
-    example: graph.Project, settings: images.BuildSettings, built: dict[str, Result], tmp_path: Path
+    example: graph.Project, settings: BuildSettings, built: dict[str, Result], tmp_path: Path
 ):
-    tiers = images.tier_images(example, settings)
+    tiers = images.tier_images(example, settings, runner.secrets_from_env(settings))
     layers = {}
     for name in ("backend", "ai"):
         await tiers[name].image.export(str(tmp_path / f"{name}.tar"))
@@ -157,19 +146,19 @@ async def test_source_edit_changes_only_the_last_layer_of_that_service(
 ):
     repo = copy_example(tmp_path / "repo", services=("users", "worker"))
     project = graph.load(repo)
-    options = runner.RunOptions(jobs=2, out_dir=tmp_path / "one", test=False)
-    settings = resolve_settings(project, base_image, "tests")
+    options = RunOptions(jobs=2, out_dir=tmp_path / "one", test=False)
+    settings = build_settings(project, base_image, "tests")
     before = {
         r.service: r.image
-        for r in await runner.run(project, list(project.services.values()), settings, options)
+        for r in await runner.build(project, list(project.services.values()), settings, options)
     }
     app = repo / "services/users/users/app.py"
     app.write_text(app.read_text() + "\n# a comment that changes nothing but the file\n")
-    settings = resolve_settings(project, base_image, "tests")
+    settings = build_settings(project, base_image, "tests")
     options = replace(options, out_dir=tmp_path / "two")
     after = {
         r.service: r.image
-        for r in await runner.run(project, list(project.services.values()), settings, options)
+        for r in await runner.build(project, list(project.services.values()), settings, options)
     }
     b, a = before["users"], after["users"]
     assert b is not None and a is not None
@@ -380,9 +369,9 @@ async def test_two_checkouts_of_one_commit_give_the_same_image(tmp_path: Path, b
         for path in (repo / "services").rglob("*"):
             os.utime(path, (stamp, stamp))
         project = graph.load(repo)
-        settings = resolve_settings(project, base_image, "tests")
-        options = runner.RunOptions(jobs=1, test=False)
-        [result] = await runner.run(project, list(project.services.values()), settings, options)
+        settings = build_settings(project, base_image, "tests")
+        options = RunOptions(jobs=1, test=False)
+        [result] = await runner.build(project, list(project.services.values()), settings, options)
         assert result.ok, result.reason
         assert result.image is not None
         digests.append(result.image.digest)
@@ -393,12 +382,12 @@ async def test_two_checkouts_of_one_commit_give_the_same_image(tmp_path: Path, b
 
 
 async def test_service_apt_packages_are_a_layer_without_apt_caches(
-    built: dict[str, Result], example: graph.Project, settings: images.BuildSettings
+    built: dict[str, Result], example: graph.Project, settings: BuildSettings
 ):
     worker, users = built["worker"].image, built["users"].image
     assert worker is not None and users is not None
     assert len(worker.layers) == len(users.layers) + 1  # tini, on top of the same tier layers
-    ctr = images.service_images(example, [example.services["worker"]], settings)["worker"]
+    ctr = runner.containers(example, [example.services["worker"]], settings)["worker"]
     out = await ctr.with_exec(
         [
             "sh",
@@ -451,16 +440,15 @@ def test_sigterm_stops_the_run_with_130_and_no_partial_tarballs(tmp_path: Path, 
 
 
 async def test_a_fresh_install_gives_a_byte_identical_venv_layer(
-    example: graph.Project, settings: images.BuildSettings, tmp_path: Path
+    example: graph.Project, settings: BuildSettings, tmp_path: Path
 ):
     """Not the engine's cache: the install really runs twice, and the layers still match
     (fixed mtimes, deterministic unchecked-hash pyc)."""
     layers = []
     for i in range(2):
-        build = images.builder(settings).with_env_variable("RUN", f"{time.time_ns()}-{i}")
-        venv = images.tier_venv(build, example.tiers["base"], None).with_timestamps(
-            images.FIXED_MTIME
-        )
+        build = images.builder(settings, secrets=runner.secrets_from_env(settings))
+        build = build.with_env_variable("RUN", f"{time.time_ns()}-{i}")
+        _, venv = images.tier_venv(build, example.tiers["base"], None)
         ctr = images.runtime_os(settings).with_directory(images.VENV, venv)
         await ctr.export(str(tmp_path / f"{i}.tar"))
         layers.append(ImageFacts.from_tarball(tmp_path / f"{i}.tar").layers)

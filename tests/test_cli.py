@@ -81,5 +81,5 @@ def test_changed_since_with_nothing_changed_does_nothing(tmp_path: Path):
 def test_bad_environment_value_is_a_usage_error():
     done = cli("build", env={"PIPELINE_JOBS": "many"})
     assert done.returncode == 2
-    assert "--jobs: invalid int value: 'many'" in done.stderr
+    assert "--jobs (or PIPELINE_JOBS): 'many' is not a number" in done.stderr
     assert "Traceback" not in done.stderr

@@ -178,7 +178,7 @@ def test_selection_by_name_and_tier():
 
 
 def test_changed_since_selects_affected_services(tmp_path: Path):
-    from pipeline.meta import changed_since
+    from pipeline.provenance import changed_since
     from tests.conftest import copy_example, git
 
     repo = copy_example(tmp_path / "repo")

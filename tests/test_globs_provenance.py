@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pytest
 
-from pipeline import globs
-from pipeline.meta import cache_scope_for, read_provenance
-from tests.conftest import copy_example
+from pipeline import globs, graph, jobs
+from pipeline.provenance import Stamp, cache_scope_for, read_provenance, tags_for
+from pipeline.resultcache import ResultCache
+from pipeline.settings import build_settings
+from tests.conftest import copy_example, git
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,8 +39,17 @@ def test_cache_scope_from_branch():
     assert cache_scope_for("///") == "default"
 
 
+def _stamps(repo: Path) -> dict[str, Stamp]:
+    """Each service's stamp, through the same inputs model the builders use."""
+    project = graph.load(repo)
+    build = build_settings(project, "base:1", "tests")
+    cache = ResultCache(repo, "tests", read=False, write=False)
+    work = jobs.plan(project, list(project.services.values()), build, "base@sha256:0", cache)
+    return {job.service.name: job.stamp for job in work}
+
+
 def test_provenance_from_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    repo = copy_example(tmp_path / "repo", services=("users", "worker"))
+    repo = copy_example(tmp_path / "repo", services=("users", "worker", "inference"))
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     prov = read_provenance(repo)
     head = subprocess.run(
@@ -47,23 +59,40 @@ def test_provenance_from_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert prov.branch == "main"
     assert prov.created == "2026-01-02T03:04:05Z"  # the commit time, not now
     assert prov.source_url == "https://example.com/acme/monorepo"
-    assert not prov.dirty("services/users")
-    (repo / "services/users/users/app.py").write_text("# edited\n")
-    prov = read_provenance(repo)
-    assert prov.dirty("services/users")
-    assert not prov.dirty("services/worker")
-    assert prov.version("services/users").endswith("-dirty")
+    assert not any(s.dirty for s in _stamps(repo).values())
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
     assert read_provenance(repo).created == "1970-01-01T00:00:00Z"
 
 
-def test_tag_strategy(tmp_path: Path):
-    from pipeline.meta import Provenance, tags_for
+def test_dirty_means_any_input_of_the_image_changed(tmp_path: Path):
+    repo = copy_example(tmp_path / "repo", services=("users", "worker", "inference"))
+    (repo / "services/users/users/app.py").write_text("# edited\n")
+    stamps = _stamps(repo)
+    assert stamps["users"].dirty
+    assert stamps["users"].version.endswith("-dirty")
+    assert not stamps["worker"].dirty
+    git(repo, "checkout", "--", ".")
+    # a tier's requirements lie outside every service folder, yet are inputs of its images
+    (repo / "requirements/ai.txt").write_text("numpy==2.1.3\n")
+    stamps = _stamps(repo)
+    assert stamps["inference"].dirty
+    assert not stamps["users"].dirty
+    git(repo, "checkout", "--", ".")
+    (repo / "pipeline.toml").write_text((repo / "pipeline.toml").read_text() + "# note\n")
+    assert all(s.dirty for s in _stamps(repo).values())
+    git(repo, "checkout", "--", ".")
+    # a file no image reads (the unit tests are inputs: they decide whether it is built)
+    (repo / "services/users/NOTES.txt").write_text("x\n")
+    stamps = _stamps(repo)
+    assert not stamps["worker"].dirty
+    assert stamps["users"].dirty  # it reaches the unit-test upload
 
-    prov = Provenance("0123456789abcdef" * 2 + "01234567", "main", 0, "")
-    assert tags_for(prov, "services/users") == ["0123456789ab", "branch-main", "latest"]
-    feature = Provenance(prov.revision, "feature/x", 0, "")
-    assert tags_for(feature, "services/users") == ["0123456789ab", "branch-feature-x"]
-    dirty = Provenance(prov.revision, "main", 0, "", frozenset({"services/users/users/app.py"}))
-    assert tags_for(dirty, "services/users") == ["0123456789ab-dirty"]  # moves no shared tag
-    assert tags_for(dirty, "services/worker") == ["0123456789ab", "branch-main", "latest"]
+
+def test_tag_strategy():
+    rev = "0123456789abcdef" * 2 + "01234567"
+    clean = Stamp("users", "backend", rev, "main", "", "", dirty=False)
+    assert tags_for(clean) == ["0123456789ab", "branch-main", "latest"]
+    feature = replace(clean, branch="feature/x")
+    assert tags_for(feature) == ["0123456789ab", "branch-feature-x"]
+    dirty = replace(clean, dirty=True)
+    assert tags_for(dirty) == ["0123456789ab-dirty"]  # moves no shared tag

@@ -1,0 +1,140 @@
+"""What each selected service needs this run, decided before any engine work: its inputs and
+stamp, its cache keys, the checks already passed on identical content, or a whole result to
+replay. Dagger-free: a run whose results all replay never loads the engine's SDK.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from pipeline.inputs import Inputs, service_inputs, tier_inputs
+from pipeline.log import get_logger
+from pipeline.report import ImageFacts, Result
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from pipeline.graph import Project, Service
+    from pipeline.provenance import Stamp
+    from pipeline.resultcache import ResultCache
+    from pipeline.settings import BuildSettings, RunOptions
+
+CHECKS = ("unit", "smoke", "health")
+
+
+@dataclass(frozen=True)
+class Job:
+    service: Service
+    inputs: Inputs
+    stamp: Stamp
+    content_key: str  # everything the image is made of but its stamp: what checks depend on
+    key: str  # content and stamp: equal keys, equal images
+    tier_key: str
+    passed: frozenset[str] = frozenset()  # checks that passed on an image of this content
+
+
+def _key(*parts: Any) -> str:  # noqa: ANN401 - any JSON value
+    encoded = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def plan(
+    project: Project,
+    services: Sequence[Service],
+    settings: BuildSettings,
+    base_digest: str,
+    cache: ResultCache,
+) -> list[Job]:
+    tiers = tier_inputs(project, settings, base_digest)
+    out = []
+    for svc in services:
+        inputs = service_inputs(project, svc, tiers[svc.tier])
+        stamp = settings.provenance.stamp(svc.name, svc.tier, inputs.paths)
+        content = inputs.key()
+        entry = cache.get("checks", content) or {}
+        passed = frozenset(k for k in CHECKS if entry.get(k) is True)
+        job = Job(svc, inputs, stamp, content, _key(content, stamp), tiers[svc.tier].key(), passed)
+        out.append(job)
+    return out
+
+
+def replay(job: Job, cache: ResultCache, options: RunOptions) -> Result | None:
+    """The stored result of an identical build, when this run needs nothing more of it: no
+    tarball to write, nothing to publish, and every check it asks for already passed."""
+    if options.out_dir is not None or options.publish_to is not None:
+        return None
+    # A result stored by a run without checks serves only runs without checks.
+    entry = cache.get("results", job.key) or (
+        None if options.test else cache.get("results", f"{job.key}-untested")
+    )
+    if entry is None:
+        _explain(job, cache)
+        return None
+    try:
+        stored = Result.from_dict(entry)
+    except (KeyError, TypeError, ValueError) as exc:
+        get_logger().warning("cache_entry_ignored", service=job.service.name, reason=str(exc))
+        return None
+    if not stored.ok or (options.test and not set(expected_checks(job)) <= set(stored.tests)):
+        return None
+    return replace(stored, duration=0.0, cached=True, tarball="", published=())
+
+
+def expected_checks(job: Job) -> list[str]:
+    spec = job.service.spec
+    wanted = {"unit": bool(spec.tests), "smoke": bool(spec.smoke), "health": bool(spec.health_path)}
+    return [name for name in CHECKS if wanted[name]]
+
+
+def record(job: Job, result: Result, cache: ResultCache, tested: bool) -> None:
+    """Store what this build proved: passed checks by content, a whole verified result by key."""
+    passed = {name: True for name, ok in result.tests.items() if ok}
+    if passed:
+        cache.put("checks", job.content_key, {**dict.fromkeys(job.passed, True), **passed})
+    if result.ok and result.image is not None:
+        data = replace(result, tarball="", published=()).as_dict()
+        data["stored_at"] = time.time()
+        complete = tested or not expected_checks(job)
+        cache.put("results", job.key if complete else f"{job.key}-untested", data)
+    cache.put("inputs", job.service.name, _inputs_dict(job.inputs))
+    if result.tier_image is not None:
+        cache.put("tiers", job.tier_key, result.tier_image.as_dict())
+
+
+def tier_facts(job: Job, cache: ResultCache) -> ImageFacts | None:
+    entry = cache.get("tiers", job.tier_key)
+    try:
+        return ImageFacts.from_dict(entry) if entry else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _inputs_dict(inputs: Inputs) -> dict[str, Any]:
+    return {
+        "name": inputs.name,
+        "files": inputs.files,
+        "values": inputs.values,
+        "parent": _inputs_dict(inputs.parent) if inputs.parent else None,
+    }
+
+
+def _inputs_from(data: dict[str, Any] | None) -> Inputs | None:
+    if not data:
+        return None
+    return Inputs(data["name"], data["files"], data["values"], _inputs_from(data.get("parent")))
+
+
+def _explain(job: Job, cache: ResultCache) -> None:
+    """Say which inputs changed since the service's last build."""
+    try:
+        before = _inputs_from(cache.get("inputs", job.service.name))
+    except (KeyError, TypeError):
+        before = None
+    changed = job.inputs.changes(before)
+    if not changed:
+        changed = ["(stamp: commit, branch or dirty state)"]
+    get_logger().info("rebuild_needed", service=job.service.name, changed=changed[:10])

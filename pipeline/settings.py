@@ -1,0 +1,115 @@
+"""Settings of one run, resolved once: command-line options > environment (PIPELINE_*) > the
+project's config. Dagger-free, so ``plan`` and ``--help`` never load the engine's SDK.
+
+Secrets are not settings: their values stay in the environment until the engine layer turns
+them into Dagger secrets; a setting only says whether one is given.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pipeline.errors import UsageError
+from pipeline.provenance import cache_scope_for, read_provenance
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from pipeline.graph import Project
+    from pipeline.provenance import Provenance
+
+INDEX_URL_ENV = "PIPELINE_INDEX_URL"
+PASSWORD_ENV = "PIPELINE_REGISTRY_PASSWORD"  # noqa: S105 - the variable's name, not a password
+DEFAULT_JOBS = 4
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """What every builder reads: the same for every service of one run."""
+
+    root: Path  # the project root; service folders are named relative to it
+    base_image: str
+    cache_scope: str
+    user: str
+    uid: int
+    provenance: Provenance
+    compile_bytecode: bool = True
+    # Whether a private index URL is given (PIPELINE_INDEX_URL); the value itself reaches
+    # the builder as a Dagger secret only.
+    private_index: bool = False
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What one run does with the images it builds."""
+
+    jobs: int = DEFAULT_JOBS
+    out_dir: Path | None = None  # write OCI tarballs here
+    test: bool = True
+    publish_to: str | None = None  # registry/prefix to publish to, e.g. ghcr.io/acme
+    registry_username: str | None = None
+    use_cache: bool = True  # replay results whose inputs are unchanged
+
+
+def jobs_from(value: str | int | None) -> int:
+    if value is None:
+        return DEFAULT_JOBS
+    try:
+        jobs = int(value)
+    except ValueError:
+        raise UsageError(f"--jobs (or PIPELINE_JOBS): {value!r} is not a number") from None
+    if jobs < 1:
+        raise UsageError("--jobs (or PIPELINE_JOBS) must be at least 1")
+    return jobs
+
+
+def build_settings(
+    project: Project,
+    base_image: str | None = None,
+    cache_scope: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> BuildSettings:
+    """Builder settings by precedence: arguments > environment > the config file."""
+    env = os.environ if environ is None else environ
+    prov = read_provenance(project.root, project.spec.source_url)
+    return BuildSettings(
+        root=project.root,
+        base_image=base_image or env.get("PIPELINE_BASE_IMAGE") or project.spec.base_image,
+        cache_scope=cache_scope
+        or env.get("PIPELINE_CACHE_SCOPE")
+        or project.spec.cache_scope
+        or cache_scope_for(prov.branch),
+        user=project.spec.user,
+        uid=project.spec.uid,
+        provenance=prov,
+        compile_bytecode=project.spec.compile_bytecode,
+        private_index=bool(env.get(INDEX_URL_ENV)),
+    )
+
+
+def run_options(
+    *,
+    jobs: str | int | None = None,
+    out_dir: Path | None = None,
+    test: bool = True,
+    publish: bool = False,
+    registry: str | None = None,
+    registry_username: str | None = None,
+    use_cache: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> RunOptions:
+    """Options of one run; the registry settings count only when it publishes."""
+    env = os.environ if environ is None else environ
+    return RunOptions(
+        jobs=jobs_from(jobs if jobs is not None else env.get("PIPELINE_JOBS")),
+        out_dir=out_dir,
+        test=test,
+        publish_to=(registry or env.get("PIPELINE_REGISTRY")) if publish else None,
+        registry_username=(
+            (registry_username or env.get("PIPELINE_REGISTRY_USERNAME")) if publish else None
+        ),
+        use_cache=use_cache,
+    )
