@@ -1,0 +1,483 @@
+"""The pipeline against a real BuildKit peer: hand-written multi-stage Dockerfiles
+(benchmarks/buildkit/Dockerfile) built by dockerd's BuildKit, checked with `docker run`.
+
+    eval "$(scripts/engine env)"
+    .venv/bin/python benchmarks/peer.py [--runs N] [--out DIR]
+
+Every run works on a fresh copy of the example monorepo (a git repository in a temp dir) and
+times, pipeline and peer interleaved (A B, then B A on the next run), whole commands with
+time.monotonic. The table shows medians and the ratio pipeline / BuildKit (below 1: the
+pipeline is faster). Results go to DIR/peer.{json,md,png}. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import tomllib
+import urllib.error
+import urllib.request
+import uuid
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "benchmarks" / "buildkit" / "Dockerfile"
+EXAMPLE = ("pipeline.toml", "requirements", "services")
+BUSTED_SUFFIXES = (".py", ".txt", ".toml")  # files a comment line can be appended to
+CA_BUNDLE = os.environ.get("PIPELINE_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+HEALTH_TIMEOUT = 60.0
+HTTP_OK = 200
+LAST_BUILDX_LESS_MAJOR = 22  # Docker CLIs up to 22.x build with BuildKit without buildx
+GZIP_LEVEL = 6  # what docker push and BuildKit compress layers with
+CHUNK = 1 << 20
+SCENARIOS = {
+    "cold-nothing": "cold, BuildKit from nothing (`builder prune -af`), with checks",
+    "cold": "cold: empty download caches, every input file changed, with checks",
+    "warm": "warm, nothing changed, with checks",
+    "warm-build": "warm, nothing changed, build only",
+    "edit": "one-line edit in services/users/users/app.py, with checks",
+    "add-package": "six==1.16.0 added to requirements/backend.txt, with checks",
+    "help": "`pipeline --help` / `docker --help`",
+    "plan": "`pipeline plan` / `docker version`",
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    seconds: float
+    ok: bool
+    detail: str = ""  # the end of the output of a failed command
+
+
+@dataclass(frozen=True)
+class Sizes:
+    images: dict[str, int]  # service -> compressed bytes (config + layers)
+    distinct: int  # compressed bytes of each distinct layer, counted once
+
+
+class Tool(Protocol):
+    name: str
+
+    def build(self, *, checks: bool) -> Outcome: ...
+    def help(self) -> Outcome: ...
+    def plan(self) -> Outcome: ...
+
+
+def output(*cmd: str) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+
+
+def run(cmd: Sequence[str], env: dict[str, str] | None = None) -> Outcome:
+    """One whole subprocess, timed."""
+    started = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    seconds = time.monotonic() - started
+    tail = "" if done.returncode == 0 else "\n".join((done.stdout + done.stderr).splitlines()[-25:])
+    return Outcome(seconds, done.returncode == 0, tail)
+
+
+def find_docker() -> tuple[str, str]:
+    """A docker CLI whose `docker build` runs on BuildKit, and why it qualifies."""
+    candidates = [os.environ.get("PEER_DOCKER"), shutil.which("docker")]
+    tried = []
+    for cli in dict.fromkeys([*candidates, "/usr/bin/docker", "/usr/local/bin/docker"]):
+        if not cli or not Path(cli).is_file():
+            continue
+        if run([cli, "buildx", "version"]).ok:
+            return cli, "buildx plugin"
+        version = output(cli, "version", "--format", "{{.Client.Version}}")
+        major = int(version.split(".")[0]) if version[:1].isdigit() else 0
+        if 0 < major <= LAST_BUILDX_LESS_MAJOR:
+            return cli, f"client {version}: BuildKit built in (DOCKER_BUILDKIT=1)"
+        tried.append(f"{cli} (client {version or '?'}, no buildx plugin)")
+    raise SystemExit(
+        "peer: no docker CLI here builds with BuildKit; tried: "
+        + ("; ".join(tried) or "none found")
+        + ". Install the buildx plugin (Debian trixie: docker-buildx) or use Debian bookworm's "
+        "docker.io (its /usr/bin/docker 20.10 has BuildKit built in), or set PEER_DOCKER."
+    )
+
+
+def copy_example(dest: Path) -> Path:
+    """The example monorepo as a fresh git repository (as tests/conftest.py makes it)."""
+    dest.mkdir(parents=True)
+    for name in EXAMPLE:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, dest / name)
+    env = {**os.environ, "GIT_AUTHOR_DATE": "2026-01-02T03:04:05Z"}
+    env["GIT_COMMITTER_DATE"] = env["GIT_AUTHOR_DATE"]
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["-c", "user.name=peer", "-c", "user.email=peer@example.com", "commit", "-qm", "example"],
+    ):
+        subprocess.run(["git", "-C", str(dest), *args], check=True, env=env, capture_output=True)
+    return dest
+
+
+def append_line(path: Path, line: str) -> None:
+    path.write_text(path.read_text().rstrip("\n") + f"\n{line}\n")
+
+
+def bust(repo: Path, nonce: str) -> None:
+    """Change every input of every build: each requirements file and each service file."""
+    files = [*(repo / "requirements").glob("*.txt"), *(repo / "services").rglob("*")]
+    for path in sorted(files):
+        if path.is_file() and path.suffix in BUSTED_SUFFIXES:
+            append_line(path, f"# cold {nonce}")
+
+
+def services_of(repo: Path) -> dict[str, dict[str, Any]]:
+    """service.toml of every service: the peer's checks come from the same manifests."""
+    return {
+        p.parent.name: tomllib.loads(p.read_text())
+        for p in sorted((repo / "services").glob("*/service.toml"))
+    }
+
+
+class Pipeline:
+    name = "pipeline"
+
+    def __init__(self, repo: Path, base: str, scope: str) -> None:
+        self.repo, self.base, self.scope = repo, base, scope
+
+    def _cmd(self, command: str, *extra: str) -> list[str]:
+        project = ["--project-dir", str(self.repo)]
+        engine = ["--base-image", self.base, "--cache-scope", self.scope]
+        return [sys.executable, "-m", "pipeline", command, *project, *engine, *extra]
+
+    def build(self, *, checks: bool) -> Outcome:
+        return run(self._cmd("build", *([] if checks else ["--no-test"])))
+
+    def help(self) -> Outcome:
+        return run([sys.executable, "-m", "pipeline", "--help"])
+
+    def plan(self) -> Outcome:
+        return run([sys.executable, "-m", "pipeline", "plan", "--project-dir", str(self.repo)])
+
+    def sizes(self, out: Path) -> Sizes:
+        report = out / "report.json"
+        done = run(self._cmd("export", "--out", str(out), "--report", str(report)))
+        if not done.ok:
+            raise RuntimeError(f"pipeline export failed:\n{done.detail}")
+        images, layers = {}, set()
+        for svc in json.loads(report.read_text())["services"]:
+            images[svc["service"]] = svc["image"]["size"]
+            layers.update(svc["image"]["layers"])
+        blobs: dict[str, int] = {}
+        for tarball in out.glob("*.tar"):
+            with tarfile.open(tarball) as tar:
+                for member in tar.getmembers():
+                    if member.name.startswith("blobs/sha256/"):
+                        blobs["sha256:" + member.name.rsplit("/", 1)[1]] = member.size
+        return Sizes(images, sum(blobs[d] for d in layers))
+
+
+class Peer:
+    name = "buildkit"
+
+    def __init__(self, docker: str, repo: Path, base: str) -> None:
+        self.docker, self.repo, self.base = docker, repo, base
+        self.services = services_of(repo)
+        self.env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+
+    @staticmethod
+    def image(service: str) -> str:
+        return f"pipeline-peer/{service}:bench"
+
+    def _build(self, target: str, tag: str | None = None) -> Outcome:
+        cmd = [self.docker, "build", "--progress", "plain", "-f", str(DOCKERFILE)]
+        cmd += ["--secret", f"id=ca,src={CA_BUNDLE}", "--build-arg", f"BASE={self.base}"]
+        cmd += ["--target", target, *(["-t", tag] if tag else []), str(self.repo)]
+        return run(cmd, self.env)
+
+    def _docker(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.docker, *args], capture_output=True, text=True, check=False)
+
+    def _check(self, service: str, image: Future[Outcome]) -> Outcome:
+        """The smoke command in the image, then the health path of the image started."""
+        built = image.result()
+        if not built.ok:
+            return built
+        spec = self.services[service]
+        if spec.get("smoke"):
+            smoke = self._docker("run", "--rm", self.image(service), *spec["smoke"])
+            if smoke.returncode != 0:
+                return Outcome(0, ok=False, detail=f"{service} smoke: {smoke.stderr[-2000:]}")
+        if spec.get("port") and spec.get("health_path"):
+            return self._health(service, spec["port"], spec["health_path"])
+        return Outcome(0, ok=True)
+
+    def _health(self, service: str, port: int, path: str) -> Outcome:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            host_port = sock.getsockname()[1]
+        started = self._docker(
+            "run", "-d", "-p", f"127.0.0.1:{host_port}:{port}", self.image(service)
+        )
+        if started.returncode != 0:
+            return Outcome(0, ok=False, detail=f"{service} start: {started.stderr[-2000:]}")
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    url = f"http://127.0.0.1:{host_port}{path}"
+                    with urllib.request.urlopen(url, timeout=2) as answer:
+                        if answer.status == HTTP_OK:
+                            return Outcome(0, ok=True)
+                except (urllib.error.URLError, OSError):
+                    pass
+                time.sleep(0.2)
+            return Outcome(0, ok=False, detail=f"{service} health: no 200 from {path}")
+        finally:
+            self._docker("rm", "-f", started.stdout.strip())
+
+    def build(self, *, checks: bool) -> Outcome:
+        """Every image target at once (and every -test target, then smoke and health checks
+        of each image as soon as it is built); BuildKit shares the stages they have in common."""
+        started = time.monotonic()
+        names = list(self.services)
+        with ThreadPoolExecutor(max_workers=3 * len(names)) as pool:
+            images = {s: pool.submit(self._build, s, self.image(s)) for s in names}
+            jobs = list(images.values())
+            if checks:
+                jobs += [pool.submit(self._build, f"{s}-test") for s in names]
+                jobs += [pool.submit(self._check, s, images[s]) for s in names]
+            outcomes = [job.result() for job in jobs]
+        failed = [o.detail for o in outcomes if not o.ok]
+        return Outcome(time.monotonic() - started, not failed, "\n".join(failed)[-4000:])
+
+    def help(self) -> Outcome:
+        return run([self.docker, "--help"])
+
+    def plan(self) -> Outcome:
+        return run([self.docker, "version"])
+
+    def prune(self, *, everything: bool) -> None:
+        """everything: all build cache; otherwise only cache mounts (a fresh cache scope)."""
+        scope = ["-a"] if everything else ["--filter", "type=exec.cachemount"]
+        subprocess.run(
+            [self.docker, "builder", "prune", "-f", *scope], check=True, capture_output=True
+        )
+
+    def sizes(self, out: Path) -> Sizes:
+        """`docker save`, each layer gzipped as a push would: compressed bytes per image."""
+        saved = out / "images.tar"
+        tags = [self.image(s) for s in self.services]
+        subprocess.run([self.docker, "save", "-o", str(saved), *tags], check=True)
+        gz: dict[str, int] = {}
+        images = {}
+        with tarfile.open(saved) as tar:
+            for entry in json.load(_member(tar, "manifest.json")):
+                for layer in entry["Layers"]:
+                    if layer not in gz:
+                        gz[layer] = _gzipped_size(_member(tar, layer))
+                service = entry["RepoTags"][0].split("/", 1)[1].split(":")[0]
+                config = tar.getmember(entry["Config"]).size
+                images[service] = config + sum(gz[layer] for layer in entry["Layers"])
+        return Sizes(images, sum(gz.values()))
+
+
+def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
+    handle = tar.extractfile(name)
+    if handle is None:
+        raise ValueError(f"{name} missing from the saved images")
+    return handle
+
+
+def _gzipped_size(stream: IO[bytes]) -> int:
+    packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: gzip framing
+    size = 0
+    while chunk := stream.read(CHUNK):
+        size += len(packer.compress(chunk))
+    return size + len(packer.flush())
+
+
+def one_run(
+    index: int, docker: str, base: str, work: Path, results: dict[str, Any]
+) -> tuple[Pipeline, Peer]:
+    nonce = uuid.uuid4().hex[:10]
+    repo = copy_example(work / f"run{index}")
+    pipeline, peer = Pipeline(repo, base, f"peer-{nonce}"), Peer(docker, repo, base)
+    order: tuple[Tool, ...] = (pipeline, peer) if index % 2 == 0 else (peer, pipeline)
+
+    def record(scenario: str, tool: Tool, action: Callable[[Tool], Outcome]) -> None:
+        outcome = action(tool)
+        results[scenario][tool.name].append(asdict(outcome))
+        state = "ok" if outcome.ok else "FAILED"
+        print(f"run {index + 1} {scenario:12} {tool.name:9} {outcome.seconds:7.1f}s {state}")
+        if not outcome.ok:
+            print(outcome.detail, file=sys.stderr)
+
+    def both(scenario: str, action: Callable[[Tool], Outcome]) -> None:
+        for tool in order:
+            record(scenario, tool, action)
+
+    bust(repo, f"{nonce}-nothing")
+    peer.prune(everything=True)
+    record("cold-nothing", peer, lambda t: t.build(checks=True))
+    bust(repo, nonce)  # fresh inputs for both; fresh download caches for both
+    peer.prune(everything=False)
+    both("cold", lambda t: t.build(checks=True))
+    both("warm", lambda t: t.build(checks=True))
+    both("warm-build", lambda t: t.build(checks=False))
+    append_line(repo / "services/users/users/app.py", f"# edit {nonce}")
+    both("edit", lambda t: t.build(checks=True))
+    append_line(repo / "requirements/backend.txt", "six==1.16.0")
+    both("add-package", lambda t: t.build(checks=True))
+    both("help", lambda t: t.help())
+    both("plan", lambda t: t.plan())
+    return pipeline, peer
+
+
+def medians(both: dict[str, list[dict[str, Any]]]) -> dict[str, float | None]:
+    """Median seconds of each tool's successful runs, and pipeline / BuildKit."""
+    out: dict[str, float | None] = {}
+    for tool, outcomes in both.items():
+        good = [o["seconds"] for o in outcomes if o["ok"]]
+        out[f"median_{tool}"] = statistics.median(good) if good else None
+    bk, pl = out["median_buildkit"], out["median_pipeline"]
+    out["ratio"] = pl / bk if bk and pl else None
+    return out
+
+
+def measure_sizes(pipeline: Pipeline, peer: Peer, work: Path) -> dict[str, Any]:
+    """Compressed sizes of the last run's images (its tree: the edit and the added package)."""
+    try:
+        measured = {}
+        for tool in (peer, pipeline):
+            (work / tool.name).mkdir()
+            measured[tool.name] = tool.sizes(work / tool.name)
+    except (RuntimeError, subprocess.CalledProcessError, KeyError, ValueError) as exc:
+        print(f"warning: sizes not measured: {exc}", file=sys.stderr)
+        return {}
+    return {
+        "images": {k: v.images for k, v in measured.items()},
+        "total": {k: sum(v.images.values()) for k, v in measured.items()},
+        "distinct": {k: v.distinct for k, v in measured.items()},
+    }
+
+
+def table(data: dict[str, Any]) -> str:
+    def cell(value: float | None, outcomes: list[dict[str, Any]]) -> str:
+        if not outcomes:
+            return "n/a"
+        failed = sum(not o["ok"] for o in outcomes)
+        text = "failed" if value is None else f"{value:.2f} s"
+        return text + (f" ({failed} of {len(outcomes)} failed)" if failed and value else "")
+
+    header = (
+        f"Medians of {data['runs']} run(s); ratio = pipeline / BuildKit (below 1: the pipeline "
+        "is faster or smaller)."
+    )
+    lines = [
+        header,
+        "",
+        "| scenario | BuildKit | pipeline | ratio pipeline/BuildKit |",
+        "|---|---|---|---|",
+    ]
+    for row in data["scenarios"]:
+        ratio = f"{row['ratio']:.2f}x" if row["ratio"] else ""
+        bk, pl = row["buildkit"], row["pipeline"]
+        lines.append(
+            f"| {row['label']} | {cell(row['median_buildkit'], bk)} | "
+            f"{cell(row['median_pipeline'], pl)} | {ratio} |"
+        )
+    for key, label in (("total", "sum of image sizes"), ("distinct", "distinct registry bytes")):
+        size = data["sizes"].get(key)
+        if size:
+            bk, pl = size["buildkit"] / 1e6, size["pipeline"] / 1e6
+            lines.append(f"| {label} (compressed) | {bk:.1f} MB | {pl:.1f} MB | {pl / bk:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(data: dict[str, Any], target: Path) -> None:
+    try:
+        import matplotlib as mpl
+
+        mpl.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("warning: matplotlib is not installed; no chart", file=sys.stderr)
+        return
+    rows = [r for r in data["scenarios"] if r["median_buildkit"] or r["median_pipeline"]]
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 1.5))
+    ys = range(len(rows))
+    for offset, tool, color in ((-0.2, "buildkit", "#7f7f7f"), (0.2, "pipeline", "#1f77b4")):
+        values = [r[f"median_{tool}"] or 0 for r in rows]
+        ax.barh([y + offset for y in ys], values, height=0.4, label=tool, color=color)
+    ax.set_yticks(list(ys), [r["key"] for r in rows])
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds (median, log scale)")
+    ax.invert_yaxis()
+    ax.legend()
+    ax.set_title("pipeline vs hand-written Dockerfiles on BuildKit")
+    fig.tight_layout()
+    fig.savefig(target, dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    base = os.environ.get("PIPELINE_BASE_IMAGE")
+    if not base or not os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST"):
+        raise SystemExit('peer: run `eval "$(scripts/engine env)"` first')
+    docker, how = find_docker()
+    if not run([docker, "info"]).ok:
+        raise SystemExit(f"peer: dockerd does not answer `{docker} info`")
+    server = output(docker, "version", "--format", "{{.Server.Version}}")
+    print(f"peer: {docker} ({how}), dockerd {server}, base {base}")
+    results: dict[str, Any] = {key: {"buildkit": [], "pipeline": []} for key in SCENARIOS}
+    with tempfile.TemporaryDirectory(prefix="peer-bench-") as tmp:
+        for index in range(args.runs):
+            pipeline, peer = one_run(index, docker, base, Path(tmp), results)
+        sizes = measure_sizes(pipeline, peer, Path(tmp))
+    scenarios = [
+        {"key": key, "label": label, **results[key], **medians(results[key])}
+        for key, label in SCENARIOS.items()
+    ]
+    data = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "runs": args.runs,
+        "docker": {"cli": docker, "how": how, "server": server},
+        "base_image": base,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "scenarios": scenarios,
+        "sizes": sizes,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "peer.json").write_text(json.dumps(data, indent=2) + "\n")
+    markdown = table(data)
+    (args.out / "peer.md").write_text(markdown)
+    chart(data, args.out / "peer.png")
+    print(markdown)
+    failed = any(not o["ok"] for row in scenarios for t in ("buildkit", "pipeline") for o in row[t])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
