@@ -162,11 +162,15 @@ def runtime_os(settings: BuildSettings) -> dagger.Container:
 # already compiled (so a layer holds only new ones), and deterministic with a fixed hash seed.
 _COMPILE = """
 import importlib.util, os, pathlib, py_compile, sys
+from concurrent.futures import ProcessPoolExecutor
 mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
-for src in sorted(pathlib.Path(sys.argv[1]).rglob("*.py")):
-    pyc = importlib.util.cache_from_source(str(src))
-    if not os.path.exists(pyc):
-        py_compile.compile(str(src), cfile=pyc, dfile=str(src), quiet=2, invalidation_mode=mode)
+def one(src):
+    pyc = importlib.util.cache_from_source(src)
+    py_compile.compile(src, cfile=pyc, dfile=src, quiet=2, invalidation_mode=mode)
+todo = [str(p) for p in sorted(pathlib.Path(sys.argv[1]).rglob("*.py"))
+        if not os.path.exists(importlib.util.cache_from_source(str(p)))]
+with ProcessPoolExecutor() as pool:  # every core: a tier like scipy's holds thousands of files
+    list(pool.map(one, todo, chunksize=32))
 """
 
 
@@ -360,21 +364,28 @@ def _files(folder: Path, names: Sequence[str]) -> dagger.Directory:
     return dag.host().directory(str(folder), include=escaped)
 
 
-def unit_tests(
-    build: dagger.Container,
-    venv: ServiceVenv,
-    service: Service,
-    project: Project,
-) -> dagger.Container | None:
-    """The service's unit tests, run in the builder with its folder (less what ``exclude``
-    keeps out): nothing of this reaches the runtime image."""
-    if not service.spec.tests:
-        return None
-    ctr = build.with_directory(VENV, venv.venv)
+def test_venv(build: dagger.Container, tier: TierImage, project: Project) -> dagger.Directory:
+    """The tier's venv plus the project's test requirements (under the tier's pins): one per
+    tier, shared by the unit tests of all its services."""
+    ctr = build.with_directory(VENV, tier.venv)
     for i, path in enumerate(project.test_requirements):
         mounted = f"/req/test/{i}-{path.name}"
         ctr = ctr.with_mounted_file(mounted, dag.host().file(str(path)))
         ctr = ctr.with_(compat.run(_constrained_install(f"-r {mounted}")))
+    return ctr.directory(VENV)
+
+
+def unit_tests(
+    build: dagger.Container, tier: TierImage, service: Service, project: Project
+) -> dagger.Container | None:
+    """The service's unit tests, run in the builder with its folder (less what ``exclude``
+    keeps out) and its own dependencies over the tier's test venv: nothing of this reaches
+    the runtime image, and it needs nothing of the image's build, so the two run side by
+    side."""
+    if not service.spec.tests:
+        return None
+    ctr = build.with_directory(VENV, test_venv(build, tier, project))
+    ctr = _with_service_requirements(ctr, service)
     folder = _files(service.path, test_files(service, project.root))
     return (
         ctr.with_directory("/src", folder)
@@ -433,5 +444,5 @@ def service_build(
     venv = service_venv(build, tier, service, settings.compile_bytecode)
     return ServiceBuild(
         service_image(service, tier, venv, settings, build, stamp),
-        unit_tests(build, venv, service, project),
+        unit_tests(build, tier, service, project),
     )

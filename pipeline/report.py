@@ -69,6 +69,7 @@ class Result:
     cached: bool = False  # replayed from the result cache: no engine work this run
     # checks not run this run because they passed on an image of identical content
     reused_checks: tuple[str, ...] = ()
+    steps: dict[str, float] = field(default_factory=dict)  # seconds per step (image, unit, ...)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Result:
@@ -201,6 +202,7 @@ def log_line(result: Result) -> None:
         "layers": len(facts.layers) if facts else None,
         "tests": result.tests,
         "reused_checks": list(result.reused_checks),
+        "steps": result.steps,
     }
     if result.ok:
         get_logger().info("service_built", **figures, published=list(result.published))

@@ -107,7 +107,13 @@ async def _health(service: Service, image: dagger.Container, settings: BuildSett
     spec = service.spec
     if spec.port is None or spec.health_path is None:
         return
-    svc = compat.service(image.with_exposed_port(spec.port), spec.command)
+    # The probe below waits for the port itself, polling every 0.2 s within its deadline; the
+    # engine's own port check would wait with growing back-off, and forever for a server
+    # that never listens.
+    listening = image.without_exposed_port(spec.port).with_exposed_port(
+        spec.port, experimental_skip_healthcheck=True
+    )
+    svc = compat.service(listening, spec.command)
     url = f"http://{service.name}:{spec.port}{spec.health_path}"
     await (
         dag.container()
@@ -155,10 +161,18 @@ class _Progress:
     tarball: str = ""
     published: tuple[str, ...] = ()
     tier_image: ImageFacts | None = None
+    steps: dict[str, float] = field(default_factory=dict)  # seconds each step took
+
+    async def timed(self, name: str, work: Awaitable[object]) -> None:
+        started = time.monotonic()
+        try:
+            await work
+        finally:
+            self.steps[name] = round(time.monotonic() - started, 2)
 
     async def check(self, name: str, work: Awaitable[object]) -> None:
         try:
-            await work
+            await self.timed(name, work)
         except Exception:
             self.tests[name] = False
             self.step = name
@@ -221,7 +235,9 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress) -> None:
     async def measure() -> None:
         progress.step = "export"
         target = options.out_dir / f"{service.name}.tar" if options.out_dir else None
+        started = time.monotonic()
         progress.facts = await _facts(image, target)
+        progress.steps["export"] = round(time.monotonic() - started, 2)
         progress.tarball = str(target) if target else ""
         progress.tier_image = await ctx.tier_facts.facts(job)
 
@@ -234,7 +250,7 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress) -> None:
             await progress.check("health", _health(service, image, ctx.settings))
 
     async def image_and_checks() -> None:
-        await image.sync()
+        await progress.timed("image", image.sync())
         await _concurrently(measure, smoke, health)
 
     await _concurrently(unit, image_and_checks)
@@ -284,6 +300,7 @@ async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
         published=progress.published,
         tier_image=progress.tier_image,
         reused_checks=reused,
+        steps=progress.steps,
     )
 
 
