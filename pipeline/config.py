@@ -25,7 +25,8 @@ DebPackage = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+([=/][A-Za-z0-9
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: TOML's types are exact, so "yes" is no bool and true is no port number
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class TierSpec(_Strict):
@@ -83,7 +84,16 @@ class ProjectSpec(_Strict):
 class ServiceSpec(_Strict):
     name: Name | None = Field(None, description="the image name (default: the folder's name)")
     tier: Name = Field(description="the tier whose image this service builds on")
-    command: list[str] = Field(min_length=1, description="the command the container runs")
+    command: list[str] | str = Field(
+        description="the command the container runs: a list (exec form) or a string (shell "
+        "form, run by sh -c), as a Dockerfile's CMD",
+    )
+    workdir: str = Field(
+        "/app",
+        pattern=r"^/",
+        description="the working directory of the runtime image; the service's files are in "
+        "/app, which is also on PYTHONPATH",
+    )
     port: int | None = Field(None, ge=1, le=65535, description="the port the service listens on")
     health_path: str | None = Field(
         None, pattern=r"^/", description="HTTP path that answers 200 when healthy (needs port)"
@@ -101,7 +111,9 @@ class ServiceSpec(_Strict):
         None,
         description="the service's own requirements.txt or pyproject.toml, relative to its folder",
     )
-    env: dict[str, str] = Field(default_factory=dict, description="environment of the runtime")
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(
+        default_factory=dict, description="environment of the runtime (NAME = value)"
+    )
     tests: list[str] | None = Field(
         None,
         min_length=1,
@@ -116,10 +128,19 @@ class ServiceSpec(_Strict):
     )
 
 
+def argv(command: list[str] | str) -> list[str]:
+    """A command as the container runs it: the shell form through ``sh -c``."""
+    return ["sh", "-c", command] if isinstance(command, str) else list(command)
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            path, "", f"is not UTF-8 text (byte {exc.start})", "save the file as UTF-8"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML ({exc})", "correct the TOML syntax") from exc
     except OSError as exc:
@@ -146,7 +167,12 @@ def validate(model: type[_Strict], data: object, file: Path, prefix: str = "") -
         return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = tuple(err["loc"])
+        # Without the union members' and dict keys' tags: "command", not "command.list[str]".
+        loc = tuple(
+            p
+            for p in err["loc"]
+            if not (isinstance(p, str) and (p in {"str", "int", "float", "bool"} or "[" in p))
+        )
         field = ".".join([prefix, *map(str, loc)] if prefix else map(str, loc))
         kind = err["type"]
         if kind == "extra_forbidden":
@@ -163,15 +189,24 @@ def validate(model: type[_Strict], data: object, file: Path, prefix: str = "") -
 
 
 def load_project(root: Path) -> tuple[ProjectSpec, Path]:
-    """The root config and the file it came from (pipeline.toml wins over pyproject.toml)."""
+    """The root config and the file it came from: pipeline.toml or [tool.pipeline], never
+    both (one would silently win)."""
     candidate = root / "pipeline.toml"
-    if candidate.is_file():
-        return validate(ProjectSpec, read_toml(candidate), candidate), candidate
     pyproject = root / "pyproject.toml"
+    section = None
     if pyproject.is_file():
         section = read_toml(pyproject).get("tool", {}).get("pipeline")
+    if candidate.is_file():
         if section is not None:
-            return validate(ProjectSpec, section, pyproject, "tool.pipeline"), pyproject
+            raise ConfigError(
+                pyproject,
+                "tool.pipeline",
+                "is a second configuration beside pipeline.toml",
+                "keep one of them: move the settings into pipeline.toml and remove the table",
+            )
+        return validate(ProjectSpec, read_toml(candidate), candidate), candidate
+    if section is not None:
+        return validate(ProjectSpec, section, pyproject, "tool.pipeline"), pyproject
     raise ConfigError(
         root,
         "",
@@ -209,6 +244,8 @@ def find_root(start: Path) -> Path:
 
 def load_service(manifest: Path) -> ServiceSpec:
     spec: ServiceSpec = validate(ServiceSpec, read_toml(manifest), manifest)
+    if not spec.command:
+        raise ConfigError(manifest, "command", "is empty", "give the command the image runs")
     if spec.health_path and spec.port is None:
         raise ConfigError(
             manifest, "health_path", "needs a port", "add port = <the listening port>"

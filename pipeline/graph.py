@@ -5,12 +5,14 @@ Pure: reads files, never talks to the engine.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.config import (
     MANIFEST,
+    NAME_PATTERN,
     ROOT_TIER,
     ProjectSpec,
     ServiceSpec,
@@ -19,6 +21,7 @@ from pipeline.config import (
     load_service,
 )
 from pipeline.errors import ConfigError, UsageError
+from pipeline.inputs import source_files
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -146,8 +149,23 @@ def _ordered_tiers(spec: ProjectSpec, root: Path, config_file: Path) -> dict[str
     return ordered
 
 
+def _inside(root: Path, rel: str, file: Path, field: str) -> Path:
+    """``rel`` under ``root``; an absolute path or one leading out of the project is an error
+    (a build must read nothing the project does not hold)."""
+    path = (root / rel).resolve()
+    if Path(rel).is_absolute() or not path.is_relative_to(root):
+        raise ConfigError(
+            file,
+            field,
+            f"{rel} is outside the project ({root})",
+            "use a path relative to the project root, inside it",
+        )
+    return path
+
+
 def _existing(root: Path, files: list[str], config_file: Path, field: str) -> tuple[Path, ...]:
     for i, rel in enumerate(files):
+        _inside(root, rel, config_file, f"{field}[{i}]")
         if not (root / rel).is_file():
             raise ConfigError(
                 config_file,
@@ -158,9 +176,18 @@ def _existing(root: Path, files: list[str], config_file: Path, field: str) -> tu
     return tuple(root / rel for rel in files)
 
 
-def _service(manifest: Path, tiers: dict[str, Tier]) -> Service:
+def _service(manifest: Path, tiers: dict[str, Tier], root: Path) -> Service:
     spec = load_service(manifest)
     folder = manifest.parent
+    name = spec.name or folder.name
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ConfigError(
+            manifest,
+            "name",
+            f"the folder name {name!r} is not a valid image name (lower case letters, digits "
+            "and '-', starting with a letter)",
+            'set name = "<a valid name>" in the manifest, or rename the folder',
+        )
     if spec.tier not in tiers:
         raise ConfigError(
             manifest,
@@ -170,7 +197,9 @@ def _service(manifest: Path, tiers: dict[str, Tier]) -> Service:
         )
     requirements = None
     if spec.requirements is not None:
-        requirements = folder / spec.requirements
+        requirements = _inside(
+            root, f"{folder.relative_to(root)}/{spec.requirements}", manifest, "requirements"
+        )
         if not requirements.is_file():
             raise ConfigError(
                 manifest,
@@ -185,7 +214,15 @@ def _service(manifest: Path, tiers: dict[str, Tier]) -> Service:
                 "must be a requirements .txt file or a pyproject.toml",
                 "point it at requirements.txt or pyproject.toml",
             )
-    return Service(spec.name or folder.name, folder, manifest, spec, requirements)
+    service = Service(name, folder, manifest, spec, requirements)
+    if not source_files(service, root):
+        raise ConfigError(
+            manifest,
+            "include",
+            f"matches no file in {folder.relative_to(root)}/ ({', '.join(spec.include)})",
+            'correct the globs (relative to the service folder, e.g. "app/**")',
+        )
+    return service
 
 
 def load(root: Path) -> Project:
@@ -196,9 +233,17 @@ def load(root: Path) -> Project:
     spec, config_file = load_project(root)
     tiers = _ordered_tiers(spec, root, config_file)
     services: dict[str, Service] = {}
-    for pattern in spec.services:
+    field = "tool.pipeline.services" if config_file.name == "pyproject.toml" else "services"
+    for i, pattern in enumerate(spec.services):
+        if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            raise ConfigError(
+                config_file,
+                f"{field}[{i}]",
+                f"{pattern} reaches outside the project",
+                'use globs relative to the project root, e.g. "services/*"',
+            )
         for manifest in sorted(root.glob(f"{pattern.rstrip('/')}/{MANIFEST}")):
-            svc = _service(manifest, tiers)
+            svc = _service(manifest, tiers, root)
             if svc.name in services:
                 other = services[svc.name].manifest.relative_to(root)
                 raise ConfigError(

@@ -19,6 +19,7 @@ import dagger
 from dagger import dag
 
 from pipeline import compat
+from pipeline.config import argv
 from pipeline.inputs import (
     DEFAULT_EXCLUDES,
     UV_VERSION,
@@ -421,7 +422,11 @@ def service_image(
         ctr = ctr.with_label(key, value)
     if spec.port is not None:
         ctr = ctr.with_exposed_port(spec.port)
-    return ctr.with_workdir(APP).with_user(settings.user).with_default_args(list(spec.command))
+    return (
+        ctr.with_workdir(spec.workdir)
+        .with_user(settings.user)
+        .with_default_args(argv(spec.command))
+    )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import dagger
 from dagger import dag
 
 from pipeline import compat, images, jobs
+from pipeline.config import argv
 from pipeline.errors import BuildError
 from pipeline.log import get_logger
 from pipeline.provenance import tags_for
@@ -113,7 +114,7 @@ async def _health(service: Service, image: dagger.Container, settings: BuildSett
     listening = image.without_exposed_port(spec.port).with_exposed_port(
         spec.port, experimental_skip_healthcheck=True
     )
-    svc = compat.service(listening, spec.command)
+    svc = compat.service(listening, argv(spec.command))
     url = f"http://{service.name}:{spec.port}{spec.health_path}"
     await (
         dag.container()

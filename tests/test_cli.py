@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_pipeline as cli
 
 
@@ -39,7 +41,7 @@ def test_unknown_service_is_a_usage_error():
 def test_config_error_names_file_field_fix_and_exits_2(tmp_path: Path):
     (tmp_path / "pipeline.toml").write_text('services = ["s/*"]\n[tiers.base]\n')
     (tmp_path / "s" / "a").mkdir(parents=True)
-    (tmp_path / "s" / "a" / "service.toml").write_text('tier = "base"\ncommand = "python"\n')
+    (tmp_path / "s" / "a" / "service.toml").write_text('tier = "base"\ncommand = 5\n')
     done = cli("build", "--project-dir", str(tmp_path), "--report", str(tmp_path / "r.json"))
     assert done.returncode == 2
     assert "s/a/service.toml: command:" in done.stderr
@@ -83,3 +85,100 @@ def test_bad_environment_value_is_a_usage_error():
     assert done.returncode == 2
     assert "--jobs (or PIPELINE_JOBS): 'many' is not a number" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _monorepo(root: Path, manifest: str = 'tier = "base"\ncommand = ["python", "-m", "a"]\n',
+              config: str = 'services = ["s/*"]\n[tiers.base]\n') -> Path:  # fmt: skip
+    root.mkdir(parents=True)
+    (root / "pipeline.toml").write_text(config)
+    (root / "s" / "a" / "a").mkdir(parents=True)
+    (root / "s" / "a" / "a" / "__init__.py").write_text("")
+    (root / "s" / "a" / "service.toml").write_text(manifest)
+    return root
+
+
+BAD_INPUTS = {
+    "string for a bool": (
+        {"config": 'services = ["s/*"]\ncompile_bytecode = "yes"\n[tiers.base]\n'},
+        "pipeline.toml: compile_bytecode:",
+    ),
+    "bool for a port": (
+        {"manifest": 'tier = "base"\ncommand = ["x"]\nport = true\n'},
+        "service.toml: port:",
+    ),
+    "absolute services glob": (
+        {"config": 'services = ["/etc/*"]\n[tiers.base]\n'},
+        "pipeline.toml: services[0]: /etc/* reaches outside the project",
+    ),
+    "services glob leaving the project": (
+        {"config": 'services = ["../x/*"]\n[tiers.base]\n'},
+        "pipeline.toml: services[0]",
+    ),
+    "tier requirements outside the project": (
+        {"config": 'services = ["s/*"]\n[tiers.base]\nrequirements = ["/etc/hostname"]\n'},
+        "tiers.base.requirements[0]: /etc/hostname is outside the project",
+    ),
+    "service requirements outside the project": (
+        {"manifest": 'tier = "base"\ncommand = ["x"]\nrequirements = "../../../r.txt"\n'},
+        "service.toml: requirements:",
+    ),
+    "empty env name": (
+        {"manifest": 'tier = "base"\ncommand = ["x"]\nenv = { "" = "1" }\n'},
+        "service.toml: env.",
+    ),
+    "env name with a space": (
+        {"manifest": 'tier = "base"\ncommand = ["x"]\nenv = { "A B" = "1" }\n'},
+        "service.toml: env.A B",
+    ),
+    "include matching nothing": (
+        {"manifest": 'tier = "base"\ncommand = ["x"]\ninclude = ["nope/**"]\n'},
+        "service.toml: include: matches no file",
+    ),
+    "empty command": ({"manifest": 'tier = "base"\ncommand = []\n'}, "command: is empty"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_a_clear_error(tmp_path: Path, case: str):
+    files, message = BAD_INPUTS[case]
+    repo = _monorepo(tmp_path / "repo", **files)
+    done = cli("plan", "--project-dir", str(repo))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr
+    assert "fix:" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_folder_name_that_is_no_image_name_needs_a_name(tmp_path: Path):
+    repo = _monorepo(tmp_path / "repo")
+    (repo / "s" / "a").rename(repo / "s" / "My users")
+    done = cli("plan", "--project-dir", str(repo))
+    assert done.returncode == 2
+    assert "is not a valid image name" in done.stderr
+    (repo / "s" / "My users" / "service.toml").write_text(
+        'name = "users"\ntier = "base"\ncommand = "python -m a --addr ${ADDR}"\n'
+    )
+    assert cli("plan", "--project-dir", str(repo)).returncode == 0
+
+
+def test_non_utf8_and_a_second_config_are_errors(tmp_path: Path):
+    repo = _monorepo(tmp_path / "repo")
+    (repo / "s" / "a" / "service.toml").write_bytes(b'tier = "base"\ncommand = ["\xff"]\n')
+    done = cli("plan", "--project-dir", str(repo))
+    assert done.returncode == 2
+    assert "is not UTF-8 text" in done.stderr
+    repo = _monorepo(tmp_path / "two")
+    (repo / "pyproject.toml").write_text("[tool.pipeline]\nservices = []\n")
+    done = cli("plan", "--project-dir", str(repo))
+    assert done.returncode == 2
+    assert "pyproject.toml: tool.pipeline: is a second configuration" in done.stderr
+
+
+def test_the_config_is_found_from_a_subfolder(tmp_path: Path):
+    repo = _monorepo(tmp_path / "repo")
+    done = cli("plan", "--json", cwd=repo / "s" / "a" / "a")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["project"] == str(repo.resolve())
+    done = cli("plan", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no pipeline.toml or [tool.pipeline]" in done.stderr
