@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -81,6 +81,30 @@ class ProjectSpec(_Strict):
     )
 
 
+class HealthSpec(_Strict):
+    """How a running image proves it is healthy; bounded like Docker's HEALTHCHECK."""
+
+    http: str | None = Field(
+        None, pattern=r"^/", description="an HTTP path that answers 2xx when healthy"
+    )
+    grpc: str | None = Field(
+        None,
+        description="the service name to ask with the standard grpc.health.v1 protocol "
+        '("" for the server as a whole)',
+    )
+    tcp: bool | None = Field(None, description="true: healthy once the port accepts connections")
+    timeout: float = Field(5, gt=0, le=600, description="seconds one probe may take")
+    interval: float = Field(0.5, gt=0, le=60, description="seconds between probes")
+    start_period: float = Field(
+        30, ge=0, le=600, description="seconds the server may take to start listening"
+    )
+
+    @property
+    def kind(self) -> str:
+        kinds = [k for k in ("http", "grpc", "tcp") if getattr(self, k) not in (None, False)]
+        return kinds[0] if len(kinds) == 1 else ""
+
+
 class ServiceSpec(_Strict):
     name: Name | None = Field(None, description="the image name (default: the folder's name)")
     tier: Name = Field(description="the tier whose image this service builds on")
@@ -96,7 +120,13 @@ class ServiceSpec(_Strict):
     )
     port: int | None = Field(None, ge=1, le=65535, description="the port the service listens on")
     health_path: str | None = Field(
-        None, pattern=r"^/", description="HTTP path that answers 200 when healthy (needs port)"
+        None, pattern=r"^/", description="shorthand for health = { http = PATH } (needs port)"
+    )
+    health: HealthSpec | Literal["none"] | None = Field(
+        None,
+        description='the probe of the port: { http = "/health" }, { grpc = "" } or '
+        '{ tcp = true }, with timeout, interval and start_period in seconds; "none" for a '
+        "port that is not probed",
     )
     apt: list[DebPackage] = Field(
         default_factory=list, description="extra Debian packages at runtime"
@@ -126,6 +156,15 @@ class ServiceSpec(_Strict):
     size_budget_mb: float | None = Field(
         None, gt=0, description="fail the build when the image's compressed size exceeds this"
     )
+
+    @property
+    def probe(self) -> HealthSpec | None:
+        """The health probe, from ``health`` or the ``health_path`` shorthand."""
+        if isinstance(self.health, HealthSpec):
+            return self.health
+        if self.health_path is not None:
+            return HealthSpec(http=self.health_path)
+        return None
 
 
 def argv(command: list[str] | str) -> list[str]:
@@ -246,8 +285,26 @@ def load_service(manifest: Path) -> ServiceSpec:
     spec: ServiceSpec = validate(ServiceSpec, read_toml(manifest), manifest)
     if not spec.command:
         raise ConfigError(manifest, "command", "is empty", "give the command the image runs")
-    if spec.health_path and spec.port is None:
+    if spec.health_path and spec.health is not None:
         raise ConfigError(
-            manifest, "health_path", "needs a port", "add port = <the listening port>"
+            manifest, "health_path", "and health both given", "keep health = { http = ... }"
+        )
+    probe = spec.probe
+    if probe is not None and spec.port is None:
+        field = "health_path" if spec.health_path else "health"
+        raise ConfigError(manifest, field, "needs a port", "add port = <the listening port>")
+    if isinstance(spec.health, HealthSpec) and not spec.health.kind:
+        raise ConfigError(
+            manifest,
+            "health",
+            "needs exactly one of http, grpc or tcp",
+            'e.g. health = { http = "/health" }, { grpc = "" } or { tcp = true }',
+        )
+    if spec.port is not None and probe is None and spec.health != "none":
+        raise ConfigError(
+            manifest,
+            "health",
+            f"port {spec.port} has no health probe, so nothing would check the server starts",
+            'add health = { http = "/health" } (or grpc, tcp), or health = "none" to skip it',
         )
     return spec

@@ -175,17 +175,13 @@ with ProcessPoolExecutor() as pool:  # every core: a tier like scipy's holds tho
 """
 
 
+def _compile(folder: str, python: str) -> list[str]:
+    return ["env", "PYTHONHASHSEED=0", python, "-c", _COMPILE, folder]
+
+
 def with_bytecode(folder: str, python: str) -> Callable[[dagger.Container], dagger.Container]:
     """Precompile ``folder`` so containers start without compiling imports."""
-
-    def step(ctr: dagger.Container) -> dagger.Container:
-        return (
-            ctr.with_env_variable("PYTHONHASHSEED", "0")
-            .with_(compat.run([python, "-c", _COMPILE, folder]))
-            .without_env_variable("PYTHONHASHSEED")
-        )
-
-    return step
+    return compat.run(_compile(folder, python))
 
 
 # What a layer adds, decided by content in the builder: every file, link or folder of the
@@ -234,15 +230,31 @@ _SNAPSHOT_FILE = "/tmp/pipeline-snapshot.json"  # noqa: S108
 _LAYER_DIR = "/tmp/pipeline-layer"  # noqa: S108
 
 
-def snapshot(folder: str) -> Callable[[dagger.Container], dagger.Container]:
-    """Record what ``folder`` holds now, for ``added`` to compare against."""
-    return compat.run(["python3", "-c", _SNAPSHOT, folder, _SNAPSHOT_FILE])
+def _one_step(*commands: Sequence[str]) -> list[str]:
+    """Several commands as one exec: one step of the engine's, where splitting them would
+    buy no cache hit (they always change together)."""
+    return ["sh", "-c", " && ".join(shlex.join(c) for c in commands)]
 
 
-def added(ctr: dagger.Container, folder: str) -> dagger.Directory:
-    """What ``folder`` gained since ``snapshot``, as a layer of its own (fixed mtimes)."""
-    args = ["python3", "-c", _LAYER, folder, _SNAPSHOT_FILE, _LAYER_DIR, _SNAPSHOT]
-    return ctr.with_(compat.run(args)).directory(_LAYER_DIR).with_timestamps(FIXED_MTIME)
+def with_install(
+    installs: Sequence[Sequence[str]], compile_bytecode: bool, layer: bool
+) -> Callable[[dagger.Container], dagger.Container]:
+    """Run ``installs`` on the venv, then precompile it and, with ``layer``, keep what they
+    added in a folder of its own (``added``) - all in one exec."""
+    python = f"{VENV}/bin/python"
+    commands = [list(c) for c in installs]
+    if compile_bytecode:
+        commands.append(_compile(VENV, python))
+    if layer:
+        snapshot = ["python3", "-c", _SNAPSHOT, VENV, _SNAPSHOT_FILE]
+        keep = ["python3", "-c", _LAYER, VENV, _SNAPSHOT_FILE, _LAYER_DIR, _SNAPSHOT]
+        commands = [snapshot, *commands, keep]
+    return compat.run(_one_step(*commands))
+
+
+def added(ctr: dagger.Container) -> dagger.Directory:
+    """What ``with_install(..., layer=True)`` kept: a layer of its own, with fixed mtimes."""
+    return ctr.directory(_LAYER_DIR).with_timestamps(FIXED_MTIME)
 
 
 def _requirement_path(tier: Tier, index: int) -> str:
@@ -266,19 +278,18 @@ def tier_venv(
     ctr = build
     for i, path in enumerate(tier.requirements):
         ctr = ctr.with_mounted_file(_requirement_path(tier, i), dag.host().file(str(path)))
+    python = f"{VENV}/bin/python"
+    installs = [
+        ["uv", "pip", "install", "-q", "--python", python, "-r", _requirement_path(tier, i)]
+        for i in range(len(tier.requirements))
+    ]
     if parent is None:
-        ctr = ctr.with_(compat.run(["uv", "venv", "-q", "--python", "python3", VENV]))
+        installs.insert(0, ["uv", "venv", "-q", "--python", "python3", VENV])
     else:
         ctr = ctr.with_directory(VENV, parent)
-    ctr = ctr.with_(snapshot(VENV))
-    python = f"{VENV}/bin/python"
-    for i in range(len(tier.requirements)):
-        req = _requirement_path(tier, i)
-        ctr = ctr.with_(compat.run(["uv", "pip", "install", "-q", "--python", python, "-r", req]))
-    if compile_bytecode:
-        ctr = ctr.with_(with_bytecode(VENV, python))
+    ctr = ctr.with_(with_install(installs, compile_bytecode, layer=parent is not None))
     whole = ctr.directory(VENV)
-    return whole, (added(ctr, VENV) if parent is not None else whole.with_timestamps(FIXED_MTIME))
+    return whole, (added(ctr) if parent is not None else whole.with_timestamps(FIXED_MTIME))
 
 
 def tier_images(
@@ -316,25 +327,28 @@ def _constrained_install(requirements: str) -> list[str]:
     ]
 
 
-def _with_service_requirements(ctr: dagger.Container, service: Service) -> dagger.Container:
-    """The service's own dependencies installed into the venv, under the tier's pins."""
+def _service_installs(service: Service) -> list[list[str]]:
+    """Commands installing the service's own dependencies (mounted at /svc) into the venv,
+    under the tier's pins."""
     req = service.requirements
     if req is None:
-        return ctr
-    files = dag.directory()
-    for path in service_requirement_files(service):
-        files = files.with_file(path.name, dag.host().file(str(path)))
-    ctr = ctr.with_mounted_directory("/svc", files).with_workdir("/svc")
+        return []
     if req.name == "pyproject.toml":
         # With a lock file the locked versions are installed; without, the declared ranges.
         script = (
-            "mkdir -p /tmp/svc && if [ -f uv.lock ]; then uv export -q --frozen --no-hashes "
-            "--no-emit-project --no-dev -o /tmp/svc/requirements.txt; "
-            "else cp pyproject.toml /tmp/svc/pyproject.toml; fi"
+            "mkdir -p /tmp/svc && if [ -f /svc/uv.lock ]; then cd /svc && uv export -q --frozen "
+            "--no-hashes --no-emit-project --no-dev -o /tmp/svc/requirements.txt; "
+            "else cp /svc/pyproject.toml /tmp/svc/pyproject.toml; fi"
         )
-        ctr = ctr.with_(compat.run(["sh", "-c", script]))
-        return ctr.with_(compat.run(_constrained_install("-r $(ls /tmp/svc/*)")))
-    return ctr.with_(compat.run(_constrained_install(f"-r {req.name}")))
+        return [["sh", "-c", script], _constrained_install("-r $(ls /tmp/svc/*)")]
+    return [_constrained_install(f"-r /svc/{req.name}")]
+
+
+def _with_service_files(ctr: dagger.Container, service: Service) -> dagger.Container:
+    files = dag.directory()
+    for path in service_requirement_files(service):
+        files = files.with_file(path.name, dag.host().file(str(path)))
+    return ctr.with_mounted_directory("/svc", files)
 
 
 @dataclass(frozen=True)
@@ -350,11 +364,9 @@ def service_venv(
     so a service never silently replaces a tier package."""
     if service.requirements is None:
         return ServiceVenv(tier.venv, None)
-    ctr = build.with_directory(VENV, tier.venv).with_(snapshot(VENV))
-    ctr = _with_service_requirements(ctr, service)
-    if compile_bytecode:
-        ctr = ctr.with_(with_bytecode(VENV, f"{VENV}/bin/python"))
-    return ServiceVenv(ctr.directory(VENV), added(ctr, VENV))
+    ctr = _with_service_files(build.with_directory(VENV, tier.venv), service)
+    ctr = ctr.with_(with_install(_service_installs(service), compile_bytecode, layer=True))
+    return ServiceVenv(ctr.directory(VENV), added(ctr))
 
 
 def _files(folder: Path, names: Sequence[str]) -> dagger.Directory:
@@ -369,10 +381,13 @@ def test_venv(build: dagger.Container, tier: TierImage, project: Project) -> dag
     """The tier's venv plus the project's test requirements (under the tier's pins): one per
     tier, shared by the unit tests of all its services."""
     ctr = build.with_directory(VENV, tier.venv)
+    installs = []
     for i, path in enumerate(project.test_requirements):
         mounted = f"/req/test/{i}-{path.name}"
         ctr = ctr.with_mounted_file(mounted, dag.host().file(str(path)))
-        ctr = ctr.with_(compat.run(_constrained_install(f"-r {mounted}")))
+        installs.append(_constrained_install(f"-r {mounted}"))
+    if installs:
+        ctr = ctr.with_(compat.run(_one_step(*installs)))
     return ctr.directory(VENV)
 
 
@@ -386,7 +401,9 @@ def unit_tests(
     if not service.spec.tests:
         return None
     ctr = build.with_directory(VENV, test_venv(build, tier, project))
-    ctr = _with_service_requirements(ctr, service)
+    if service.requirements is not None:
+        ctr = _with_service_files(ctr, service)
+        ctr = ctr.with_(compat.run(_one_step(*_service_installs(service))))
     folder = _files(service.path, test_files(service, project.root))
     return (
         ctr.with_directory("/src", folder)

@@ -86,7 +86,7 @@ def replay(job: Job, cache: ResultCache, options: RunOptions) -> Result | None:
 
 def expected_checks(job: Job) -> list[str]:
     spec = job.service.spec
-    wanted = {"unit": bool(spec.tests), "smoke": bool(spec.smoke), "health": bool(spec.health_path)}
+    wanted = {"unit": bool(spec.tests), "smoke": bool(spec.smoke), "health": spec.probe is not None}
     return [name for name in CHECKS if wanted[name]]
 
 

@@ -20,8 +20,7 @@ import anyio
 import dagger
 from dagger import dag
 
-from pipeline import compat, images, jobs
-from pipeline.config import argv
+from pipeline import compat, images, jobs, probes
 from pipeline.errors import BuildError
 from pipeline.log import get_logger
 from pipeline.provenance import tags_for
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
     from pipeline.settings import BuildSettings, RunOptions
 
 log = get_logger()
-HEALTH_TIMEOUT = 60
 # Extra CA certificates for builder steps that fetch (an intercepting proxy's), as a file.
 CA_BUNDLE_ENV = "PIPELINE_CA_BUNDLE"
 
@@ -84,46 +82,6 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, BuildError):
         return exc.detail
     return str(exc).strip() or type(exc).__name__
-
-
-def _probe(url: str) -> str:
-    return (
-        "import sys, time, urllib.request, urllib.error\n"
-        f"deadline = time.monotonic() + {HEALTH_TIMEOUT}\n"
-        "while True:\n"
-        "    try:\n"
-        f"        with urllib.request.urlopen({url!r}, timeout=3) as r:\n"
-        "            sys.exit(0 if r.status == 200 else 1)\n"
-        "    except urllib.error.HTTPError as exc:\n"
-        "        print('health check failed: HTTP', exc.code, file=sys.stderr); sys.exit(1)\n"
-        "    except OSError as exc:\n"
-        "        if time.monotonic() > deadline:\n"
-        "            print('health check failed:', exc, file=sys.stderr); sys.exit(1)\n"
-        "        time.sleep(0.2)\n"
-    )
-
-
-async def _health(service: Service, image: dagger.Container, settings: BuildSettings) -> None:
-    """Start the image as a service and ask its health path from a second container."""
-    spec = service.spec
-    if spec.port is None or spec.health_path is None:
-        return
-    # The probe below waits for the port itself, polling every 0.2 s within its deadline; the
-    # engine's own port check would wait with growing back-off, and forever for a server
-    # that never listens.
-    listening = image.without_exposed_port(spec.port).with_exposed_port(
-        spec.port, experimental_skip_healthcheck=True
-    )
-    svc = compat.service(listening, argv(spec.command))
-    url = f"http://{service.name}:{spec.port}{spec.health_path}"
-    await (
-        dag.container()
-        .from_(settings.base_image)
-        .with_service_binding(service.name, svc)
-        .with_env_variable("PIPELINE_PROBE_AT", str(time.time_ns()))  # a probe is never cached
-        .with_(compat.run(["python3", "-c", _probe(url)]))
-        .sync()
-    )
 
 
 async def _publish(
@@ -248,7 +206,7 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress) -> None:
 
     async def health() -> None:
         if wanted("health"):
-            await progress.check("health", _health(service, image, ctx.settings))
+            await progress.check("health", probes.health(service, image, ctx.settings, ctx.secrets))
 
     async def image_and_checks() -> None:
         await progress.timed("image", image.sync())

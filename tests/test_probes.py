@@ -1,0 +1,112 @@
+"""Health probes against the real engine: gRPC by the standard health protocol, TCP and HTTP,
+each bounded: a server that never listens fails after its start period, an HTTP error
+answer fails at once, and the reason says which."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.conftest import copy_example, pipeline_in
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
+
+GREETER = """
+import grpc
+from concurrent import futures
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+servicer = health.HealthServicer()
+servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+servicer.set("greeter", health_pb2.HealthCheckResponse.SERVING)
+health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+server.add_insecure_port("[::]:50051")
+server.start()
+server.wait_for_termination()
+"""
+
+
+def service(repo: Path, name: str, manifest: str, files: dict[str, str]) -> None:
+    folder = repo / "services" / name
+    for rel, text in {"service.toml": manifest, **files}.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(textwrap.dedent(text))
+
+
+def test_probes_of_each_kind_pass_or_fail_with_a_reason(tmp_path: Path, base_image: str):
+    repo = copy_example(tmp_path / "repo", services=("worker",))
+    grpc_files = {
+        "greeter/__init__.py": "",
+        "greeter/__main__.py": GREETER,
+        "requirements.txt": "grpcio==1.85.3\ngrpcio-health-checking==1.85.1\n",
+    }
+    service(
+        repo,
+        "greeter",
+        """
+        tier = "base"
+        command = ["python", "-m", "greeter"]
+        port = 50051
+        requirements = "requirements.txt"
+        health = { grpc = "greeter", start_period = 60 }
+        """,
+        grpc_files,
+    )
+    service(
+        repo,
+        "unknown",
+        """
+        tier = "base"
+        command = ["python", "-m", "greeter"]
+        port = 50051
+        requirements = "requirements.txt"
+        health = { grpc = "no-such-service", start_period = 60 }
+        """,
+        grpc_files,
+    )
+    service(
+        repo,
+        "silent",
+        """
+        tier = "base"
+        command = "sleep 600"
+        port = 8000
+        health = { tcp = true, start_period = 3, timeout = 1 }
+        """,
+        {"silent/__init__.py": ""},
+    )
+    service(
+        repo,
+        "missing",
+        """
+        tier = "base"
+        command = ["python", "-m", "http.server", "8000"]
+        port = 8000
+        health = { http = "/no-such-page", start_period = 120 }
+        """,
+        {"missing/__init__.py": ""},
+    )
+    report = tmp_path / "report.json"
+    done = pipeline_in(repo, base_image, "build", "--report", str(report), "--jobs", "4")
+    assert done.returncode == 1, done.stderr
+    results = {s["service"]: s for s in json.loads(report.read_text())["services"]}
+    assert results["greeter"]["status"] == "ok", results["greeter"]["reason"]
+    assert results["greeter"]["tests"]["health"] is True
+    unknown = results["unknown"]
+    assert unknown["tests"]["health"] is False
+    assert unknown["reason"].startswith("health: health check failed: gRPC NOT_FOUND")
+    silent = results["silent"]
+    assert silent["tests"]["health"] is False
+    assert "port 8000 not answering" in silent["reason"]
+    assert "within start_period + timeout = 4s" in silent["reason"]
+    missing = results["missing"]
+    # an answer is final: no waiting out the 120 s start period
+    assert missing["reason"].startswith("health: health check failed: HTTP 404 from /no-such-page")
+    assert results["worker"]["status"] == "ok"
