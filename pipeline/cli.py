@@ -113,15 +113,18 @@ def _project_dir(args: argparse.Namespace, find_root: Callable[[Path], Path]) ->
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Imported after parsing: --help and usage errors never load pydantic or structlog.
-    from pipeline import commands, graph, settings
+    from pipeline import commands, graph, inputs, settings
     from pipeline.config import find_root
     from pipeline.log import configure
     from pipeline.provenance import changed_since
 
     try:
         project = graph.load(_project_dir(args, find_root))
-        changed = changed_since(project.root, args.changed_since) if args.changed_since else None
-        services = project.select(args.services, args.tier, changed)
+        changed, reads = None, None
+        if args.changed_since:
+            changed = changed_since(project.root, args.changed_since)
+            reads = inputs.reads(project, settings.build_settings(project))
+        services = project.select(args.services, args.tier, changed, reads)
         if args.command == "plan":
             print(commands.plan(project, services, args.json))
             return 0

@@ -24,7 +24,7 @@ from pipeline.errors import ConfigError, UsageError
 from pipeline.inputs import source_files
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
 
 @dataclass(frozen=True)
@@ -69,18 +69,18 @@ class Project:
             name = self.tiers[name].spec.extends
         return out[::-1]
 
-    def affected(self, changed: Iterable[str]) -> set[str]:
-        """Services whose image a change to these files (relative to the root) can alter: their
-        own folder, a requirement file of their tier chain, or the project's config."""
-        paths = [self.root / path for path in changed]
-        shared = {self.config_file, *self.test_requirements}
-        if any(path in shared for path in paths):
-            return set(self.services)
+    def affected(self, changed: Iterable[str], reads: Mapping[str, set[str]]) -> set[str]:
+        """Services whose image a change to these files (relative to the root) can alter: a
+        file the service's inputs name (``reads``: its sources, tests, requirements, its
+        tiers' requirements, the config), or a file gone from its folder."""
         out = set()
         for svc in self.services.values():
-            tier_files = {p for t in self.chain(svc.tier) for p in t.requirements}
-            if any(path in tier_files or path.is_relative_to(svc.path) for path in paths):
-                out.add(svc.name)
+            folder = svc.path.relative_to(self.root).as_posix() + "/"
+            for path in changed:
+                gone = path.startswith(folder) and not (self.root / path).exists()
+                if path in reads[svc.name] or gone:
+                    out.add(svc.name)
+                    break
         return out
 
     def select(
@@ -88,6 +88,7 @@ class Project:
         names: Iterable[str] = (),
         tiers: Iterable[str] = (),
         changed: Iterable[str] | None = None,
+        reads: Mapping[str, set[str]] | None = None,
     ) -> list[Service]:
         """Services by name and tier; with ``changed`` (files since a commit), only those
         the change affects. An empty result is an error, except for a change that affects
@@ -107,7 +108,7 @@ class Project:
             if (not names or s.name in names) and (not tiers or s.tier in tiers)
         ]
         if changed is not None:
-            touched = self.affected(changed)
+            touched = self.affected(changed, reads or {})
             return [s for s in chosen if s.name in touched]
         if not chosen:
             raise UsageError("the selection matches no service")

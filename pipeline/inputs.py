@@ -192,3 +192,12 @@ def service_inputs(project: Project, service: Service, tier: Inputs) -> Inputs:
         "sources": sources,  # which files the image holds, apart from what tests see
     }
     return Inputs(f"service:{service.name}", files, values, tier)
+
+
+def reads(project: Project, settings: BuildSettings) -> dict[str, set[str]]:
+    """Every host file each service's image reads (root-relative), for ``--changed-since``."""
+    tiers = tier_inputs(project, settings, settings.base_image)
+    return {
+        name: set(service_inputs(project, svc, tiers[svc.tier]).paths)
+        for name, svc in project.services.items()
+    }

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import graph
+from pipeline import graph, inputs
 from pipeline.errors import ConfigError, UsageError
+from pipeline.settings import build_settings
 from tests.conftest import ROOT
 
 
@@ -182,11 +183,12 @@ def test_changed_since_selects_affected_services(tmp_path: Path):
     from tests.conftest import copy_example, git
 
     repo = copy_example(tmp_path / "repo")
-    project = graph.load(repo)
     first = git(repo, "rev-parse", "HEAD")
 
     def selected() -> list[str]:
-        return [s.name for s in project.select(changed=changed_since(repo, first))]
+        project = graph.load(repo)
+        reads = inputs.reads(project, build_settings(project))
+        return [s.name for s in project.select(changed=changed_since(repo, first), reads=reads)]
 
     assert selected() == []  # nothing changed, nothing to build
     (repo / "services/worker/worker/jobs.py").write_text("# edited\n")
@@ -195,6 +197,18 @@ def test_changed_since_selects_affected_services(tmp_path: Path):
     assert selected() == ["inference", "worker"]  # the ai tier's file touches only ai services
     (repo / "requirements/base.txt").write_text("pydantic==2.9.2\n")
     assert selected() == ["gateway", "inference", "reports", "users", "worker"]
+    git(repo, "checkout", "--", ".")
+    # a file in a service folder that no input names changes nothing; a deleted one does
+    (repo / "services/users/NOTES.md").write_text("notes\n")
+    (repo / "services/users/service.toml").write_text(
+        (repo / "services/users/service.toml").read_text() + 'exclude = ["NOTES.md"]\n'
+    )
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qam", "exclude")
+    first = git(repo, "rev-parse", "HEAD")
+    (repo / "services/users/NOTES.md").write_text("more notes\n")
+    assert selected() == []
+    (repo / "services/worker/worker/jobs.py").unlink()
+    assert selected() == ["worker"]
     with pytest.raises(UsageError, match="no such commit"):
         changed_since(repo, "does-not-exist")
 
