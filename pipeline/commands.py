@@ -54,9 +54,10 @@ def plan(project: Project, services: Sequence[Service], as_json: bool) -> str:
         return json.dumps(data, indent=2)
     lines = ["tiers:"]
     for t in data["tiers"]:
-        extends = f" (extends {t['extends']})" if t["extends"] else ""
+        extends = f", extends {t['extends']}" if t["extends"] else ""
         lines.append(
-            f"  {t['image']}{extends}: {', '.join(t['requirements']) or 'no requirements'}"
+            f"  {t['name']} (image {t['image']}{extends}): "
+            f"{', '.join(t['requirements']) or 'no requirements'}"
         )
     lines.append("services:")
     for s in data["services"]:

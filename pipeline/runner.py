@@ -71,13 +71,20 @@ def _lines(text: str | None) -> list[str]:
     return [ln for ln in (text or "").splitlines() if ln.strip() and not _CA_HOOK.match(ln.strip())]
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, service: Service) -> str:
     """One headline (the command's last words, stderr first), then the command and detail."""
     if isinstance(exc, dagger.ExecError):
         err, out = _lines(exc.stderr), _lines(exc.stdout)
         command = " ".join(exc.command)
         headline = (err or out or [f"`{command}` failed"])[-1].strip()
         detail = "\n".join([*out[-10:], *err[-10:]])
+        if "-c /tmp/pins.txt" in command and "No solution found" in exc.stderr:
+            # the service's requirements against the installed set of its tier
+            headline = (
+                f"{service.name}'s requirements conflict with the pins of tier "
+                f"{service.tier!r} ({headline}); fix: loosen the tier's pin or move the package "
+                "out of the tier: a tier's installed set constrains every service in it"
+            )
         return f"{headline}\ncommand: {command}\n{detail}"
     if isinstance(exc, BuildError):
         return exc.detail
@@ -243,7 +250,7 @@ async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
             failure = _expected(exc)
             if failure is None:
                 raise
-            status, reason = Status.FAILED, f"{progress.step}: {_reason(failure)}"
+            status, reason = Status.FAILED, f"{progress.step}: {_reason(failure, service)}"
         else:
             status, reason = Status.OK, ""
     reused = tuple(sorted(job.passed & set(jobs.expected_checks(job)))) if ctx.options.test else ()

@@ -8,6 +8,7 @@ them into Dagger secrets; a setting only says whether one is given.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,23 @@ def jobs_from(value: str | int | None) -> int:
     return jobs
 
 
+# An image reference: [registry[:port]/]path[:tag][@sha256:digest], as Docker reads it.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(
+    rf"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+
+
+def base_image_from(value: str) -> str:
+    if not IMAGE_REFERENCE.match(value):
+        raise UsageError(
+            f"--base-image (or PIPELINE_BASE_IMAGE, base_image): {value!r} is not an image "
+            "reference; use e.g. python:3.11-slim-bookworm or registry/name@sha256:<digest>"
+        )
+    return value
+
+
 def build_settings(
     project: Project,
     base_image: str | None = None,
@@ -77,7 +95,9 @@ def build_settings(
     prov = read_provenance(project.root, project.spec.source_url)
     return BuildSettings(
         root=project.root,
-        base_image=base_image or env.get("PIPELINE_BASE_IMAGE") or project.spec.base_image,
+        base_image=base_image_from(
+            base_image or env.get("PIPELINE_BASE_IMAGE") or project.spec.base_image
+        ),
         cache_scope=cache_scope
         or env.get("PIPELINE_CACHE_SCOPE")
         or project.spec.cache_scope

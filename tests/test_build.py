@@ -260,17 +260,27 @@ def test_a_failing_service_does_not_hide_the_others(tmp_path: Path, base_image: 
         'tier = "base"\ncommand = ["python", "-c", "1"]\n'
         'tests = ["sh", "-c", "echo 2 failed, 5 passed in 0.1s; exit 1"]\n'
     )
+    conflict = repo / "services" / "conflict"
+    conflict.mkdir()
+    (conflict / "service.toml").write_text(
+        'tier = "backend"\ncommand = ["python", "-c", "1"]\nrequirements = "requirements.txt"\n'
+    )
+    (conflict / "requirements.txt").write_text("pydantic==2.8.2\n")  # the base tier pins 2.9.2
     report = tmp_path / "report.json"
     done = pipeline_in(repo, base_image, "build", "--report", str(report))
     assert done.returncode == 1, done.stderr
     results = {s["service"]: s for s in json.loads(report.read_text())["services"]}
+    reason = results["conflict"]["reason"]
+    assert "conflict's requirements conflict with the pins of tier 'backend'" in reason
+    assert "pydantic" in reason
+    assert "loosen the tier's pin or move the package out of the tier" in reason
     assert results["worker"]["status"] == "ok"
     assert results["broken"]["status"] == "failed"
     assert "pipeline-test-no-such-package" in results["broken"]["reason"]
     assert results["failing"]["status"] == "failed"
     assert results["failing"]["tests"] == {"unit": False}
     assert results["failing"]["reason"].startswith("unit: 2 failed, 5 passed in 0.1s")
-    assert "1 built, 2 failed" in done.stdout
+    assert "1 built, 3 failed" in done.stdout
 
 
 def test_publish_pushes_tested_images_under_the_tag_strategy(tmp_path: Path, base_image: str):

@@ -182,3 +182,11 @@ def test_the_config_is_found_from_a_subfolder(tmp_path: Path):
     done = cli("plan", cwd=tmp_path)
     assert done.returncode == 2
     assert "no pipeline.toml or [tool.pipeline]" in done.stderr
+
+
+def test_a_bad_base_image_reference_is_a_usage_error(tmp_path: Path):
+    repo = _monorepo(tmp_path / "repo")
+    done = cli("build", "--project-dir", str(repo), "--base-image", "Not An Image!")
+    assert done.returncode == 2
+    assert "is not an image reference" in done.stderr
+    assert "Traceback" not in done.stderr
