@@ -45,9 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     engine = argparse.ArgumentParser(add_help=False)
-    engine.add_argument(
-        "--jobs", help="services built at once (env PIPELINE_JOBS; default 4)"
-    )
+    engine.add_argument("--jobs", help="services built at once (env PIPELINE_JOBS; default 4)")
     engine.add_argument(
         "--cache-scope",
         help="scope of cache volumes and the result cache (env PIPELINE_CACHE_SCOPE; "

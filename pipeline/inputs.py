@@ -145,9 +145,7 @@ def _files(root: Path, paths: Iterable[Path]) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): file_digest(p) for p in paths}
 
 
-def tier_inputs(
-    project: Project, settings: BuildSettings, base_digest: str
-) -> dict[str, Inputs]:
+def tier_inputs(project: Project, settings: BuildSettings, base_digest: str) -> dict[str, Inputs]:
     """Each tier's inputs, parents first; a child's include its parent's."""
     out: dict[str, Inputs] = {}
     for name, tier in project.tiers.items():

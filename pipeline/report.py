@@ -161,9 +161,7 @@ def markdown(results: list[Result]) -> str:
     for r in results:
         tests = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in r.tests.items()) or "-"
         size = _mb(r.image.size) if r.image else "-"
-        status = (
-            r.label if r.ok else f"failed: {r.reason.splitlines()[0] if r.reason else ''}"
-        )
+        status = r.label if r.ok else f"failed: {r.reason.splitlines()[0] if r.reason else ''}"
         lines.append(
             f"| {r.service} | {r.tier} | {status} | {r.duration:.1f}s | {size} | {tests} |"
         )
