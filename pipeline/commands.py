@@ -125,12 +125,13 @@ def run(args: argparse.Namespace, project: Project, services: list[Service]) -> 
         # Without the base image's digest a stored result cannot be trusted to match.
         log.warning("base_image_unresolved", base_image=build.base_image, result_cache="off")
         cache.read = cache.write = False
-    work = jobs.plan(project, services, build, base or build.base_image, cache)
+    base_ref = base or build.base_image
+    work = jobs.plan(project, services, build, base_ref, cache)
     log.info(
         "run_started",
         command=args.command,
         services=len(services),
-        base_image=base or build.base_image,
+        base_image=base_ref,
         cache_scope=build.cache_scope,
         revision=build.provenance.revision[:12],
         jobs=options.jobs,
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace, project: Project, services: list[Service]) -> 
         extra: dict[str, Any] = {
             "revision": build.provenance.revision,
             "cache_scope": build.cache_scope,
-            "base_image": base or build.base_image,
+            "base_image": base_ref,
             "wall_time": round(elapsed, 2),
         }
         report.write_json(results, args.report, extra)

@@ -20,13 +20,7 @@ from dagger import dag
 
 from pipeline import compat
 from pipeline.config import argv
-from pipeline.inputs import (
-    DEFAULT_EXCLUDES,
-    UV_VERSION,
-    service_requirement_files,
-    source_files,
-    test_files,
-)
+from pipeline.inputs import UV_VERSION, service_requirement_files, source_files, test_files
 from pipeline.layers import FIXED_MTIME, VENV, added, one_step, with_bytecode, with_install
 
 if TYPE_CHECKING:
@@ -43,7 +37,6 @@ APP = "/app"
 # see it.
 CA_BUNDLE = "/run/secrets/pipeline-ca.pem"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-__all__ = ["DEFAULT_EXCLUDES", "FIXED_MTIME", "UV_VERSION", "VENV"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +120,14 @@ def builder(
     return ctr
 
 
+def tier_builder(
+    project: Project, tier: str, settings: BuildSettings, secrets: Secrets | None
+) -> dagger.Container:
+    """The builder with the build-only Debian packages of ``tier`` and the tiers below it."""
+    build_apt = [p for t in project.chain(tier) for p in t.spec.build_apt]
+    return builder(settings, build_apt, secrets)
+
+
 ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow")
 
 
@@ -156,8 +157,14 @@ def runtime_os(settings: BuildSettings) -> dagger.Container:
     )
 
 
-def _requirement_path(tier: Tier, index: int) -> str:
-    return f"/req/{tier.name}/{index}-{tier.requirements[index].name}"
+def _with_requirements(
+    ctr: dagger.Container, group: str, paths: Sequence[Path]
+) -> tuple[dagger.Container, list[str]]:
+    """Host requirement files mounted under /req/<group>/, and where each is."""
+    mounted = [f"/req/{group}/{i}-{path.name}" for i, path in enumerate(paths)]
+    for target, path in zip(mounted, paths, strict=True):
+        ctr = ctr.with_mounted_file(target, dag.host().file(str(path)))
+    return ctr, mounted
 
 
 @dataclass(frozen=True)
@@ -174,14 +181,9 @@ def tier_venv(
     compile_bytecode: bool = True,
 ) -> tuple[dagger.Directory, dagger.Directory]:
     """The tier's whole venv (its parent's plus its requirements), and what it adds."""
-    ctr = build
-    for i, path in enumerate(tier.requirements):
-        ctr = ctr.with_mounted_file(_requirement_path(tier, i), dag.host().file(str(path)))
+    ctr, mounted = _with_requirements(build, tier.name, tier.requirements)
     python = f"{VENV}/bin/python"
-    installs = [
-        ["uv", "pip", "install", "-q", "--python", python, "-r", _requirement_path(tier, i)]
-        for i in range(len(tier.requirements))
-    ]
+    installs = [["uv", "pip", "install", "-q", "--python", python, "-r", req] for req in mounted]
     if parent is None:
         installs.insert(0, ["uv", "venv", "-q", "--python", "python3", VENV])
     else:
@@ -197,8 +199,7 @@ def tier_images(
     """Every tier's runtime image, parents first; each child extends its parent's Container."""
     out: dict[str, TierImage] = {}
     for name, tier in project.tiers.items():
-        chain = project.chain(name)
-        build = builder(settings, [p for t in chain for p in t.spec.build_apt], secrets)
+        build = tier_builder(project, name, settings, secrets)
         parent = out[tier.spec.extends] if tier.spec.extends else None
         venv, layer = tier_venv(
             build, tier, parent.venv if parent else None, settings.compile_bytecode
@@ -279,12 +280,10 @@ def _files(folder: Path, names: Sequence[str]) -> dagger.Directory:
 def test_venv(build: dagger.Container, tier: TierImage, project: Project) -> dagger.Directory:
     """The tier's venv plus the project's test requirements (under the tier's pins): one per
     tier, shared by the unit tests of all its services."""
-    ctr = build.with_directory(VENV, tier.venv)
-    installs = []
-    for i, path in enumerate(project.test_requirements):
-        mounted = f"/req/test/{i}-{path.name}"
-        ctr = ctr.with_mounted_file(mounted, dag.host().file(str(path)))
-        installs.append(_constrained_install(f"-r {mounted}"))
+    ctr, mounted = _with_requirements(
+        build.with_directory(VENV, tier.venv), "test", project.test_requirements
+    )
+    installs = [_constrained_install(f"-r {req}") for req in mounted]
     if installs:
         ctr = ctr.with_(compat.run(one_step(*installs)))
     return ctr.directory(VENV)
@@ -359,8 +358,7 @@ def service_build(
     stamp: Stamp,
     secrets: Secrets | None = None,
 ) -> ServiceBuild:
-    chain = project.chain(service.tier)
-    build = builder(settings, [p for t in chain for p in t.spec.build_apt], secrets)
+    build = tier_builder(project, service.tier, settings, secrets)
     tier = tiers[service.tier]
     venv = service_venv(build, tier, service, settings.compile_bytecode)
     return ServiceBuild(

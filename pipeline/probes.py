@@ -15,6 +15,7 @@ from dagger import dag
 
 from pipeline import compat, images
 from pipeline.config import argv
+from pipeline.layers import one_step
 
 if TYPE_CHECKING:
     import dagger
@@ -87,12 +88,11 @@ def _prober(
     if probe.kind != "grpc":
         return dag.container().from_(settings.base_image), "python3"
     python = f"{PROBE_VENV}/bin/python"
-    ctr = (
-        images.builder(settings, secrets=secrets)
-        .with_(compat.run(["uv", "venv", "-q", "--python", "python3", PROBE_VENV]))
-        .with_(compat.run(["uv", "pip", "install", "-q", "--python", python, GRPC_HEALTH]))
+    install = one_step(
+        ["uv", "venv", "-q", "--python", "python3", PROBE_VENV],
+        ["uv", "pip", "install", "-q", "--python", python, GRPC_HEALTH],
     )
-    return ctr, python
+    return images.builder(settings, secrets=secrets).with_(compat.run(install)), python
 
 
 async def health(

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import dagger
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from pipeline.settings import BuildSettings, RunOptions
 
 log = get_logger()
+T = TypeVar("T")
 # Extra CA certificates for builder steps that fetch (an intercepting proxy's), as a file.
 CA_BUNDLE_ENV = "PIPELINE_CA_BUNDLE"
 
@@ -91,11 +92,9 @@ def _reason(exc: BaseException, service: Service) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
-async def _publish(
-    service: Service, image: dagger.Container, job: jobs.Job, ctx: _Context
-) -> tuple[str, ...]:
+async def _publish(image: dagger.Container, job: jobs.Job, ctx: _Context) -> tuple[str, ...]:
     """Push the tested image under each tag of the tag strategy; returns refs with digests."""
-    options = ctx.options
+    service, options = job.service, ctx.options
     assert options.publish_to is not None  # noqa: S101 - only called when publishing
     repo = f"{options.publish_to.rstrip('/')}/{service.name}"
     if options.registry_username and ctx.password is not None:
@@ -129,10 +128,10 @@ class _Progress:
     tier_image: ImageFacts | None = None
     steps: dict[str, float] = field(default_factory=dict)  # seconds each step took
 
-    async def timed(self, name: str, work: Awaitable[object]) -> None:
+    async def timed(self, name: str, work: Awaitable[T]) -> T:
         started = time.monotonic()
         try:
-            await work
+            return await work
         finally:
             self.steps[name] = round(time.monotonic() - started, 2)
 
@@ -201,9 +200,7 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress) -> None:
     async def measure() -> None:
         progress.step = "export"
         target = options.out_dir / f"{service.name}.tar" if options.out_dir else None
-        started = time.monotonic()
-        progress.facts = await _facts(image, target)
-        progress.steps["export"] = round(time.monotonic() - started, 2)
+        progress.facts = await progress.timed("export", _facts(image, target))
         progress.tarball = str(target) if target else ""
         progress.tier_image = await ctx.tier_facts.facts(job)
 
@@ -236,7 +233,7 @@ async def _finish(
         raise BuildError(job.service.name, "size budget", msg)
     if ctx.options.publish_to is not None:
         progress.step = "publish"
-        progress.published = await _publish(job.service, image, job, ctx)
+        progress.published = await _publish(image, job, ctx)
 
 
 async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
@@ -330,10 +327,11 @@ def containers(
 ) -> dict[str, dagger.Container]:
     """The runtime image of each service, lazily (nothing is built until asked)."""
     work = jobs.plan(project, services, settings, settings.base_image, _uncached(project, settings))
-    tiers = images.tier_images(project, settings, secrets_from_env(settings))
+    secrets = secrets_from_env(settings)
+    tiers = images.tier_images(project, settings, secrets)
     return {
         job.service.name: images.service_build(
-            project, job.service, settings, tiers, job.stamp, secrets_from_env(settings)
+            project, job.service, settings, tiers, job.stamp, secrets
         ).image
         for job in work
     }

@@ -47,30 +47,16 @@ def test_probes_of_each_kind_pass_or_fail_with_a_reason(tmp_path: Path, base_ima
         "greeter/__main__.py": GREETER,
         "requirements.txt": "grpcio==1.85.3\ngrpcio-health-checking==1.85.1\n",
     }
-    service(
-        repo,
-        "greeter",
-        """
+    # the same gRPC server, asked about a service it serves and about one it does not
+    for name, asked in (("greeter", "greeter"), ("unknown", "no-such-service")):
+        manifest = f"""
         tier = "base"
         command = ["python", "-m", "greeter"]
         port = 50051
         requirements = "requirements.txt"
-        health = { grpc = "greeter", start_period = 60 }
-        """,
-        grpc_files,
-    )
-    service(
-        repo,
-        "unknown",
+        health = {{ grpc = "{asked}", start_period = 60 }}
         """
-        tier = "base"
-        command = ["python", "-m", "greeter"]
-        port = 50051
-        requirements = "requirements.txt"
-        health = { grpc = "no-such-service", start_period = 60 }
-        """,
-        grpc_files,
-    )
+        service(repo, name, manifest, grpc_files)
     service(
         repo,
         "silent",
