@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "benchmarks" / "buildkit" / "Dockerfile"
 EXAMPLE = ("pipeline.toml", "requirements", "services")
+# The services benchmarks/buildkit/Dockerfile has targets for: both sides build these.
+PEER_SERVICES = ("gateway", "inference", "reports", "users", "worker")
 BUSTED_SUFFIXES = (".py", ".txt", ".toml")  # files a comment line can be appended to
 CA_BUNDLE = os.environ.get("PIPELINE_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
 HEALTH_TIMEOUT = 60.0
@@ -124,6 +126,9 @@ def copy_example(dest: Path) -> Path:
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(src, dest / name)
+    for folder in (dest / "services").iterdir():
+        if folder.name not in PEER_SERVICES:
+            shutil.rmtree(folder)
     env = {**os.environ, "GIT_AUTHOR_DATE": "2026-01-02T03:04:05Z"}
     env["GIT_COMMITTER_DATE"] = env["GIT_AUTHOR_DATE"]
     for args in (

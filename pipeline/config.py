@@ -206,11 +206,15 @@ def validate(model: type[_Strict], data: object, file: Path, prefix: str = "") -
         return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        # Without the union members' and dict keys' tags: "command", not "command.list[str]".
+        # Without the union members' and dict keys' tags: "command", not "command.list[str]",
+        # "health.timeout", not "health.HealthSpec.timeout".
+        models = {"HealthSpec", "TierSpec", "ServiceSpec", "ProjectSpec"}
         loc = tuple(
             p
             for p in err["loc"]
-            if not (isinstance(p, str) and (p in {"str", "int", "float", "bool"} or "[" in p))
+            if not (
+                isinstance(p, str) and (p in {"str", "int", "float", "bool", *models} or "[" in p)
+            )
         )
         field = ".".join([prefix, *map(str, loc)] if prefix else map(str, loc))
         kind = err["type"]
@@ -283,7 +287,7 @@ def find_root(start: Path) -> Path:
 
 def load_service(manifest: Path) -> ServiceSpec:
     spec: ServiceSpec = validate(ServiceSpec, read_toml(manifest), manifest)
-    if not spec.command:
+    if not (spec.command.strip() if isinstance(spec.command, str) else spec.command):
         raise ConfigError(manifest, "command", "is empty", "give the command the image runs")
     if spec.health_path and spec.health is not None:
         raise ConfigError(

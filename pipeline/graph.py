@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline import tierpins
 from pipeline.config import (
     MANIFEST,
     NAME_PATTERN,
@@ -263,4 +264,6 @@ def load(root: Path) -> Project:
         )
     prefix = "tool.pipeline." if config_file.name == "pyproject.toml" else ""
     tests = _existing(root, spec.test_requirements, config_file, f"{prefix}test_requirements")
-    return Project(root, config_file, spec, tiers, dict(sorted(services.items())), tests)
+    project = Project(root, config_file, spec, tiers, dict(sorted(services.items())), tests)
+    tierpins.check(project, list(project.services.values()))
+    return project

@@ -11,20 +11,21 @@ import json
 import time
 from typing import TYPE_CHECKING
 
+import dagger
 from dagger import dag
 
 from pipeline import compat, images
 from pipeline.config import argv
+from pipeline.errors import BuildError
 from pipeline.layers import one_step
 
 if TYPE_CHECKING:
-    import dagger
-
     from pipeline.config import HealthSpec
     from pipeline.graph import Service
     from pipeline.settings import BuildSettings
 
 GRPC_HEALTH = "grpcio-health-checking==1.85.1"
+LOG_LINES, LOG_SECONDS = 20, 20.0
 PROBE_VENV = "/opt/probe"
 
 # One program for every kind; its only argument is the probe as JSON.
@@ -119,9 +120,31 @@ async def health(
         "start_period": probe.start_period,
     }
     prober, python = _prober(probe, settings, secrets)
-    await (
-        prober.with_service_binding(service.name, server)
-        .with_env_variable("PIPELINE_PROBE_AT", str(time.time_ns()))  # a probe is never cached
-        .with_(compat.run([python, "-c", _PROBE, json.dumps(config)]))
-        .sync()
+    try:
+        await (
+            prober.with_service_binding(service.name, server)
+            .with_env_variable("PIPELINE_PROBE_AT", str(time.time_ns()))  # never cached
+            .with_(compat.run([python, "-c", _PROBE, json.dumps(config)]))
+            .sync()
+        )
+    except dagger.ExecError as exc:
+        why = next((ln for ln in reversed(exc.stderr.splitlines()) if "health check" in ln), "")
+        tail = await log_tail(image, argv(spec.command), probe.start_period + probe.timeout)
+        detail = f"{why or exc.stderr.strip()}\nthe service's log (a fresh start, {tail}"
+        raise BuildError(service.name, "health", detail) from exc
+
+
+async def log_tail(image: dagger.Container, command: list[str], seconds: float) -> str:
+    """What the service prints in its first seconds (at most 20 s), last lines only: a
+    Dagger service's own output cannot be read back, so the image runs the command again."""
+    limit = f"{min(seconds, LOG_SECONDS):g}"
+    script = f'timeout -k 1 {limit} "$@" 2>&1 | tail -n {LOG_LINES}'
+    out = await (
+        image.with_env_variable("PYTHONUNBUFFERED", "1")
+        .with_env_variable("PIPELINE_PROBE_AT", str(time.time_ns()))
+        .with_(compat.run(["sh", "-c", script, "sh", *command]))
+        .stdout()
     )
+    lines = out.rstrip().splitlines()
+    body = "\n".join(f"  {ln}" for ln in lines) if lines else "  (nothing)"
+    return f"{limit}s, last {LOG_LINES} lines):\n{body}"

@@ -61,12 +61,13 @@ def _fresh_tier_inputs(repo: Path) -> Path:
 
 
 def test_every_service_builds_and_passes_its_tests(built: dict[str, Result]):
-    assert set(built) == {"gateway", "users", "worker", "inference", "reports"}
+    assert set(built) == {"gateway", "users", "worker", "inference", "reports", "greeter", "echo"}
     for name, result in built.items():
         assert result.ok, f"{name}: {result.reason}"
         assert result.tests.get("unit") is True, name  # the service's own pytest suite
         assert result.tests.get("smoke") is True, name
-    for name in ("gateway", "users", "inference", "reports"):
+    # HTTP, gRPC (grpc.health.v1) and TCP probes
+    for name in ("gateway", "users", "inference", "reports", "greeter", "echo"):
         assert built[name].tests.get("health") is True, name
     assert "health" not in built["worker"].tests  # no port, no health check
 
@@ -265,18 +266,23 @@ def test_a_failing_service_does_not_hide_the_others(tmp_path: Path, base_image: 
     (conflict / "service.toml").write_text(
         'tier = "backend"\ncommand = ["python", "-c", "1"]\nrequirements = "requirements.txt"\n'
     )
-    (conflict / "requirements.txt").write_text("pydantic==2.8.2\n")  # the base tier pins 2.9.2
+    # the base tier pins pydantic 2.9.2, which pulls in pydantic-core 2.23.4: only the resolver
+    # sees this one (a direct pin against the tier's file is a config error before the build)
+    (conflict / "requirements.txt").write_text("pydantic-core==2.20.1\n")
     report = tmp_path / "report.json"
     done = pipeline_in(repo, base_image, "build", "--report", str(report))
     assert done.returncode == 1, done.stderr
     results = {s["service"]: s for s in json.loads(report.read_text())["services"]}
     reason = results["conflict"]["reason"]
     assert "conflict's requirements conflict with the pins of tier 'backend'" in reason
-    assert "pydantic" in reason
+    assert "pydantic-core" in reason
     assert "loosen the tier's pin or move the package out of the tier" in reason
     assert results["worker"]["status"] == "ok"
     assert results["broken"]["status"] == "failed"
     assert "pipeline-test-no-such-package" in results["broken"]["reason"]
+    # the install failed, whichever check waited for it: not the unit tests
+    assert results["broken"]["reason"].startswith("dependencies: "), results["broken"]["reason"]
+    assert "unit" not in results["broken"]["tests"]
     assert results["failing"]["status"] == "failed"
     assert results["failing"]["tests"] == {"unit": False}
     assert results["failing"]["reason"].startswith("unit: 2 failed, 5 passed in 0.1s")

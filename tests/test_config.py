@@ -48,7 +48,10 @@ def test_example_monorepo_loads():
     project = graph.load(ROOT)
     assert list(project.tiers) == ["base", "backend", "ai"]
     assert [t.image_name for t in project.tiers.values()] == ["base", "backend-base", "ai-base"]
-    assert set(project.services) == {"gateway", "users", "worker", "inference", "reports"}
+    services = {"gateway", "users", "worker", "inference", "reports", "greeter", "echo"}
+    assert set(project.services) == services
+    assert project.services["greeter"].spec.probe.kind == "grpc"  # type: ignore[union-attr]
+    assert project.services["echo"].spec.probe.kind == "tcp"  # type: ignore[union-attr]
     assert project.services["inference"].tier == "ai"
     assert [t.name for t in project.chain("ai")] == ["base", "backend", "ai"]
 
@@ -196,7 +199,7 @@ def test_changed_since_selects_affected_services(tmp_path: Path):
     (repo / "requirements/ai.txt").write_text("numpy==2.1.3\n")
     assert selected() == ["inference", "worker"]  # the ai tier's file touches only ai services
     (repo / "requirements/base.txt").write_text("pydantic==2.9.2\n")
-    assert selected() == ["gateway", "inference", "reports", "users", "worker"]
+    assert selected() == ["echo", "gateway", "greeter", "inference", "reports", "users", "worker"]
     git(repo, "checkout", "--", ".")
     # a file in a service folder that no input names changes nothing; a deleted one does
     (repo / "services/users/NOTES.md").write_text("notes\n")

@@ -70,6 +70,17 @@ def test_probes_of_each_kind_pass_or_fail_with_a_reason(tmp_path: Path, base_ima
     )
     service(
         repo,
+        "crashing",
+        """
+        tier = "base"
+        command = ["python", "-c", "import sys; print('loading config'); sys.exit('no DB_URL set')"]
+        port = 8000
+        health = { tcp = true, start_period = 3, timeout = 1 }
+        """,
+        {"crashing/__init__.py": ""},
+    )
+    service(
+        repo,
         "missing",
         """
         tier = "base"
@@ -92,6 +103,11 @@ def test_probes_of_each_kind_pass_or_fail_with_a_reason(tmp_path: Path, base_ima
     assert silent["tests"]["health"] is False
     assert "port 8000 not answering" in silent["reason"]
     assert "within start_period + timeout = 4s" in silent["reason"]
+    # the failure shows what the service itself said
+    crashing = results["crashing"]["reason"]
+    assert crashing.startswith("health: health check failed: port 8000 not answering"), crashing
+    assert "the service's log (a fresh start, 4s, last 20 lines):" in crashing
+    assert "  loading config\n  no DB_URL set" in crashing
     missing = results["missing"]
     # an answer is final: no waiting out the 120 s start period
     assert missing["reason"].startswith("health: health check failed: HTTP 404 from /no-such-page")

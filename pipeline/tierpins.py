@@ -1,0 +1,93 @@
+"""A service's requirements against the pins of its tiers, before any build.
+
+A tier's installed set constrains every service in it (services install with the tier's
+frozen set as constraints), so a service asking for another version of a package a tier
+pins can never build. The files say so without an engine: each exact pin (``name==x``) of
+the tier chain's requirement files against the service's own requirement specifiers.
+What only a resolver knows (a pin the tier pulls in transitively) is reported when the
+service's install fails, naming the tier the same way.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import TYPE_CHECKING
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pipeline.graph import Project, Service
+
+
+def _lines(path: Path) -> list[str]:
+    if path.name == "pyproject.toml":
+        project = tomllib.loads(path.read_text(encoding="utf-8")).get("project", {})
+        return [str(d) for d in project.get("dependencies", [])]
+    out = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if line and not line.startswith(("#", "-")):  # options (-r, -c, --index-url) skipped
+            out.append(line)
+    return out
+
+
+def requirements(path: Path) -> list[Requirement]:
+    """The requirements a file names; lines that are no requirement (URLs, paths) skipped:
+    uv judges those when it installs."""
+    out = []
+    for line in _lines(path):
+        try:
+            out.append(Requirement(line))
+        except InvalidRequirement:
+            continue
+    return out
+
+
+def _exact(req: Requirement) -> str | None:
+    specs = list(req.specifier)
+    if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
+        return specs[0].version
+    return None
+
+
+def tier_pins(project: Project, tier: str) -> dict[str, tuple[str, str, Path]]:
+    """Exact pins of a tier and its parents: package -> (version, tier, file)."""
+    pins: dict[str, tuple[str, str, Path]] = {}
+    for link in project.chain(tier):
+        for path in link.requirements:
+            for req in requirements(path):
+                version = _exact(req)
+                if version is not None and req.marker is None:
+                    pins[canonicalize_name(req.name)] = (version, link.name, path)
+    return pins
+
+
+def check(project: Project, services: list[Service]) -> None:
+    """Raise a ConfigError for the first service requirement no tier pin satisfies."""
+    for service in services:
+        if service.requirements is None:
+            continue
+        pins = tier_pins(project, service.tier)
+        for req in requirements(service.requirements):
+            pinned = pins.get(canonicalize_name(req.name))
+            if pinned is None or req.marker is not None:
+                continue
+            version, tier, path = pinned
+            if req.specifier.contains(version, prereleases=True):
+                continue
+            via = "" if tier == service.tier else f" (through tier {service.tier!r})"
+            raise ConfigError(
+                service.requirements,
+                req.name,
+                f"service {service.name!r} asks for {req}, but tier {tier!r}{via} pins "
+                f"{req.name}=={version} in {path.relative_to(project.root)}, and a tier's "
+                "installed set constrains every service in it",
+                f"accept {req.name}=={version} here, loosen the pin in "
+                f"{path.relative_to(project.root)}, or move {req.name} out of the tier into "
+                "the services that need it",
+            )
