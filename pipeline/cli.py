@@ -65,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         help="replay nothing from the result cache: build and check every selected service",
     )
     engine.add_argument("--report", type=Path, help="also write the results as JSON to this file")
+    engine.add_argument(
+        "--version",
+        dest="release",
+        metavar="VERSION",
+        help="the images' version (label, build-info.json, and an immutable tag on publish; "
+        "env PIPELINE_VERSION); needed to publish outside a git checkout",
+    )
 
     parser = argparse.ArgumentParser(
         prog="pipeline",
@@ -85,10 +92,11 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common, engine],
         help="build, test and push each image under its commit, branch and latest tags",
         description=(
-            "Tags: <commit> always (<commit>-dirty, and nothing else, when the service's "
-            "folder has uncommitted changes), branch-<branch>, and latest from main or master. "
-            "The password comes only from PIPELINE_REGISTRY_PASSWORD and reaches the engine "
-            "as a Dagger secret."
+            "Tags: <commit> and --version (immutable) first, for every selected service; then, "
+            "only when every service passed every check and every push succeeded, the moving "
+            "tags branch-<branch> and latest (from main or master). An image any of whose "
+            "inputs differ from the commit gets only <commit>-dirty. The password comes only "
+            "from PIPELINE_REGISTRY_PASSWORD and reaches the engine as a Dagger secret."
         ),
     )
     publish.add_argument(

@@ -4,8 +4,10 @@ each service needs, the engine only if some service needs it, then the results."
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -17,10 +19,12 @@ from pipeline.resultcache import ResultCache
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
+    from pathlib import Path
 
     import anyio
 
     from pipeline.graph import Project, Service
+    from pipeline.publish import Release
     from pipeline.report import Result
     from pipeline.settings import BuildSettings, RunOptions
 
@@ -75,14 +79,14 @@ async def _engine_run(
     options: RunOptions,
     cache: ResultCache,
     verbose: bool,
-) -> list[Result]:
+) -> tuple[list[Result], Release | None]:
     """The engine part of a run, cancelled cleanly by Ctrl-C or a CI runner's SIGTERM."""
     import anyio
     import dagger  # the engine is needed only from here on
 
     from pipeline import runner
 
-    results: list[Result] = []
+    outcome: tuple[list[Result], Release | None] = ([], None)
     interrupted = False
 
     async def stop_on_signal(scope: anyio.CancelScope) -> None:
@@ -97,11 +101,59 @@ async def _engine_run(
         tg.start_soon(stop_on_signal, tg.cancel_scope)
         config = dagger.Config(log_output=sys.stderr if verbose else None)
         async with dagger.connection(config):
-            results = await runner.run(project, work, build, options, cache)
+            outcome = await runner.run(project, work, build, options, cache)
         tg.cancel_scope.cancel()
     if interrupted:
         raise KeyboardInterrupt
-    return results
+    return outcome
+
+
+def _writable_folder(folder: Path, what: str) -> None:
+    """Make ``folder`` (for ``what``) and prove a file can be written in it, before any
+    build: a run never fails at its end for want of a place to put its results."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"{what}: cannot write in {folder} ({exc.strerror or exc}); "
+            "fix: name a folder you can write to"
+        ) from None
+
+
+def _preflight(args: argparse.Namespace, options: RunOptions, build: BuildSettings) -> None:
+    """What would make the run fail at its end, or publish wrongly, found before it starts."""
+    if options.out_dir is not None:
+        _writable_folder(options.out_dir, "--out")
+    if args.report is not None:
+        if args.report.is_dir():
+            raise UsageError(f"--report: {args.report} is a folder; fix: name a file")
+        _writable_folder(args.report.parent, "--report")
+    prov = build.provenance
+    if not prov.known:
+        get_logger().warning(
+            "no_git_revision",
+            project=str(build.root),
+            detail="not a git checkout: images say revision 'unknown'; "
+            "--version (or PIPELINE_VERSION) names them",
+        )
+    if options.publish_to is None:
+        return
+    if not prov.known and not prov.release:
+        raise UsageError(
+            f"publish: {build.root} is not a git checkout, so no commit names the images; "
+            "fix: publish from a git checkout, or pass --version (it is then the only tag: "
+            "branch and latest tags move only for a known commit)"
+        )
+    has_password = bool(os.environ.get(settings.PASSWORD_ENV))
+    if has_password != bool(options.registry_username):
+        given, missing = (
+            ("PIPELINE_REGISTRY_PASSWORD", "--registry-username (or PIPELINE_REGISTRY_USERNAME)")
+            if has_password
+            else ("a registry username", "PIPELINE_REGISTRY_PASSWORD")
+        )
+        raise UsageError(f"publish: {given} is set but {missing} is not; fix: set both, or neither")
 
 
 def run(args: argparse.Namespace, project: Project, services: list[Service]) -> int:
@@ -118,7 +170,10 @@ def run(args: argparse.Namespace, project: Project, services: list[Service]) -> 
     )
     if args.command == "publish" and not options.publish_to:
         raise UsageError("publish needs --registry (or PIPELINE_REGISTRY), e.g. ghcr.io/acme")
-    build = settings.build_settings(project, args.base_image, args.cache_scope)
+    build = settings.build_settings(
+        project, args.base_image, args.cache_scope, release=args.release
+    )
+    _preflight(args, options, build)
     cache = ResultCache(project.root, build.cache_scope, read=options.use_cache)
     base = registry.resolve(build.base_image)
     if base is None:
@@ -139,24 +194,31 @@ def run(args: argparse.Namespace, project: Project, services: list[Service]) -> 
     replayed = {j.service.name: r for j in work if (r := jobs.replay(j, cache, options))}
     todo = [j for j in work if j.service.name not in replayed]
     built: dict[str, Result] = {}
+    release = None
     if todo:
         import anyio
 
-        done = anyio.run(_engine_run, project, todo, build, options, cache, args.verbose)
+        done, release = anyio.run(_engine_run, project, todo, build, options, cache, args.verbose)
         built = {r.service: r for r in done}
     results = [replayed.get(s.name) or built[s.name] for s in services]
     for result in results:
         report.log_line(result)
     elapsed = time.monotonic() - started
     print(report.table(results))
+    if release is not None:
+        print(release.summary())
     print(f"wall time {elapsed:.1f}s")
     report.write_step_summary(results)
     if args.report:
         extra: dict[str, Any] = {
             "revision": build.provenance.revision,
+            "version": build.provenance.release or None,
             "cache_scope": build.cache_scope,
             "base_image": base_ref,
             "wall_time": round(elapsed, 2),
         }
+        if release is not None:
+            extra["release"] = release.as_dict()
         report.write_json(results, args.report, extra)
-    return 0 if all(r.ok for r in results) else 1
+    complete = release is None or release.complete
+    return 0 if all(r.ok for r in results) and complete else 1

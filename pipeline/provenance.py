@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -17,26 +18,44 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
 
+UNKNOWN = "unknown"
+
+
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 @dataclass(frozen=True)
 class Provenance:
-    revision: str
+    revision: str  # the commit, or UNKNOWN outside git
     branch: str
-    created_epoch: int
+    created_epoch: int | None  # SOURCE_DATE_EPOCH or the commit time; None outside git
     source_url: str
     # Files that differ from the commit, relative to the project root.
     modified: frozenset[str] = frozenset()
+    release: str = ""  # an explicit version (--version), or none
+    root: Path | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.revision != UNKNOWN
 
     @property
     def created(self) -> str:
-        return datetime.fromtimestamp(self.created_epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return _utc(self.created_epoch or 0)
 
     def stamp(self, service: str, tier: str, inputs: Iterable[str]) -> Stamp:
         """The stamp of an image made from these host files (relative to the root): dirty
-        when any of them differs from the commit, wherever it lies."""
-        dirty = any(path in self.modified for path in inputs)
-        prov = (self.revision, self.branch, self.created, self.source_url)
-        return Stamp(service, tier, *prov, dirty)
+        when any of them differs from the commit, wherever it lies. Without a commit time,
+        the image is as old as its newest input file."""
+        paths = list(inputs)
+        dirty = any(path in self.modified for path in paths)
+        created = self.created
+        if self.created_epoch is None and self.root is not None:
+            mtimes = [(self.root / p).stat().st_mtime for p in paths if (self.root / p).exists()]
+            created = _utc(int(max(mtimes, default=0)))
+        prov = (self.revision, self.branch, created, self.source_url)
+        return Stamp(service, tier, *prov, dirty, self.release)
 
 
 @dataclass(frozen=True)
@@ -50,11 +69,19 @@ class Stamp:
     created: str
     source: str
     dirty: bool
+    release: str = ""
+
+    @property
+    def commit_tag(self) -> str:
+        short = self.revision[:12]
+        return f"{short}-dirty" if self.dirty else short
 
     @property
     def version(self) -> str:
-        short = self.revision[:12] if self.revision != "unknown" else "unknown"
-        return f"{short}-dirty" if self.dirty else short
+        """The explicit version when given, else the commit (with '-dirty')."""
+        if self.release:
+            return f"{self.release}-dirty" if self.dirty else self.release
+        return self.commit_tag
 
     def build_info(self) -> str:
         """The contents of /app/build-info.json."""
@@ -74,7 +101,7 @@ class Stamp:
         )
 
     def labels(self) -> dict[str, str]:
-        return {
+        labels = {
             "org.opencontainers.image.title": self.service,
             "org.opencontainers.image.revision": self.revision,
             "org.opencontainers.image.created": self.created,
@@ -82,6 +109,7 @@ class Stamp:
             "org.opencontainers.image.version": self.version,
             "io.pipeline.tier": self.tier,
         }
+        return {k: v for k, v in labels.items() if v}
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -94,16 +122,35 @@ def _git(root: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def _public_url(remote: str) -> str:
-    """A remote as a browsable https URL, without credentials."""
-    remote = re.sub(r"^git@([^:]+):", r"https://\1/", remote)
-    remote = re.sub(r"^(https?://)[^/@]+@", r"\1", remote)
-    return remote.removesuffix(".git")
+# scp-like remotes: [user[:password]@]host:path, with no scheme
+_SCP_LIKE = re.compile(r"^(?:[^@/]+@)?(?P<host>[A-Za-z0-9.-]+):(?P<path>(?!//).+)$")
 
 
-def read_provenance(root: Path, source_url: str | None = None) -> Provenance:
+def public_url(remote: str) -> str:
+    """A remote as a browsable URL with no credentials, or "" for a local path: ssh, git and
+    scp-like remotes become https; user, password, query and fragment are dropped."""
+    remote = remote.strip()
+    scp = _SCP_LIKE.match(remote)
+    if scp and "://" not in remote and len(scp["host"]) > 1:  # 'C:' is a drive, not a host
+        host, path = scp["host"], scp["path"]
+        return f"https://{host}/{path.lstrip('/')}".removesuffix("/").removesuffix(".git")
+    parts = urllib.parse.urlsplit(remote)
+    if (
+        parts.scheme not in ("http", "https", "ssh", "git", "git+ssh", "ssh+git")
+        or not parts.hostname
+    ):
+        return ""  # a local path or file:// remote: nowhere others can browse
+    scheme = parts.scheme if parts.scheme in ("http", "https") else "https"
+    port = f":{parts.port}" if parts.port and scheme == parts.scheme else ""
+    path = parts.path.rstrip("/").removesuffix(".git")
+    return f"{scheme}://{parts.hostname}{port}{path}"
+
+
+def read_provenance(
+    root: Path, source_url: str | None = None, release: str | None = None
+) -> Provenance:
     env = os.environ
-    revision = _git(root, "rev-parse", "HEAD") or env.get("GITHUB_SHA") or "unknown"
+    revision = _git(root, "rev-parse", "HEAD") or env.get("GITHUB_SHA") or UNKNOWN
     branch = (
         env.get("GITHUB_HEAD_REF")
         or _git(root, "symbolic-ref", "--short", "-q", "HEAD")
@@ -115,17 +162,19 @@ def read_provenance(root: Path, source_url: str | None = None) -> Provenance:
     modified = frozenset(p for p in (changed + "\n" + untracked).splitlines() if p)
     # SOURCE_DATE_EPOCH wins; else the commit time, so two builds of one commit agree.
     epoch_text = env.get("SOURCE_DATE_EPOCH") or _git(root, "log", "-1", "--format=%ct")
-    epoch = int(epoch_text) if epoch_text and epoch_text.isdigit() else 0
+    epoch = int(epoch_text) if epoch_text and epoch_text.isdigit() else None
     if source_url is None:
         remote = _git(root, "remote", "get-url", "origin")
         if remote:
-            source_url = _public_url(remote)
+            source_url = remote
         elif env.get("GITHUB_REPOSITORY"):
             server = env.get("GITHUB_SERVER_URL", "https://github.com")
             source_url = f"{server}/{env['GITHUB_REPOSITORY']}"
         else:
             source_url = ""
-    return Provenance(revision, branch, epoch, source_url, modified)
+    return Provenance(
+        revision, branch, epoch, public_url(source_url), modified, release or "", root
+    )
 
 
 def changed_since(root: Path, ref: str) -> list[str]:
@@ -142,16 +191,27 @@ def changed_since(root: Path, ref: str) -> list[str]:
 DEFAULT_BRANCHES = frozenset({"main", "master"})
 
 
+def immutable_tags(stamp: Stamp) -> list[str]:
+    """Tags that name one build: the commit ('-dirty' when any input of the image differs
+    from it) and the explicit version. A dirty build gets only its commit tag."""
+    if stamp.dirty:
+        return [stamp.commit_tag]
+    tags = [stamp.commit_tag] if stamp.revision != UNKNOWN else []
+    return [*tags, stamp.release] if stamp.release else tags
+
+
+def moving_tags(stamp: Stamp) -> list[str]:
+    """Tags that follow a line of builds: the branch, and 'latest' from a default branch.
+    Only a clean build of a known commit moves them."""
+    if stamp.dirty or stamp.revision == UNKNOWN:
+        return []
+    tags = [f"branch-{cache_scope_for(stamp.branch)}"]
+    return [*tags, "latest"] if stamp.branch in DEFAULT_BRANCHES else tags
+
+
 def tags_for(stamp: Stamp) -> list[str]:
-    """Tags an image is published under: the commit (immutable; '-dirty' when any input of
-    the image differs from it), the branch (moving), and 'latest' from a default branch only.
-    A dirty build gets only its commit tag: it must never move a shared tag."""
-    if stamp.dirty or stamp.revision == "unknown":
-        return [stamp.version]
-    tags = [stamp.version, f"branch-{cache_scope_for(stamp.branch)}"]
-    if stamp.branch in DEFAULT_BRANCHES:
-        tags.append("latest")
-    return tags
+    """Every tag an image is published under: immutable ones first."""
+    return [*immutable_tags(stamp), *moving_tags(stamp)]
 
 
 def cache_scope_for(branch: str) -> str:

@@ -6,6 +6,7 @@ import enum
 import json
 import os
 import tarfile
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ class Result:
     tests: dict[str, bool] = field(default_factory=dict)
     reason: str = ""
     tarball: str = ""
+    sbom: str = ""  # the CycloneDX SBOM beside the tarball
     published: tuple[str, ...] = ()  # references with digest, one per tag
     tier_image: ImageFacts | None = None  # the tier image the service starts from
     cached: bool = False  # replayed from the result cache: no engine work this run
@@ -169,11 +171,15 @@ def markdown(results: list[Result]) -> str:
 
 
 def write_json(results: list[Result], path: Path, extra: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    """The report, written whole under a unique name beside ``path``, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(
-        json.dumps({**extra, "services": [r.as_dict() for r in results]}, indent=2) + "\n"
-    )
+    text = json.dumps({**extra, "services": [r.as_dict() for r in results]}, indent=2) + "\n"
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}-", delete=False, encoding="utf-8"
+    ) as fh:
+        fh.write(text)
+    tmp = Path(fh.name)
+    tmp.chmod(0o644)
     tmp.replace(path)
 
 

@@ -20,10 +20,9 @@ import anyio
 import dagger
 from dagger import dag
 
-from pipeline import compat, images, jobs, probes
+from pipeline import compat, images, jobs, probes, publish, sbom
 from pipeline.errors import BuildError
 from pipeline.log import get_logger
-from pipeline.provenance import tags_for
 from pipeline.report import ImageFacts, Result, Status
 from pipeline.settings import INDEX_URL_ENV, PASSWORD_ENV
 
@@ -68,6 +67,17 @@ _CA_HOOK = re.compile(
 )
 
 
+# Commands that install what a service runs on: their failure is the dependencies' step,
+# whichever check or build was waiting for them.
+_INSTALLS = ("uv pip install", "uv export", "uv venv", "apt-get install")
+
+
+def _failed_step(exc: BaseException, step: str) -> str:
+    if isinstance(exc, dagger.ExecError) and any(i in " ".join(exc.command) for i in _INSTALLS):
+        return "dependencies"
+    return step
+
+
 def _lines(text: str | None) -> list[str]:
     return [ln for ln in (text or "").splitlines() if ln.strip() and not _CA_HOOK.match(ln.strip())]
 
@@ -92,28 +102,11 @@ def _reason(exc: BaseException, service: Service) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
-async def _publish(image: dagger.Container, job: jobs.Job, ctx: _Context) -> tuple[str, ...]:
-    """Push the tested image under each tag of the tag strategy; returns refs with digests."""
-    service, options = job.service, ctx.options
-    assert options.publish_to is not None  # noqa: S101 - only called when publishing
-    repo = f"{options.publish_to.rstrip('/')}/{service.name}"
-    if options.registry_username and ctx.password is not None:
-        host = options.publish_to.split("/", 1)[0]
-        image = image.with_registry_auth(host, options.registry_username, ctx.password)
-    return tuple([await image.publish(f"{repo}:{tag}") for tag in tags_for(job.stamp)])
-
-
-async def _facts(image: dagger.Container, target: Path | None) -> ImageFacts:
-    """Digest, compressed size and layers of an image, from an export; the tarball is kept
-    at ``target`` (renamed into place whole) or dropped."""
-    with tempfile.TemporaryDirectory(dir=target.parent if target else None) as tmp:
-        partial = Path(tmp) / "image.tar"
-        await image.export(str(partial))
-        facts = ImageFacts.from_tarball(partial)
-        if target is not None:
-            partial.chmod(0o644)
-            partial.replace(target)
-        return facts
+async def _export(image: dagger.Container, folder: Path) -> tuple[ImageFacts, Path]:
+    """Digest, compressed size and layers of an image, from an OCI tarball in ``folder``."""
+    tarball = folder / "image.tar"
+    await image.export(str(tarball))
+    return ImageFacts.from_tarball(tarball), tarball
 
 
 @dataclass
@@ -127,6 +120,9 @@ class _Progress:
     published: tuple[str, ...] = ()
     tier_image: ImageFacts | None = None
     steps: dict[str, float] = field(default_factory=dict)  # seconds each step took
+    staged: Path | None = None  # the exported tarball, until every check has passed
+    installed: dict[str, Any] | None = None  # what the image holds, for its SBOM
+    sbom: str = ""
 
     async def timed(self, name: str, work: Awaitable[T]) -> T:
         started = time.monotonic()
@@ -138,9 +134,11 @@ class _Progress:
     async def check(self, name: str, work: Awaitable[object]) -> None:
         try:
             await self.timed(name, work)
-        except Exception:
-            self.tests[name] = False
-            self.step = name
+        except Exception as exc:
+            leaf = _expected(exc)
+            if leaf is None or _failed_step(leaf, name) == name:
+                self.tests[name] = False  # the check itself failed, not what it runs on
+                self.step = name
             raise
         self.tests[name] = True
 
@@ -158,7 +156,10 @@ class _TierFacts:
         async with self._locks[tier]:
             if tier not in self._facts:
                 known = jobs.tier_facts(job, self._cache)
-                self._facts[tier] = known or await _facts(self._tiers[tier].image, None)
+                if known is None:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        known, _ = await _export(self._tiers[tier].image, Path(tmp))
+                self._facts[tier] = known
             return self._facts[tier]
 
 
@@ -173,7 +174,8 @@ class _Context:
     tiers: dict[str, images.TierImage]
     tier_facts: _TierFacts
     secrets: images.Secrets
-    password: dagger.Secret | None
+    target: publish.Target | None  # where to publish, or None
+    images: dict[str, dagger.Container]  # each service's image, once built
 
 
 async def _concurrently(*work: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -182,13 +184,24 @@ async def _concurrently(*work: Callable[[], Coroutine[Any, Any, None]]) -> None:
             tg.start_soon(fn)
 
 
-async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress) -> None:
+async def _measure(
+    image: dagger.Container, job: jobs.Job, ctx: _Context, progress: _Progress, staging: Path
+) -> None:
+    """The image's facts from an export, its tier's, and for an export what it holds."""
+    progress.step = "export"
+    progress.facts, progress.staged = await progress.timed("export", _export(image, staging))
+    progress.tier_image = await ctx.tier_facts.facts(job)
+    if ctx.options.out_dir is not None:
+        progress.installed = await progress.timed("sbom", sbom.inventory(image))
+
+
+async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Path) -> None:
     service, options = job.service, ctx.options
     spec = service.spec
     build = images.service_build(
         ctx.project, service, ctx.settings, ctx.tiers, job.stamp, ctx.secrets
     )
-    image = build.image
+    image = ctx.images[service.name] = build.image
 
     def wanted(check: str) -> bool:
         return options.test and check in jobs.expected_checks(job) and check not in job.passed
@@ -198,11 +211,7 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress) -> None:
             await progress.check("unit", build.unit_tests.sync())
 
     async def measure() -> None:
-        progress.step = "export"
-        target = options.out_dir / f"{service.name}.tar" if options.out_dir else None
-        progress.facts = await progress.timed("export", _facts(image, target))
-        progress.tarball = str(target) if target else ""
-        progress.tier_image = await ctx.tier_facts.facts(job)
+        await _measure(image, job, ctx, progress, staging)
 
     async def smoke() -> None:
         if spec.smoke and wanted("smoke"):
@@ -224,16 +233,30 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress) -> None:
 async def _finish(
     job: jobs.Job, ctx: _Context, progress: _Progress, image: dagger.Container
 ) -> None:
-    """The size budget, then publishing: only images that passed every check are pushed."""
+    """The size budget, then the tarball into place and the immutable tags: only images that
+    passed every check are written or pushed."""
     progress.step = "size budget"
-    assert progress.facts is not None  # noqa: S101 - measured before
+    assert progress.facts is not None  # noqa: S101 - exported before
+    assert progress.staged is not None  # noqa: S101
     size, budget = progress.facts.size / 1e6, job.service.spec.size_budget_mb
     if budget is not None and size > budget:
         msg = f"image is {size:.1f} MB, over its size_budget_mb of {budget:g}"
         raise BuildError(job.service.name, "size budget", msg)
-    if ctx.options.publish_to is not None:
+    out = ctx.options.out_dir
+    if out is not None:
+        target = out / f"{job.service.name}.tar"
+        progress.staged.chmod(0o644)
+        progress.staged.replace(target)  # whole or not at all, even beside another run
+        progress.tarball = str(target)
+        if progress.installed is not None:
+            bill = progress.staged.with_name("sbom.json")
+            bill.write_text(sbom.document(job.stamp, progress.facts.digest, progress.installed))
+            bill.chmod(0o644)
+            bill.replace(out / f"{job.service.name}.cdx.json")
+            progress.sbom = str(out / f"{job.service.name}.cdx.json")
+    if ctx.target is not None:
         progress.step = "publish"
-        progress.published = await _publish(image, job, ctx)
+        progress.published = await publish.push_immutable(image, job, ctx.target)
 
 
 async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
@@ -241,13 +264,17 @@ async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
     async with ctx.limiter:
         started = time.monotonic()
         log.info("build_started", service=service.name, tier=service.tier)
+        out_dir = ctx.options.out_dir
         try:
-            await _steps(job, ctx, progress)
+            # unique per run and service, in the target folder so the final rename is atomic
+            with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{service.name}-") as tmp:
+                await _steps(job, ctx, progress, Path(tmp))
         except Exception as exc:
             failure = _expected(exc)
             if failure is None:
                 raise
-            status, reason = Status.FAILED, f"{progress.step}: {_reason(failure, service)}"
+            step = _failed_step(failure, progress.step)
+            status, reason = Status.FAILED, f"{step}: {_reason(failure, service)}"
         else:
             status, reason = Status.OK, ""
     reused = tuple(sorted(job.passed & set(jobs.expected_checks(job)))) if ctx.options.test else ()
@@ -260,6 +287,7 @@ async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
         tests=progress.tests,
         reason=reason,
         tarball=progress.tarball,
+        sbom=progress.sbom,
         published=progress.published,
         tier_image=progress.tier_image,
         reused_checks=reused,
@@ -273,13 +301,15 @@ async def run(
     settings: BuildSettings,
     options: RunOptions,
     cache: ResultCache,
-) -> list[Result]:
-    """Build every job's service, at most ``options.jobs`` at once. Needs a connection."""
+) -> tuple[list[Result], publish.Release | None]:
+    """Build every job's service, at most ``options.jobs`` at once, then move the release's
+    moving tags when publishing. Needs a connection."""
     if options.out_dir is not None:
         options.out_dir.mkdir(parents=True, exist_ok=True)
     secrets = secrets_from_env(settings)
     password = os.environ.get(PASSWORD_ENV) if options.publish_to else None
     tiers = images.tier_images(project, settings, secrets)
+    secret = dag.set_secret("pipeline-registry-password", password) if password else None
     ctx = _Context(
         project,
         settings,
@@ -288,7 +318,8 @@ async def run(
         tiers,
         _TierFacts(tiers, cache),
         secrets,
-        dag.set_secret("pipeline-registry-password", password) if password else None,
+        publish.target_for(options, secret),
+        {},
     )
     results: dict[str, Result] = {}
 
@@ -300,7 +331,10 @@ async def run(
     async with anyio.create_task_group() as tg:
         for job in work:
             tg.start_soon(one, job)
-    return [results[j.service.name] for j in work]
+    ordered = [results[j.service.name] for j in work]
+    if ctx.target is None:
+        return ordered, None
+    return await publish.move_tags(ordered, work, ctx.images, ctx.target)
 
 
 def _uncached(project: Project, settings: BuildSettings) -> ResultCache:
@@ -319,7 +353,8 @@ async def build(
     """Build these services now, replaying nothing (for library use; the CLI replays)."""
     cache = cache or _uncached(project, settings)
     work = jobs.plan(project, services, settings, settings.base_image, cache)
-    return await run(project, work, settings, options, cache)
+    results, _ = await run(project, work, settings, options, cache)
+    return results
 
 
 def containers(

@@ -84,15 +84,29 @@ def base_image_from(value: str) -> str:
     return value
 
 
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def release_from(value: str | None) -> str | None:
+    if value and not _TAG.match(value):
+        raise UsageError(
+            f"--version (or PIPELINE_VERSION): {value!r} cannot be an image tag; use letters, "
+            "digits, '_', '.' and '-' (at most 128, not starting with '.' or '-'), e.g. 1.4.2"
+        )
+    return value or None
+
+
 def build_settings(
     project: Project,
     base_image: str | None = None,
     cache_scope: str | None = None,
     environ: Mapping[str, str] | None = None,
+    release: str | None = None,
 ) -> BuildSettings:
     """Builder settings by precedence: arguments > environment > the config file."""
     env = os.environ if environ is None else environ
-    prov = read_provenance(project.root, project.spec.source_url)
+    version = release_from(release or env.get("PIPELINE_VERSION"))
+    prov = read_provenance(project.root, project.spec.source_url, version)
     return BuildSettings(
         root=project.root,
         base_image=base_image_from(

@@ -97,58 +97,6 @@ def _monorepo(root: Path, manifest: str = 'tier = "base"\ncommand = ["python", "
     return root
 
 
-BAD_INPUTS = {
-    "string for a bool": (
-        {"config": 'services = ["s/*"]\ncompile_bytecode = "yes"\n[tiers.base]\n'},
-        "pipeline.toml: compile_bytecode:",
-    ),
-    "bool for a port": (
-        {"manifest": 'tier = "base"\ncommand = ["x"]\nport = true\n'},
-        "service.toml: port:",
-    ),
-    "absolute services glob": (
-        {"config": 'services = ["/etc/*"]\n[tiers.base]\n'},
-        "pipeline.toml: services[0]: /etc/* reaches outside the project",
-    ),
-    "services glob leaving the project": (
-        {"config": 'services = ["../x/*"]\n[tiers.base]\n'},
-        "pipeline.toml: services[0]",
-    ),
-    "tier requirements outside the project": (
-        {"config": 'services = ["s/*"]\n[tiers.base]\nrequirements = ["/etc/hostname"]\n'},
-        "tiers.base.requirements[0]: /etc/hostname is outside the project",
-    ),
-    "service requirements outside the project": (
-        {"manifest": 'tier = "base"\ncommand = ["x"]\nrequirements = "../../../r.txt"\n'},
-        "service.toml: requirements:",
-    ),
-    "empty env name": (
-        {"manifest": 'tier = "base"\ncommand = ["x"]\nenv = { "" = "1" }\n'},
-        "service.toml: env.",
-    ),
-    "env name with a space": (
-        {"manifest": 'tier = "base"\ncommand = ["x"]\nenv = { "A B" = "1" }\n'},
-        "service.toml: env.A B",
-    ),
-    "include matching nothing": (
-        {"manifest": 'tier = "base"\ncommand = ["x"]\ninclude = ["nope/**"]\n'},
-        "service.toml: include: matches no file",
-    ),
-    "empty command": ({"manifest": 'tier = "base"\ncommand = []\n'}, "command: is empty"),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_a_clear_error(tmp_path: Path, case: str):
-    files, message = BAD_INPUTS[case]
-    repo = _monorepo(tmp_path / "repo", **files)
-    done = cli("plan", "--project-dir", str(repo))
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert message in done.stderr
-    assert "fix:" in done.stderr
-    assert "Traceback" not in done.stderr
-
-
 def test_a_folder_name_that_is_no_image_name_needs_a_name(tmp_path: Path):
     repo = _monorepo(tmp_path / "repo")
     (repo / "s" / "a").rename(repo / "s" / "My users")
@@ -190,3 +138,58 @@ def test_a_bad_base_image_reference_is_a_usage_error(tmp_path: Path):
     assert done.returncode == 2
     assert "is not an image reference" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+RUN_ERRORS = {
+    "publish outside git": (
+        ["publish", "--registry", "localhost:1/x"],
+        {},
+        (
+            "is not a git checkout, so no commit names the images; fix: publish from a git "
+            "checkout, or pass --version"
+        ),
+    ),
+    "password without a username": (
+        ["publish", "--registry", "localhost:1/x", "--version", "1.0"],
+        {"PIPELINE_REGISTRY_PASSWORD": "pw"},
+        (
+            "PIPELINE_REGISTRY_PASSWORD is set but --registry-username (or "
+            "PIPELINE_REGISTRY_USERNAME) is not"
+        ),
+    ),
+    "a username without a password": (
+        ["publish", "--registry", "localhost:1/x", "--version", "1.0", "--registry-username", "u"],
+        {},
+        "a registry username is set but PIPELINE_REGISTRY_PASSWORD is not",
+    ),
+    "--out below a file": (
+        ["export", "--out", "{root}/pipeline.toml/out"],
+        {},
+        "--out: cannot write in {root}/pipeline.toml/out (Not a directory); fix:",
+    ),
+    "--report naming a folder": (
+        ["build", "--report", "{root}/s"],
+        {},
+        "--report: {root}/s is a folder",
+    ),
+    "--report below a file": (
+        ["build", "--report", "{root}/pipeline.toml/r.json"],
+        {},
+        "--report: cannot write in {root}/pipeline.toml",
+    ),
+    "a version no tag can hold": (["build", "--version", "-1"], {}, "cannot be an image tag"),
+}
+
+
+@pytest.mark.parametrize("case", list(RUN_ERRORS))
+def test_what_would_fail_a_run_late_fails_it_first(tmp_path: Path, case: str):
+    """Found before any engine work: exit 2, the option named, the fix, nothing written."""
+    args, env, message = RUN_ERRORS[case]
+    repo = _monorepo(tmp_path / "repo")
+    before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
+    argv = [a.format(root=repo) for a in args]
+    done = cli(*argv, "--project-dir", str(repo), env={"PIPELINE_REGISTRY_PASSWORD": "", **env})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message.format(root=repo) in done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before

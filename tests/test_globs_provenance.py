@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -7,7 +10,15 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pipeline import globs, graph, jobs
-from pipeline.provenance import Stamp, cache_scope_for, read_provenance, tags_for
+from pipeline.provenance import (
+    Stamp,
+    cache_scope_for,
+    immutable_tags,
+    moving_tags,
+    public_url,
+    read_provenance,
+    tags_for,
+)
 from pipeline.resultcache import ResultCache
 from pipeline.settings import build_settings
 from tests.conftest import copy_example, git
@@ -96,3 +107,53 @@ def test_tag_strategy():
     assert tags_for(feature) == ["0123456789ab", "branch-feature-x"]
     dirty = replace(clean, dirty=True)
     assert tags_for(dirty) == ["0123456789ab-dirty"]  # moves no shared tag
+
+    versioned = replace(clean, release="1.4.2")
+    assert immutable_tags(versioned) == ["0123456789ab", "1.4.2"]
+    assert moving_tags(versioned) == ["branch-main", "latest"]
+    assert tags_for(replace(versioned, dirty=True)) == ["0123456789ab-dirty"]
+    outside_git = replace(versioned, revision="unknown")
+    assert tags_for(outside_git) == ["1.4.2"]  # no commit: nothing moves
+
+
+REMOTES = {
+    "ssh://user:PASSWORD@host.example/acme/repo.git": "https://host.example/acme/repo",
+    "ssh://git@host.example:2222/acme/repo.git": "https://host.example/acme/repo",
+    "git://host.example/acme/repo.git": "https://host.example/acme/repo",
+    "user:PASSWORD@host.example:acme/repo.git": "https://host.example/acme/repo",
+    "git@github.com:acme/repo.git": "https://github.com/acme/repo",
+    "https://x-token:PASSWORD@github.com/acme/repo.git?token=PASSWORD#f": (
+        "https://github.com/acme/repo"
+    ),
+    "http://user@localhost:8080/acme/repo/": "http://localhost:8080/acme/repo",
+    "/srv/git/repo.git": "",
+    "../repo": "",
+    "file:///srv/git/repo.git": "",
+}
+
+
+@pytest.mark.parametrize("remote", list(REMOTES))
+def test_source_url_has_no_credentials_and_no_local_path(tmp_path: Path, remote: str):
+    assert public_url(remote) == REMOTES[remote]
+    repo = copy_example(tmp_path / "repo", services=("worker",))
+    git(repo, "remote", "set-url", "origin", remote)
+    stamp = _stamps(repo)["worker"]
+    assert "PASSWORD" not in stamp.build_info() + json.dumps(stamp.labels())
+    assert stamp.labels().get("org.opencontainers.image.source") == (REMOTES[remote] or None)
+
+
+def test_outside_git_the_image_is_as_old_as_its_newest_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    repo = copy_example(tmp_path / "repo", services=("worker",))
+    shutil.rmtree(repo / ".git")
+    app = repo / "services/worker/worker/__main__.py"
+    os.utime(app, (1_767_225_600, 1_767_225_600))  # 2026-01-01
+    for path in repo.rglob("*"):
+        if path != app:
+            os.utime(path, (1_700_000_000, 1_700_000_000))
+    stamp = _stamps(repo)["worker"]
+    assert stamp.revision == "unknown"
+    assert stamp.created == "2026-01-01T00:00:00Z"
+    assert "org.opencontainers.image.source" not in stamp.labels()

@@ -1,0 +1,175 @@
+"""A loopback proxy in front of the local registry that injects faults by rule: answers with
+an error status, drops the connection, or holds a request until stopped. It can also demand
+HTTP Basic credentials. The engine reaches it as any registry on localhost (plain HTTP)."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import re
+import socket
+import threading
+import traceback
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Literal, Self
+
+Action = Literal["status", "reset", "hold"]
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
+
+
+@dataclass
+class Fault:
+    """Requests whose method and path match get ``action`` instead of the registry's answer,
+    ``times`` times (None: always)."""
+
+    method: str
+    path: str  # a regular expression searched in the request path
+    action: Action = "status"
+    status: int = 500
+    times: int | None = None
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.times is not None and self.hits >= self.times:
+            return False
+        return method == self.method and re.search(self.path, path) is not None
+
+
+@dataclass
+class FaultyRegistry:
+    upstream: str  # host:port of the real registry
+    credentials: tuple[str, str] | None = None
+    faults: list[Fault] = field(default_factory=list)
+    # (method, path, status answered, or the action taken)
+    log: list[tuple[str, str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the proxy's own failures
+
+    def __post_init__(self) -> None:
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", 0), _handler(self))
+        self._server.errors = self.errors
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def address(self) -> str:
+        return f"localhost:{self._server.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._released.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def fault_for(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.matches(method, path):
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def record(self, method: str, path: str, outcome: str) -> None:
+        with self._lock:
+            self.log.append((method, path, outcome))
+
+    def authorized(self, header: str | None) -> bool:
+        if self.credentials is None:
+            return True
+        expected = base64.b64encode(":".join(self.credentials).encode()).decode()
+        return header == f"Basic {expected}"
+
+    def hold(self) -> None:
+        self._released.wait()
+
+
+def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    if handler.headers.get("Transfer-Encoding", "").lower() != "chunked":
+        return handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+    chunks = []
+    while size := int(handler.rfile.readline().strip().split(b";")[0], 16):
+        chunks.append(handler.rfile.read(size))
+        handler.rfile.readline()
+    handler.rfile.readline()
+    return b"".join(chunks)
+
+
+def _forward(
+    upstream: str, handler: BaseHTTPRequestHandler, body: bytes
+) -> tuple[int, dict[str, str], bytes]:
+    """The request as the real registry answers it (the Host header kept, so the upload
+    locations it returns lead back through the proxy)."""
+    conn = http.client.HTTPConnection(upstream, timeout=120)
+    headers = {k: v for k, v in handler.headers.items() if k.lower() not in HOP_HEADERS}
+    headers["Content-Length"] = str(len(body))
+    try:
+        conn.request(handler.command, handler.path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+    finally:
+        conn.close()
+    kept = {
+        k: v
+        for k, v in response.getheaders()
+        if k.lower() not in HOP_HEADERS and k.lower() != "content-length"
+    }
+    return response.status, kept, data
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    errors: list[str]
+
+    def handle_error(self, request: object, client_address: object) -> None:  # noqa: ARG002
+        """Kept for the test to show, not printed: dropped connections are expected here."""
+        self.errors.append(traceback.format_exc(limit=3))
+
+
+def _handler(registry: FaultyRegistry) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+            pass
+
+        def _answer(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _serve(self) -> None:
+            method, path = self.command, self.path
+            body = _read_body(self)
+            if not registry.authorized(self.headers.get("Authorization")):
+                registry.record(method, path, "401")
+                challenge = {"WWW-Authenticate": 'Basic realm="faulty"'}
+                self._answer(401, challenge, b'{"errors":[{"code":"UNAUTHORIZED"}]}')
+                return
+            fault = registry.fault_for(method, path)
+            if fault is None:
+                status, headers, data = _forward(registry.upstream, self, body)
+                registry.record(method, path, str(status))
+                self._answer(status, headers, data)
+                return
+            registry.record(
+                method, path, str(fault.status) if fault.action == "status" else fault.action
+            )
+            if fault.action == "status":
+                self._answer(fault.status, {"Retry-After": "0"}, b'{"errors":[]}')
+                return
+            if fault.action == "hold":
+                registry.hold()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+        do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _serve  # noqa: N815
+
+    return Handler
