@@ -105,6 +105,47 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument(
         "--registry-username", help="user for the registry (env PIPELINE_REGISTRY_USERNAME)"
     )
+    carry = sub.add_parser(
+        "cache",
+        help="carry the scope's cache volumes and result cache to or from a folder",
+        description="export writes DIR/<scope>/ (the uv, pip and apt cache volumes and the "
+        "result cache, bounded by --max-size-mb); import fills this run's scope from "
+        "DIR/<scope>, else from the fallback scope's export. For CI caches such as "
+        "actions/cache, so a fresh runner's engine starts warm.",
+    )
+    carry.add_argument("action", choices=["export", "import"])
+    carry.add_argument("folder", type=Path, metavar="DIR")
+    carry.add_argument(
+        "--project-dir", type=Path, default=None, help="the monorepo's root (as for build)"
+    )
+    carry.add_argument("--cache-scope", help="the scope (default: as for build)")
+    carry.add_argument("--base-image", help="the image the helper containers run (as for build)")
+    carry.add_argument(
+        "--fallback-scope",
+        default="main",
+        help="import: the scope whose export is used when this scope has none (default: main)",
+    )
+    carry.add_argument(
+        "--max-size-mb",
+        type=float,
+        default=2000,
+        help="export: at most this many MB; the volumes cheapest to refill are left out "
+        "first (default: 2000)",
+    )
+    carry.add_argument("-v", "--verbose", action="store_true", help="debug logs")
+    verify = sub.add_parser(
+        "verify",
+        help="check an image's SBOM and provenance in its registry and show its origin",
+        description="Fetches the attestations that refer to IMAGE (referrers API, or the "
+        "sha256-<digest> tag fallback), checks that each names the image's digest, and prints "
+        "where the image came from and what it contains. Exit 1 when any check fails.",
+    )
+    verify.add_argument("image", metavar="IMAGE", help="e.g. ghcr.io/acme/users:latest")
+    verify.add_argument(
+        "--registry-username",
+        help="user for a private registry (env PIPELINE_REGISTRY_USERNAME; password from "
+        "PIPELINE_REGISTRY_PASSWORD)",
+    )
     return parser
 
 
@@ -116,30 +157,40 @@ def _project_dir(args: argparse.Namespace, find_root: Callable[[Path], Path]) ->
     return find_root(Path.cwd())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _dispatch(args: argparse.Namespace) -> int:
     # Imported after parsing: --help and usage errors never load pydantic or structlog.
     from pipeline import commands, graph, inputs, settings
     from pipeline.config import find_root
     from pipeline.log import configure
     from pipeline.provenance import changed_since
 
-    try:
-        project = graph.load(_project_dir(args, find_root))
-        changed, reads = None, None
-        if args.changed_since:
-            changed = changed_since(project.root, args.changed_since)
-            reads = inputs.reads(project, settings.build_settings(project))
-        services = project.select(args.services, args.tier, changed, reads)
-        if args.command == "plan":
-            print(commands.plan(project, services, args.json))
-            return 0
-        settings.jobs_from(args.jobs or os.environ.get("PIPELINE_JOBS"))
-        if not services:
-            print(f"nothing to do: no service is affected by changes since {args.changed_since}")
-            return 0
+    if args.command == "verify":  # an image in a registry: no project needed
+        user = args.registry_username or os.environ.get("PIPELINE_REGISTRY_USERNAME")
+        return commands.verify(args.image, user)
+    project = graph.load(_project_dir(args, find_root))
+    if args.command == "cache":
         configure(verbose=args.verbose)
-        return commands.run(args, project, services)
+        return commands.carry(args, project)
+    changed, reads = None, None
+    if args.changed_since:
+        changed = changed_since(project.root, args.changed_since)
+        reads = inputs.reads(project, settings.build_settings(project))
+    services = project.select(args.services, args.tier, changed, reads)
+    if args.command == "plan":
+        print(commands.plan(project, services, args.json))
+        return 0
+    settings.jobs_from(args.jobs or os.environ.get("PIPELINE_JOBS"))
+    if not services:
+        print(f"nothing to do: no service is affected by changes since {args.changed_since}")
+        return 0
+    configure(verbose=args.verbose)
+    return commands.run(args, project, services)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
     except PipelineError as exc:
         print(f"pipeline: error: {exc}", file=sys.stderr)
         return exc.exit_code

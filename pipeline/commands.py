@@ -222,3 +222,127 @@ def run(args: argparse.Namespace, project: Project, services: list[Service]) -> 
         report.write_json(results, args.report, extra)
     complete = release is None or release.complete
     return 0 if all(r.ok for r in results) and complete else 1
+
+
+def _check_attestations(
+    client: Any,  # noqa: ANN401 - referrers.Client, imported lazily
+    repository: str,
+    digest: str,
+) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Every SBOM and provenance referring to ``digest``, and what is wrong with them."""
+    from pipeline.attest import SLSA_PROVENANCE, STATEMENT
+    from pipeline.publish import PROVENANCE_TYPE, SBOM_TYPE
+
+    found: dict[str, list[dict[str, Any]]] = {SBOM_TYPE: [], PROVENANCE_TYPE: []}
+    problems = []
+    for desc in client.referrers(repository, digest):
+        kind = desc.get("artifactType")
+        if kind not in found:
+            continue
+        manifest = json.loads(client.manifest(repository, desc["digest"])[0])
+        if manifest.get("subject", {}).get("digest") != digest:
+            problems.append(f"artifact {desc['digest']} refers to another image")
+            continue
+        doc = json.loads(client.blob(repository, manifest["layers"][0]["digest"]))
+        if kind == PROVENANCE_TYPE:
+            named = [f"sha256:{s['digest'].get('sha256')}" for s in doc.get("subject", [])]
+            if doc.get("_type") != STATEMENT or doc.get("predicateType") != SLSA_PROVENANCE:
+                problems.append(f"provenance {desc['digest']} is no SLSA v1 in-toto statement")
+            elif digest not in named:
+                problems.append(
+                    f"provenance {desc['digest']} is about {', '.join(named)}, not this image"
+                )
+        else:
+            hashes = doc.get("metadata", {}).get("component", {}).get("hashes", [])
+            if not any(f"sha256:{h.get('content')}" == digest for h in hashes):
+                problems.append(f"SBOM {desc['digest']} describes another image")
+        found[kind].append(doc)
+    for kind, what in ((PROVENANCE_TYPE, "provenance"), (SBOM_TYPE, "SBOM")):
+        if not found[kind]:
+            problems.append(f"no {what} refers to this image")
+    return found, problems
+
+
+def _describe(provenance: dict[str, Any], sbom: dict[str, Any]) -> list[str]:
+    predicate = provenance["predicate"]
+    params = predicate["buildDefinition"]["externalParameters"]
+    run = predicate["runDetails"]
+    lines = [
+        f"service  {params['service']} (tier {params['tier']}), version {params['version']}",
+        (
+            f"built by {run['builder']['id']}, {run['metadata']['startedOn']} to "
+            f"{run['metadata']['finishedOn']} (pipeline {run['builder']['version']['pipeline']})"
+        ),
+        "from:",
+    ]
+    for dep in predicate["buildDefinition"]["resolvedDependencies"]:
+        (algorithm, value), *_ = dep["digest"].items()
+        lines.append(f"  {dep['uri']} {algorithm}:{value}")
+    components = sbom.get("components", [])
+    python = sorted(f"{c['name']} {c['version']}" for c in components if "pkg:pypi/" in c["purl"])
+    debian = [c for c in components if "pkg:deb/" in c["purl"]]
+    lines.append(f"contains: {len(python)} Python distributions, {len(debian)} Debian packages")
+    lines.append(f"  python: {', '.join(python)}")
+    return lines
+
+
+def verify(ref: str, username: str | None) -> int:
+    """Check the attestations of an image in its registry and say what it is made of."""
+    from pipeline import referrers
+
+    try:
+        parsed = referrers.Ref.parse(ref)
+    except ValueError as exc:
+        raise UsageError(f"verify: {exc}") from None
+    client = referrers.Client(
+        parsed.registry, username, os.environ.get(settings.PASSWORD_ENV) if username else None
+    )
+    repository = parsed.repository
+    try:
+        digest = client.manifest(repository, parsed.reference)[2]
+        found, problems = _check_attestations(client, repository, digest)
+    except referrers.RegistryError as exc:
+        print(f"verify: {ref}: {exc}", file=sys.stderr)
+        return 1
+    print(f"image    {parsed.registry}/{repository}@{digest}")
+    if problems:
+        for problem in problems:
+            print(f"FAILED   {problem}", file=sys.stderr)
+        return 1
+    from pipeline.publish import PROVENANCE_TYPE, SBOM_TYPE
+
+    print("\n".join(_describe(found[PROVENANCE_TYPE][-1], found[SBOM_TYPE][-1])))
+    print("verified: every attestation refers to this image and names its digest")
+    return 0
+
+
+def carry(args: argparse.Namespace, project: Project) -> int:
+    """``cache export DIR`` / ``cache import DIR``: the scope's caches to or from a folder."""
+    import anyio
+
+    build = settings.build_settings(project, args.base_image, args.cache_scope)
+    if args.action == "import":
+        from pipeline.carry import source
+
+        if source(args.folder, build.cache_scope, args.fallback_scope) is None:
+            print(f"nothing to import: no export of {build.cache_scope} or {args.fallback_scope}")
+            return 0
+
+    async def work() -> None:
+        import dagger
+
+        from pipeline import carry as carried
+
+        config = dagger.Config(log_output=sys.stderr if args.verbose else None)
+        async with dagger.connection(config):
+            if args.action == "export":
+                manifest = await carried.export(build, args.folder, args.max_size_mb)
+                total = sum(manifest["sizes"].values()) / 1e6
+                left = ", ".join(manifest["left_out"]) or "nothing"
+                print(f"exported {build.cache_scope}: {total:.1f} MB, left out: {left}")
+            else:
+                found = await carried.import_(build, args.folder, args.fallback_scope)
+                print(f"imported {found} into scope {build.cache_scope}")
+
+    anyio.run(work)
+    return 0

@@ -7,6 +7,7 @@ with backoff; the registry's refusals are explained with the fix.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -172,6 +173,32 @@ async def move_tags(
     done = tuple(ref for refs in moved.values() for ref in refs)
     held = tuple(ref for ref in every if not any(m.startswith(f"{ref}@") for m in done))
     return out, Release(done, held, "; ".join(errors))
+
+
+SBOM_TYPE = "application/vnd.cyclonedx+json"
+PROVENANCE_TYPE = "application/vnd.in-toto+json"
+
+
+async def attach(target: Target, repository: str, digest: str, sbom: str, provenance: str) -> str:
+    """The image's SBOM and provenance pushed as artifacts referring to it (referrers API, or
+    the tag fallback); returns the provenance artifact's reference."""
+    from pipeline import referrers
+    from pipeline.attest import SLSA_PROVENANCE
+    from pipeline.settings import PASSWORD_ENV
+
+    registry, _, path = repository.partition("/")
+
+    def push() -> str:
+        client = referrers.Client(registry, target.username, os.environ.get(PASSWORD_ENV))
+        client.attach(path, digest, SBOM_TYPE, sbom.encode(), SBOM_TYPE)
+        annotations = {"in-toto.io/predicate-type": SLSA_PROVENANCE}
+        payload = provenance.encode()
+        return client.attach(path, digest, PROVENANCE_TYPE, payload, PROVENANCE_TYPE, annotations)
+
+    try:
+        return f"{repository}@{await anyio.to_thread.run_sync(push)}"
+    except referrers.RegistryError as exc:
+        raise BuildError(repository, "attest", target.explain(str(exc))) from exc
 
 
 def target_for(options: RunOptions, password: dagger.Secret | None) -> Target | None:

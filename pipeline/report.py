@@ -66,6 +66,7 @@ class Result:
     reason: str = ""
     tarball: str = ""
     sbom: str = ""  # the CycloneDX SBOM beside the tarball
+    attestation: str = ""  # the provenance artifact in the registry, by digest
     published: tuple[str, ...] = ()  # references with digest, one per tag
     tier_image: ImageFacts | None = None  # the tier image the service starts from
     cached: bool = False  # replayed from the result cache: no engine work this run

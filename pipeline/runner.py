@@ -8,6 +8,7 @@ image of identical content is not run again.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -20,7 +21,7 @@ import anyio
 import dagger
 from dagger import dag
 
-from pipeline import compat, images, jobs, probes, publish, sbom
+from pipeline import attest, compat, images, jobs, probes, publish, sbom
 from pipeline.errors import BuildError
 from pipeline.log import get_logger
 from pipeline.report import ImageFacts, Result, Status
@@ -123,6 +124,8 @@ class _Progress:
     staged: Path | None = None  # the exported tarball, until every check has passed
     installed: dict[str, Any] | None = None  # what the image holds, for its SBOM
     sbom: str = ""
+    attested: str = ""  # the provenance artifact pushed beside the image
+    started: float = field(default_factory=time.time)
 
     async def timed(self, name: str, work: Awaitable[T]) -> T:
         started = time.monotonic()
@@ -191,7 +194,7 @@ async def _measure(
     progress.step = "export"
     progress.facts, progress.staged = await progress.timed("export", _export(image, staging))
     progress.tier_image = await ctx.tier_facts.facts(job)
-    if ctx.options.out_dir is not None:
+    if ctx.options.out_dir is not None or ctx.target is not None:
         progress.installed = await progress.timed("sbom", sbom.inventory(image))
 
 
@@ -242,21 +245,36 @@ async def _finish(
     if budget is not None and size > budget:
         msg = f"image is {size:.1f} MB, over its size_budget_mb of {budget:g}"
         raise BuildError(job.service.name, "size budget", msg)
-    out = ctx.options.out_dir
+    out, name, facts = ctx.options.out_dir, job.service.name, progress.facts
+
+    def documents(subject: str, digest: str) -> tuple[str, str]:
+        assert progress.installed is not None  # noqa: S101 - read when exporting or publishing
+        bill = sbom.document(job.stamp, digest, progress.installed)
+        origin = attest.statement(ctx.project, job, subject, digest, progress.started, time.time())
+        return bill, json.dumps(origin, indent=2, sort_keys=True) + "\n"
+
     if out is not None:
-        target = out / f"{job.service.name}.tar"
-        progress.staged.chmod(0o644)
-        progress.staged.replace(target)  # whole or not at all, even beside another run
-        progress.tarball = str(target)
-        if progress.installed is not None:
-            bill = progress.staged.with_name("sbom.json")
-            bill.write_text(sbom.document(job.stamp, progress.facts.digest, progress.installed))
-            bill.chmod(0o644)
-            bill.replace(out / f"{job.service.name}.cdx.json")
-            progress.sbom = str(out / f"{job.service.name}.cdx.json")
+        staged = progress.staged
+        for suffix, text in zip(
+            (".cdx.json", ".provenance.json"), documents(name, facts.digest), strict=True
+        ):
+            written = staged.with_name(f"document{suffix}")
+            written.write_text(text)
+            written.chmod(0o644)
+            written.replace(out / f"{name}{suffix}")
+        staged.chmod(0o644)
+        staged.replace(out / f"{name}.tar")  # whole or not at all, even beside another run
+        progress.tarball = str(out / f"{name}.tar")
+        progress.sbom = str(out / f"{name}.cdx.json")
     if ctx.target is not None:
         progress.step = "publish"
         progress.published = await publish.push_immutable(image, job, ctx.target)
+        repository = ctx.target.repository(name)
+        digest = progress.published[0].rsplit("@", 1)[-1]
+        progress.step = "attest"
+        progress.attested = await publish.attach(
+            ctx.target, repository, digest, *documents(repository, digest)
+        )
 
 
 async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
@@ -288,6 +306,7 @@ async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
         reason=reason,
         tarball=progress.tarball,
         sbom=progress.sbom,
+        attestation=progress.attested,
         published=progress.published,
         tier_image=progress.tier_image,
         reused_checks=reused,

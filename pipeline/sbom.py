@@ -63,7 +63,7 @@ async def inventory(image: dagger.Container) -> dict[str, Any]:
 
 
 def _licenses(dist: dict[str, Any]) -> list[Any]:
-    from cyclonedx.factory.license import LicenseFactory
+    from cyclonedx.contrib.license.factories import LicenseFactory
 
     factory = LicenseFactory()
     if dist["expression"]:
@@ -121,6 +121,8 @@ def document(stamp: Stamp, digest: str, installed: dict[str, Any]) -> str:
                 bom_ref=purl.to_string(),
             )
         )
+    # the image holds every component directly: a flat, complete dependency graph
+    bom.register_dependency(bom.metadata.component, list(bom.components))
     text = JsonV1Dot6(bom).output_as_string(indent=2)
     error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
     if error is not None:

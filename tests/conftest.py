@@ -109,6 +109,23 @@ def copy_example(dest: Path, services: tuple[str, ...] = ()) -> Path:
     return dest
 
 
+def tiny_repo(dest: Path, smoke: dict[str, str]) -> Path:
+    """A committed monorepo of small base-tier services; ``smoke`` maps each to the Python
+    code of its smoke test (raise to fail it)."""
+    repo = copy_example(dest, services=("-",))
+    for name, code in smoke.items():
+        folder = repo / "services" / name
+        folder.mkdir(parents=True)
+        (folder / "service.toml").write_text(
+            'tier = "base"\ncommand = ["python", "-c", "import time; time.sleep(60)"]\n'
+            f"smoke = {json.dumps(['python', '-c', code])}\n"
+        )
+        (folder / "main.py").write_text(f"NAME = {name!r}\n")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "services")
+    return repo
+
+
 @pytest.fixture(scope="session")
 async def engine():
     """One engine connection for every engine test."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import copy_example, git, pipeline_in, skopeo
+from tests.conftest import git, pipeline_in, skopeo, tiny_repo
 from tests.faultyregistry import Fault, FaultyRegistry
 
 if TYPE_CHECKING:
@@ -32,23 +32,6 @@ def registry() -> str:
             pytest.fail('CI=true but PIPELINE_REGISTRY is unset: eval "$(scripts/engine env)"')
         pytest.skip("no registry to publish to (PIPELINE_REGISTRY)")
     return address
-
-
-def _tiny_repo(dest: Path, smoke: dict[str, str]) -> Path:
-    """A committed monorepo of small base-tier services; ``smoke`` maps each to the Python
-    code of its smoke test (raise to fail it)."""
-    repo = copy_example(dest, services=("-",))
-    for name, code in smoke.items():
-        folder = repo / "services" / name
-        folder.mkdir(parents=True)
-        (folder / "service.toml").write_text(
-            'tier = "base"\ncommand = ["python", "-c", "import time; time.sleep(60)"]\n'
-            f"smoke = {json.dumps(['python', '-c', code])}\n"
-        )
-        (folder / "main.py").write_text(f"NAME = {name!r}\n")
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "services")
-    return repo
 
 
 def _host(registry: str) -> str:
@@ -68,7 +51,7 @@ def _services(report: Path) -> dict[str, dict]:
 
 
 def test_failed_service_holds_every_moving_tag(tmp_path: Path, base_image: str, registry: str):
-    repo = _tiny_repo(tmp_path / "repo", {"alpha": "print(1)", "beta": "raise SystemExit(3)"})
+    repo = tiny_repo(tmp_path / "repo", {"alpha": "print(1)", "beta": "raise SystemExit(3)"})
     head = git(repo, "rev-parse", "HEAD")[:12]
     namespace, report = f"{registry}/t{time.time_ns()}", tmp_path / "report.json"
     done = pipeline_in(
@@ -88,7 +71,7 @@ def test_failed_service_holds_every_moving_tag(tmp_path: Path, base_image: str, 
 
 
 def test_passing_registry_failures_are_retried(tmp_path: Path, base_image: str, registry: str):
-    repo = _tiny_repo(tmp_path / "repo", {"alpha": "print(1)"})
+    repo = tiny_repo(tmp_path / "repo", {"alpha": "print(1)"})
     head = git(repo, "rev-parse", "HEAD")[:12]
     # more failures than the engine retries within one push: the pipeline's retries end them
     faults = [Fault("PUT", "/alpha/manifests/", status=503, times=5)]
@@ -108,7 +91,7 @@ def test_passing_registry_failures_are_retried(tmp_path: Path, base_image: str, 
 
 
 def test_failing_pushes_leave_moving_tags_alone(tmp_path: Path, base_image: str, registry: str):
-    repo = _tiny_repo(tmp_path / "repo", {"alpha": "print(1)", "beta": "print(2)"})
+    repo = tiny_repo(tmp_path / "repo", {"alpha": "print(1)", "beta": "print(2)"})
     head = git(repo, "rev-parse", "HEAD")[:12]
     faults = [Fault("PUT", "/beta/manifests/", status=500)]
     with FaultyRegistry(_host(registry), faults=faults) as proxy:
@@ -127,7 +110,7 @@ def test_failing_pushes_leave_moving_tags_alone(tmp_path: Path, base_image: str,
 
 
 def test_run_killed_mid_publish_moves_no_tag(tmp_path: Path, base_image: str, registry: str):
-    repo = _tiny_repo(tmp_path / "repo", {"alpha": "print(1)", "beta": "print(2)"})
+    repo = tiny_repo(tmp_path / "repo", {"alpha": "print(1)", "beta": "print(2)"})
     head = git(repo, "rev-parse", "HEAD")[:12]
     faults = [Fault("PUT", "/beta/manifests/", action="hold")]
     with FaultyRegistry(_host(registry), faults=faults) as proxy:
@@ -156,7 +139,7 @@ def test_run_killed_mid_publish_moves_no_tag(tmp_path: Path, base_image: str, re
 def test_registry_refusal_names_registry_user_and_fix(
     tmp_path: Path, base_image: str, registry: str
 ):
-    repo = _tiny_repo(tmp_path / "repo", {"alpha": "print(1)"})
+    repo = tiny_repo(tmp_path / "repo", {"alpha": "print(1)"})
     with FaultyRegistry(_host(registry), credentials=("ci", "right")) as proxy:
         report = tmp_path / "report.json"
         done = pipeline_in(
@@ -183,7 +166,7 @@ def test_registry_refusal_names_registry_user_and_fix(
 def test_dirty_tier_input_publishes_only_the_dirty_commit_tag(
     tmp_path: Path, base_image: str, registry: str
 ):
-    repo = _tiny_repo(tmp_path / "repo", {"alpha": "print(1)"})
+    repo = tiny_repo(tmp_path / "repo", {"alpha": "print(1)"})
     head = git(repo, "rev-parse", "HEAD")
     req = repo / "requirements/base.txt"
     req.write_text(req.read_text() + "# uncommitted\n")  # outside every service folder
@@ -203,7 +186,7 @@ def test_dirty_tier_input_publishes_only_the_dirty_commit_tag(
 def test_outside_git_publishes_the_given_version_only(
     tmp_path: Path, base_image: str, registry: str
 ):
-    repo = _tiny_repo(tmp_path / "repo", {"alpha": "print(1)"})
+    repo = tiny_repo(tmp_path / "repo", {"alpha": "print(1)"})
     subprocess.run(["rm", "-rf", str(repo / ".git")], check=True)
     namespace = f"{registry}/t{time.time_ns()}"
     refused = pipeline_in(repo, base_image, "publish", "--registry", namespace)
@@ -222,7 +205,7 @@ def test_outside_git_publishes_the_given_version_only(
 
 
 def test_exports_are_whole_and_only_of_passing_images(tmp_path: Path, base_image: str):
-    repo = _tiny_repo(tmp_path / "repo", {"alpha": "print(1)", "beta": "raise SystemExit(3)"})
+    repo = tiny_repo(tmp_path / "repo", {"alpha": "print(1)", "beta": "raise SystemExit(3)"})
     out = tmp_path / "out"
     out.mkdir()
     (out / "beta.tar").write_text("an earlier run's\n")

@@ -70,3 +70,37 @@ def test_own_size_is_what_a_service_adds_to_its_tier():
     text = report.table([svc])
     assert "0.8 MB" in text
     assert "tier images: backend 60.0 MB" in text
+
+
+def test_sbom_document_is_valid_cyclonedx_and_complete():
+    """Built in the run's own process (warnings are errors here, as in every test)."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from pipeline import sbom
+    from pipeline.provenance import Stamp
+
+    stamp = Stamp("users", "backend", "0" * 40, "main", "2026-01-02T03:04:05Z", "", dirty=False)
+    installed = {
+        "python": [
+            {"name": "Six", "version": "1.16.0", "expression": "", "license": "MIT",
+             "classifiers": [], "record_sha256": "a" * 64},
+            {"name": "odd", "version": "1", "expression": "Apache-2.0 OR MIT", "license": "",
+             "classifiers": [], "record_sha256": ""},
+        ],
+        "debian": [{"name": "tini", "version": "0.19.0-1", "arch": "amd64"}],
+    }  # fmt: skip
+    text = sbom.document(stamp, "sha256:" + "b" * 64, installed)
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    bom = json.loads(text)
+    purls = sorted(c["purl"] for c in bom["components"])
+    assert purls == [
+        "pkg:deb/debian/tini@0.19.0-1?arch=amd64",
+        "pkg:pypi/odd@1",
+        "pkg:pypi/six@1.16.0",
+    ]
+    graph = {d["ref"]: d.get("dependsOn", []) for d in bom["dependencies"]}
+    assert sorted(graph[bom["metadata"]["component"]["bom-ref"]]) == purls
+    assert bom["metadata"]["timestamp"].startswith("2026-01-02T03:04:05")
+    # the same image gives the same document
+    assert sbom.document(stamp, "sha256:" + "b" * 64, installed) == text

@@ -1,0 +1,121 @@
+"""Where each image came from, as an in-toto Statement with a SLSA v1 provenance predicate:
+the subject is the image by digest; the build definition names the service, its tier, the
+config and the pipeline's version; the resolved dependencies are the commit, the base image
+by digest and every requirement file by digest; the run details name the builder and when
+the build started and finished. Dagger-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pipeline.inputs import pipeline_version, sdk_version
+
+if TYPE_CHECKING:
+    from pipeline.graph import Project
+    from pipeline.jobs import Job
+
+STATEMENT = "https://in-toto.io/Statement/v1"
+SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
+BUILD_TYPE = "urn:pipeline:buildtype:service-image:v1"
+# One id per run: every image of a run shares it.
+RUN_ID = str(uuid.uuid4())
+
+
+def _sha256(path: os.PathLike[str]) -> str:
+    with open(path, "rb") as fh:  # noqa: PTH123 - any path-like
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def builder_id() -> str:
+    """The workflow on GitHub Actions; otherwise this host."""
+    env = os.environ
+    if env.get("GITHUB_WORKFLOW_REF"):
+        return f"{env.get('GITHUB_SERVER_URL', 'https://github.com')}/{env['GITHUB_WORKFLOW_REF']}"
+    return f"urn:pipeline:host:{socket.gethostname()}"
+
+
+def _invocation() -> str:
+    env = os.environ
+    if env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
+        server = env.get("GITHUB_SERVER_URL", "https://github.com")
+        attempt = env.get("GITHUB_RUN_ATTEMPT", "1")
+        run = f"{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+        return f"{server}/{run}/attempts/{attempt}"
+    return f"urn:uuid:{RUN_ID}"
+
+
+def _time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def statement(
+    project: Project,
+    job: Job,
+    name: str,
+    digest: str,
+    started: float,
+    finished: float,
+) -> dict[str, Any]:
+    """The provenance of the image ``name@digest`` that ``job`` built."""
+    stamp, service = job.stamp, job.service
+    root_inputs = job.inputs
+    while root_inputs.parent is not None:
+        root_inputs = root_inputs.parent
+    base_image = str(root_inputs.values.get("base_image", ""))
+    root = project.root
+    requirement_files = [p for t in project.chain(service.tier) for p in t.requirements]
+    if service.requirements is not None:
+        requirement_files.append(service.requirements)
+    dependencies: list[dict[str, Any]] = []
+    if stamp.revision != "unknown":
+        source = stamp.source or f"file://{root}"
+        dependencies.append({"uri": f"git+{source}", "digest": {"gitCommit": stamp.revision}})
+    base_name, _, base_digest = base_image.partition("@")
+    if base_digest:
+        algorithm, _, value = base_digest.partition(":")
+        dependencies.append({"uri": f"oci://{base_name}", "digest": {algorithm: value}})
+    dependencies += [
+        {"uri": f"file:{p.relative_to(root).as_posix()}", "digest": {"sha256": _sha256(p)}}
+        for p in requirement_files
+    ]
+    algorithm, _, value = digest.partition(":")
+    return {
+        "_type": STATEMENT,
+        "subject": [{"name": name, "digest": {algorithm: value}}],
+        "predicateType": SLSA_PROVENANCE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": {
+                    "service": service.name,
+                    "tier": service.tier,
+                    "config": project.config_file.relative_to(root).as_posix(),
+                    "version": stamp.version,
+                    "dirty": stamp.dirty,
+                },
+                "internalParameters": {
+                    "pipeline": pipeline_version(),
+                    "configDigest": {"sha256": _sha256(project.config_file)},
+                    "inputsKey": job.key,
+                },
+                "resolvedDependencies": dependencies,
+            },
+            "runDetails": {
+                "builder": {
+                    "id": builder_id(),
+                    "version": {"pipeline": pipeline_version(), "dagger-io": sdk_version()},
+                },
+                "metadata": {
+                    "invocationId": _invocation(),
+                    "startedOn": _time(started),
+                    "finishedOn": _time(finished),
+                },
+            },
+        },
+    }
