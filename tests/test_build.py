@@ -320,8 +320,10 @@ def test_publish_pushes_tested_images_under_the_tag_strategy(tmp_path: Path, bas
         "latest",
     ]
     tags = skopeo("list-tags", "--tls-verify=false", f"docker://{namespace}/worker")["Tags"]
-    assert sorted(tags) == sorted([head[:12], "branch-main", "latest"])
     pushed = skopeo("inspect", "--tls-verify=false", f"docker://{namespace}/worker:{head[:12]}")
+    # and the tag that indexes its attestations (the referrers fallback)
+    attestations = f"sha256-{pushed['Digest'].removeprefix('sha256:')}"
+    assert sorted(tags) == sorted([head[:12], "branch-main", "latest", attestations])
     assert pushed["Labels"]["org.opencontainers.image.revision"] == head
     assert all(ref.endswith(pushed["Digest"]) for ref in result["published"])
     # the password travels as a Dagger secret: never in output or report

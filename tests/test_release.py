@@ -39,11 +39,13 @@ def _host(registry: str) -> str:
 
 
 def _tags(ref: str) -> list[str]:
-    """The tags of a repository in the loopback registry ([] when it has none)."""
+    """The image tags of a repository in the loopback registry ([] when it has none); the
+    sha256-<digest> tags that index attestations (the referrers fallback) are not images."""
     try:
-        return sorted(skopeo("list-tags", "--tls-verify=false", f"docker://{ref}")["Tags"])
+        tags = skopeo("list-tags", "--tls-verify=false", f"docker://{ref}")["Tags"]
     except subprocess.CalledProcessError:
         return []
+    return sorted(t for t in tags if not t.startswith("sha256-"))
 
 
 def _services(report: Path) -> dict[str, dict]:
@@ -232,7 +234,12 @@ def test_exports_are_whole_and_only_of_passing_images(tmp_path: Path, base_image
     # two runs into one folder at once: neither sees the other's partial files
     runs = [export(tmp_path / f"report{i}.json") for i in range(2)]
     assert [run.wait() for run in runs] == [1, 1]
-    assert sorted(p.name for p in out.iterdir()) == ["alpha.cdx.json", "alpha.tar", "beta.tar"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "alpha.cdx.json",
+        "alpha.provenance.json",
+        "alpha.tar",
+        "beta.tar",
+    ]
     assert (out / "beta.tar").read_text() == "an earlier run's\n"  # not replaced by a failure
     assert (out / "alpha.tar").stat().st_mode & 0o777 == 0o644
     with tarfile.open(out / "alpha.tar") as tar:
