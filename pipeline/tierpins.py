@@ -10,18 +10,30 @@ service's install fails, naming the tier the same way.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from typing import TYPE_CHECKING
-
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
 
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from packaging.requirements import Requirement
+
     from pipeline.graph import Project, Service
+
+# A requirement's project name, as PEP 508 starts it; enough to find the names two files share.
+_NAME = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
+
+
+def canonicalize_name(name: str) -> str:
+    """PEP 503's normalised name (as packaging.utils.canonicalize_name)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _names(path: Path) -> set[str]:
+    return {canonicalize_name(m[1]) for line in _lines(path) if (m := _NAME.match(line))}
 
 
 def _lines(path: Path) -> list[str]:
@@ -39,6 +51,8 @@ def _lines(path: Path) -> list[str]:
 def requirements(path: Path) -> list[Requirement]:
     """The requirements a file names; lines that are no requirement (URLs, paths) skipped:
     uv judges those when it installs."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
     out = []
     for line in _lines(path):
         try:
@@ -68,9 +82,13 @@ def tier_pins(project: Project, tier: str) -> dict[str, tuple[str, str, Path]]:
 
 
 def check(project: Project, services: list[Service]) -> None:
-    """Raise a ConfigError for the first service requirement no tier pin satisfies."""
+    """Raise a ConfigError for the first service requirement no tier pin satisfies. Only a
+    service naming a package its tiers' files also name is read closely (with packaging)."""
     for service in services:
         if service.requirements is None:
+            continue
+        tier_files = [p for link in project.chain(service.tier) for p in link.requirements]
+        if not _names(service.requirements) & set().union(*map(_names, tier_files)):
             continue
         pins = tier_pins(project, service.tier)
         for req in requirements(service.requirements):
