@@ -140,5 +140,16 @@ async def engine():
 
 
 @pytest.fixture(scope="session")
+def registry() -> str:
+    """The loopback registry (host[:port]/namespace) engine tests publish to."""
+    address = os.environ.get("PIPELINE_REGISTRY")
+    if not address:
+        if os.environ.get("CI"):
+            pytest.fail('CI=true but PIPELINE_REGISTRY is unset: eval "$(scripts/engine env)"')
+        pytest.skip("no registry to publish to (PIPELINE_REGISTRY)")
+    return address
+
+
+@pytest.fixture(scope="session")
 def base_image() -> str:
     return os.environ.get("PIPELINE_BASE_IMAGE", "python:3.11-slim-bookworm")

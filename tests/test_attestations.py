@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from typing import TYPE_CHECKING
 
@@ -102,16 +101,6 @@ async def test_sbom_lists_exactly_what_the_image_holds(tmp_path: Path, base_imag
     assert any(uri.startswith("oci://") and "sha256" in d for uri, d in deps.items())
     run = statement["predicate"]["runDetails"]["metadata"]
     assert run["startedOn"] <= run["finishedOn"]
-
-
-@pytest.fixture
-def registry() -> str:
-    address = os.environ.get("PIPELINE_REGISTRY")
-    if not address:
-        if os.environ.get("CI"):
-            pytest.fail('CI=true but PIPELINE_REGISTRY is unset: eval "$(scripts/engine env)"')
-        pytest.skip("no registry to publish to (PIPELINE_REGISTRY)")
-    return address
 
 
 def test_published_attestations_verify_and_tampering_fails(

@@ -24,16 +24,6 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 
 
-@pytest.fixture(scope="module")
-def registry() -> str:
-    address = os.environ.get("PIPELINE_REGISTRY")
-    if not address:
-        if os.environ.get("CI"):
-            pytest.fail('CI=true but PIPELINE_REGISTRY is unset: eval "$(scripts/engine env)"')
-        pytest.skip("no registry to publish to (PIPELINE_REGISTRY)")
-    return address
-
-
 def _host(registry: str) -> str:
     return registry.split("/", 1)[0]
 
