@@ -23,7 +23,7 @@ from dagger import dag
 from pipeline import compat, images
 from pipeline.errors import UsageError
 from pipeline.log import get_logger
-from pipeline.resultcache import FOLDER
+from pipeline.resultcache import ResultCache
 
 if TYPE_CHECKING:
     from pipeline.settings import BuildSettings
@@ -48,7 +48,8 @@ def _tool(settings: BuildSettings, tool: str) -> dagger.Container:
 
 
 def _results(root: Path, scope: str) -> Path:
-    return root / FOLDER / "cache" / scope
+    """The scope's result cache folder."""
+    return ResultCache(root, scope).dir
 
 
 def _bound(staging: Path, sizes: dict[str, int], max_mb: float) -> list[str]:

@@ -290,10 +290,11 @@ def verify(ref: str, username: str | None) -> int:
     """Check the attestations of an image in its registry and say what it is made of."""
     from pipeline import referrers
 
-    try:
-        parsed = referrers.Ref.parse(ref)
-    except ValueError as exc:
-        raise UsageError(f"verify: {exc}") from None
+    if not settings.IMAGE_REFERENCE.match(ref):
+        raise UsageError(
+            f"verify: {ref!r} is not an image reference, e.g. ghcr.io/acme/users:latest"
+        )
+    parsed = registry.Reference.parse(ref)
     client = referrers.Client(
         parsed.registry, username, os.environ.get(settings.PASSWORD_ENV) if username else None
     )

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pipeline.registry import endpoint, is_local
 
 EMPTY = "application/vnd.oci.empty.v1+json"
 EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
@@ -30,28 +30,6 @@ class RegistryError(Exception):
     """The registry refused or failed a request; says which and why."""
 
 
-@dataclass(frozen=True)
-class Ref:
-    registry: str
-    repository: str
-    reference: str  # a tag or a digest
-
-    @classmethod
-    def parse(cls, ref: str) -> Ref:
-        name, at, digest = ref.partition("@")
-        registry, _, path = name.partition("/")
-        if not path or not ("." in registry or ":" in registry or registry == "localhost"):
-            raise ValueError(f"{ref!r} names no registry host (e.g. ghcr.io/acme/users:tag)")
-        tag = None
-        if ":" in path.rsplit("/", 1)[-1]:
-            path, tag = path.rsplit(":", 1)
-        return cls(registry, path, digest if at else (tag or "latest"))
-
-
-def _local(registry: str) -> bool:
-    return re.match(r"^(localhost|127\.\d+\.\d+\.\d+)(:\d+)?$", registry) is not None
-
-
 class Client:
     """One registry, as an anonymous client or as ``username``."""
 
@@ -60,11 +38,12 @@ class Client:
     ) -> None:
         import oras.provider
 
-        self.registry = registry
-        self._oras = oras.provider.Registry(hostname=registry, insecure=_local(registry))
+        url = endpoint(registry)
+        self.registry = url.split("://", 1)[1]  # the host the API answers on
+        self._oras = oras.provider.Registry(hostname=self.registry, insecure=is_local(registry))
         if username and password:
             self._oras.auth.set_basic_auth(username, password)
-        self._base = f"{'http' if _local(registry) else 'https'}://{registry}/v2"
+        self._base = f"{url}/v2"
 
     def _request(
         self,

@@ -49,9 +49,23 @@ class Reference:
 
     @property
     def endpoint(self) -> str:
-        host = DOCKER_HUB if self.registry == "docker.io" else self.registry
-        local = re.match(r"^(localhost|127\.\d+\.\d+\.\d+)(:\d+)?$", host)
-        return f"{'http' if local else 'https'}://{host}"
+        return endpoint(self.registry)
+
+    @property
+    def reference(self) -> str:
+        """The digest when there is one, else the tag: what the manifest is asked by."""
+        return self.digest or self.tag or "latest"
+
+
+def is_local(host: str) -> bool:
+    """A loopback registry, spoken to over plain HTTP as Docker and BuildKit do."""
+    return re.match(r"^(localhost|127\.\d+\.\d+\.\d+)(:\d+)?$", host) is not None
+
+
+def endpoint(host: str) -> str:
+    """Where a registry host answers: https, or http on loopback; Docker Hub by its API host."""
+    host = DOCKER_HUB if host == "docker.io" else host
+    return f"{'http' if is_local(host) else 'https'}://{host}"
 
 
 def _bearer(challenge: str) -> str | None:
