@@ -170,47 +170,48 @@ def _with_requirements(
 @dataclass(frozen=True)
 class TierImage:
     tier: Tier
-    venv: dagger.Directory  # the whole venv, for builders of services on top
+    # The builder right after the tier's install, its whole venv at VENV: the builds of the
+    # tier's children, services and unit tests go on from here (no copy of the venv).
+    build: dagger.Container
     image: dagger.Container  # the runtime image every service of the tier starts from
 
 
 def tier_venv(
-    build: dagger.Container,
-    tier: Tier,
-    parent: dagger.Directory | None,
-    compile_bytecode: bool = True,
-) -> tuple[dagger.Directory, dagger.Directory]:
-    """The tier's whole venv (its parent's plus its requirements), and what it adds."""
+    build: dagger.Container, tier: Tier, first: bool, compile_bytecode: bool = True
+) -> tuple[dagger.Container, dagger.Directory]:
+    """The builder with the tier's requirements installed on the venv (created when
+    ``first``), and what the install added: the tier's venv layer."""
     ctr, mounted = _with_requirements(build, tier.name, tier.requirements)
     python = f"{VENV}/bin/python"
     installs = [["uv", "pip", "install", "-q", "--python", python, "-r", req] for req in mounted]
-    if parent is None:
+    if first:
         installs.insert(0, ["uv", "venv", "-q", "--python", "python3", VENV])
-    else:
-        ctr = ctr.with_directory(VENV, parent)
-    ctr = ctr.with_(with_install(installs, compile_bytecode, layer=parent is not None))
-    whole = ctr.directory(VENV)
-    return whole, (added(ctr) if parent is not None else whole.with_timestamps(FIXED_MTIME))
+    ctr = ctr.with_(with_install(installs, compile_bytecode))
+    return ctr, added(ctr)
 
 
 def tier_images(
     project: Project, settings: BuildSettings, secrets: Secrets | None = None
 ) -> dict[str, TierImage]:
-    """Every tier's runtime image, parents first; each child extends its parent's Container."""
+    """Every tier's runtime image, parents first; each child extends its parent's Container,
+    and its install runs in its parent's builder."""
     out: dict[str, TierImage] = {}
     for name, tier in project.tiers.items():
-        build = tier_builder(project, name, settings, secrets)
         parent = out[tier.spec.extends] if tier.spec.extends else None
-        venv, layer = tier_venv(
-            build, tier, parent.venv if parent else None, settings.compile_bytecode
-        )
+        if parent is None:
+            build = tier_builder(project, name, settings, secrets)
+        else:
+            below = {p for t in project.chain(parent.tier.name) for p in t.spec.build_apt}
+            extra = [p for p in tier.spec.build_apt if p not in below]
+            build = parent.build.with_(with_apt(extra, settings.cache_scope))
+        build, layer = tier_venv(build, tier, parent is None, settings.compile_bytecode)
         # A layer cannot delete, which is why children install on top of their parent's pins
         # instead of replacing them.
-        below = parent.image if parent else runtime_os(settings)
-        image = below.with_(with_apt(tier.spec.apt, settings.cache_scope)).with_directory(
+        below_image = parent.image if parent else runtime_os(settings)
+        image = below_image.with_(with_apt(tier.spec.apt, settings.cache_scope)).with_directory(
             VENV, layer
         )
-        out[name] = TierImage(tier, venv, image)
+        out[name] = TierImage(tier, build, image)
     return out
 
 
@@ -251,22 +252,15 @@ def _with_service_files(ctr: dagger.Container, service: Service) -> dagger.Conta
     return ctr.with_mounted_directory("/svc", files)
 
 
-@dataclass(frozen=True)
-class ServiceVenv:
-    venv: dagger.Directory  # the tier's venv plus the service's own dependencies
-    layer: dagger.Directory | None  # only what the service adds, if anything
-
-
-def service_venv(
-    build: dagger.Container, tier: TierImage, service: Service, compile_bytecode: bool = True
-) -> ServiceVenv:
-    """The tier's venv plus the service's own dependencies, constrained by the tier's pins
-    so a service never silently replaces a tier package."""
+def service_layer(
+    tier: TierImage, service: Service, compile_bytecode: bool = True
+) -> dagger.Directory | None:
+    """What the service's own dependencies add to its tier's venv (None without any),
+    installed under the tier's pins so a service never silently replaces a tier package."""
     if service.requirements is None:
-        return ServiceVenv(tier.venv, None)
-    ctr = _with_service_files(build.with_directory(VENV, tier.venv), service)
-    ctr = ctr.with_(with_install(_service_installs(service), compile_bytecode, layer=True))
-    return ServiceVenv(ctr.directory(VENV), added(ctr))
+        return None
+    ctr = _with_service_files(tier.build, service)
+    return added(ctr.with_(with_install(_service_installs(service), compile_bytecode)))
 
 
 def _files(folder: Path, names: Sequence[str]) -> dagger.Directory:
@@ -277,28 +271,22 @@ def _files(folder: Path, names: Sequence[str]) -> dagger.Directory:
     return dag.host().directory(str(folder), include=escaped)
 
 
-def test_venv(build: dagger.Container, tier: TierImage, project: Project) -> dagger.Directory:
-    """The tier's venv plus the project's test requirements (under the tier's pins): one per
-    tier, shared by the unit tests of all its services."""
-    ctr, mounted = _with_requirements(
-        build.with_directory(VENV, tier.venv), "test", project.test_requirements
-    )
+def test_builder(tier: TierImage, project: Project) -> dagger.Container:
+    """The tier's builder plus the project's test requirements (under the tier's pins): one
+    per tier, shared by the unit tests of all its services."""
+    ctr, mounted = _with_requirements(tier.build, "test", project.test_requirements)
     installs = [_constrained_install(f"-r {req}") for req in mounted]
-    if installs:
-        ctr = ctr.with_(compat.run(one_step(*installs)))
-    return ctr.directory(VENV)
+    return ctr.with_(compat.run(one_step(*installs))) if installs else ctr
 
 
-def unit_tests(
-    build: dagger.Container, tier: TierImage, service: Service, project: Project
-) -> dagger.Container | None:
+def unit_tests(tier: TierImage, service: Service, project: Project) -> dagger.Container | None:
     """The service's unit tests, run in the builder with its folder (less what ``exclude``
     keeps out) and its own dependencies over the tier's test venv: nothing of this reaches
     the runtime image, and it needs nothing of the image's build, so the two run side by
     side."""
     if not service.spec.tests:
         return None
-    ctr = build.with_directory(VENV, test_venv(build, tier, project))
+    ctr = test_builder(tier, project)
     if service.requirements is not None:
         ctr = _with_service_files(ctr, service)
         ctr = ctr.with_(compat.run(one_step(*_service_installs(service))))
@@ -315,20 +303,20 @@ def unit_tests(
 def service_image(
     service: Service,
     tier: TierImage,
-    venv: ServiceVenv,
+    layer: dagger.Directory | None,
     settings: BuildSettings,
-    build: dagger.Container,
     stamp: Stamp,
 ) -> dagger.Container:
     spec = service.spec
     ctr = tier.image.with_(with_apt(spec.apt, settings.cache_scope))
-    if venv.layer is not None:
-        ctr = ctr.with_directory(VENV, venv.layer)
+    if layer is not None:
+        ctr = ctr.with_directory(VENV, layer)
     # Source and build-info share the last layer: an edit (or a new commit) changes only it.
     app = _files(service.path, source_files(service, settings.root))
     if settings.compile_bytecode:
-        compiled = build.with_directory(APP, app).with_(with_bytecode(APP, "python3"))
-        app = compiled.directory(APP)
+        # compiled by the base image's interpreter (the runtime's): no tier change reruns it
+        compiled = dag.container().from_(settings.base_image).with_directory(APP, app)
+        app = compiled.with_(with_bytecode(APP, "python3")).directory(APP)
     app = app.with_new_file("build-info.json", stamp.build_info(), permissions=0o644)
     ctr = ctr.with_directory(APP, app.with_timestamps(FIXED_MTIME))
     for key, value in {"PYTHONPATH": APP, **spec.env}.items():
@@ -344,6 +332,11 @@ def service_image(
     )
 
 
+def own_layers(service: Service) -> int:
+    """How many layers ``service_image`` lays on its tier image: each step adds one."""
+    return int(bool(service.spec.apt)) + int(service.requirements is not None) + 1
+
+
 @dataclass(frozen=True)
 class ServiceBuild:
     image: dagger.Container  # the runtime image
@@ -356,12 +349,10 @@ def service_build(
     settings: BuildSettings,
     tiers: dict[str, TierImage],
     stamp: Stamp,
-    secrets: Secrets | None = None,
 ) -> ServiceBuild:
-    build = tier_builder(project, service.tier, settings, secrets)
     tier = tiers[service.tier]
-    venv = service_venv(build, tier, service, settings.compile_bytecode)
+    layer = service_layer(tier, service, settings.compile_bytecode)
     return ServiceBuild(
-        service_image(service, tier, venv, settings, build, stamp),
-        unit_tests(build, tier, service, project),
+        service_image(service, tier, layer, settings, stamp),
+        unit_tests(tier, service, project),
     )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.inputs import Inputs, service_inputs, tier_inputs
 from pipeline.log import get_logger
-from pipeline.report import ImageFacts, Result
+from pipeline.report import Result
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,7 +33,6 @@ class Job:
     stamp: Stamp
     content_key: str  # everything the image is made of but its stamp: what checks depend on
     key: str  # content and stamp: equal keys, equal images
-    tier_key: str
     passed: frozenset[str] = frozenset()  # checks that passed on an image of this content
 
 
@@ -57,7 +56,7 @@ def plan(
         content = inputs.key()
         entry = cache.get("checks", content) or {}
         passed = frozenset(k for k in CHECKS if entry.get(k) is True)
-        job = Job(svc, inputs, stamp, content, _key(content, stamp), tiers[svc.tier].key(), passed)
+        job = Job(svc, inputs, stamp, content, _key(content, stamp), passed)
         out.append(job)
     return out
 
@@ -101,16 +100,6 @@ def record(job: Job, result: Result, cache: ResultCache, tested: bool) -> None:
         complete = tested or not expected_checks(job)
         cache.put("results", job.key if complete else f"{job.key}-untested", data)
     cache.put("inputs", job.service.name, _inputs_dict(job.inputs))
-    if result.tier_image is not None:
-        cache.put("tiers", job.tier_key, result.tier_image.as_dict())
-
-
-def tier_facts(job: Job, cache: ResultCache) -> ImageFacts | None:
-    entry = cache.get("tiers", job.tier_key)
-    try:
-        return ImageFacts.from_dict(entry) if entry else None
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _inputs_dict(inputs: Inputs) -> dict[str, Any]:

@@ -47,44 +47,75 @@ def with_bytecode(folder: str, python: str) -> Callable[[dagger.Container], dagg
     return compat.run(_compile(folder, python))
 
 
-# What a layer adds, decided by content in the builder: every file, link or folder of the
-# venv that is new or whose bytes or mode changed since the snapshot. The engine's own
-# Directory.diff compares file metadata and, depending on its cache history, may keep files
-# the lower layer already has; this never does.
+# What a layer adds, decided in the builder by one exec: every file, link or folder of the
+# venv that is new or changed since the snapshot taken at the start of the same exec (the
+# engine's Directory.diff compares two snapshots' metadata and, depending on its cache
+# history, may keep files the lower layer already has). Within one exec a file nobody wrote
+# keeps its inode, size and time; a small file rewritten with the same bytes (uv's .lock) is
+# told apart by content. The layer's files are hard links to the venv's (no copy), and every
+# entry gets the fixed time there, so no copy is made for timestamps either.
 _SNAPSHOT = """
 import hashlib, json, os, sys
-root, out = sys.argv[1], {}
+root, out, small = sys.argv[1], {}, 1 << 16
 for base, dirs, files in os.walk(root):
     for name in dirs + files:
         path = os.path.join(base, name)
         st = os.lstat(path)
         if os.path.islink(path):
-            out[path] = "link:" + os.readlink(path)
-        elif os.path.isdir(path):
-            out[path] = "dir:%o" % st.st_mode
+            out[path] = ["link", os.readlink(path)]
+        elif os.path.isdir(path):  # a folder is new or not: entries come and go in it
+            out[path] = ["dir", st.st_mode]
         else:
             with open(path, "rb") as fh:
-                out[path] = "%o:" % st.st_mode + hashlib.sha256(fh.read()).hexdigest()
+                digest = hashlib.sha256(fh.read()).hexdigest() if st.st_size < small else ""
+            out[path] = [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, digest]
 json.dump(out, open(sys.argv[2], "w"))
 """
 _LAYER = """
-import json, os, shutil, subprocess, sys
-root, before, layer = sys.argv[1], sys.argv[2], sys.argv[3]
-subprocess.run([sys.executable, "-c", sys.argv[4], root, "/tmp/after.json"], check=True)
-old, new = json.load(open(before)), json.load(open("/tmp/after.json"))
+import hashlib, json, os, shutil, sys
+root, before, layer, when = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+old, small = json.load(open(before)), 1 << 16
+
+def unchanged(path, st):
+    was = old.get(path)
+    if os.path.islink(path):
+        return was == ["link", os.readlink(path)]
+    if os.path.isdir(path):
+        return was == ["dir", st.st_mode]
+    if not was or was[0] == "link" or was[0] == "dir" or was[:2] != [st.st_mode, st.st_size]:
+        return False
+    if was[2:4] == [st.st_mtime_ns, st.st_ino]:
+        return True
+    if not was[4]:
+        return False
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest() == was[4]
+
+shutil.rmtree(layer, ignore_errors=True)
 os.makedirs(layer)
-for path in sorted(new):
-    if old.get(path) == new[path]:
-        continue
-    target = os.path.join(layer, os.path.relpath(path, root))
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    if new[path].startswith("link:"):
-        os.symlink(os.readlink(path), target)
-    elif new[path].startswith("dir:"):
-        os.makedirs(target, exist_ok=True)
-        shutil.copystat(path, target)
-    else:
-        shutil.copy2(path, target)
+for base, dirs, files in os.walk(root):
+    dirs.sort()
+    for name in sorted(dirs + files):
+        path = os.path.join(base, name)
+        st = os.lstat(path)
+        if unchanged(path, st):
+            continue
+        target = os.path.join(layer, os.path.relpath(path, root))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.islink(path):
+            os.symlink(os.readlink(path), target)
+        elif os.path.isdir(path):
+            os.makedirs(target, exist_ok=True)
+            shutil.copystat(path, target)
+        else:
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+for base, dirs, files in os.walk(layer, topdown=False):
+    for name in files + dirs:
+        os.utime(os.path.join(base, name), (when, when), follow_symlinks=False)
+os.utime(layer, (when, when))
 """
 
 
@@ -100,21 +131,20 @@ def one_step(*commands: Sequence[str]) -> list[str]:
 
 
 def with_install(
-    installs: Sequence[Sequence[str]], compile_bytecode: bool, layer: bool
+    installs: Sequence[Sequence[str]], compile_bytecode: bool
 ) -> Callable[[dagger.Container], dagger.Container]:
-    """Run ``installs`` on the venv, then precompile it and, with ``layer``, keep what they
-    added in a folder of its own (``added``) - all in one exec."""
+    """Run ``installs`` on the venv, then precompile it and keep what they added in a folder
+    of its own (``added``) - all in one exec."""
     python = f"{VENV}/bin/python"
     commands = [list(c) for c in installs]
     if compile_bytecode:
         commands.append(_compile(VENV, python))
-    if layer:
-        snapshot = ["python3", "-c", _SNAPSHOT, VENV, _SNAPSHOT_FILE]
-        keep = ["python3", "-c", _LAYER, VENV, _SNAPSHOT_FILE, _LAYER_DIR, _SNAPSHOT]
-        commands = [snapshot, *commands, keep]
+    snapshot = ["python3", "-c", _SNAPSHOT, VENV, _SNAPSHOT_FILE]
+    keep = ["python3", "-c", _LAYER, VENV, _SNAPSHOT_FILE, _LAYER_DIR, str(FIXED_MTIME)]
+    commands = [snapshot, *commands, keep]
     return compat.run(one_step(*commands))
 
 
 def added(ctr: dagger.Container) -> dagger.Directory:
-    """What ``with_install(..., layer=True)`` kept: a layer of its own, with fixed mtimes."""
-    return ctr.directory(_LAYER_DIR).with_timestamps(FIXED_MTIME)
+    """What ``with_install`` kept: a layer of its own, with fixed mtimes."""
+    return ctr.directory(_LAYER_DIR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import os
 import tarfile
@@ -21,9 +22,12 @@ class Status(enum.StrEnum):
 class ImageFacts:
     """What an exported OCI tarball says about its image."""
 
-    digest: str  # the manifest digest
-    size: int  # compressed bytes: config plus layers
+    # The manifest digest; for a tier (never exported on its own: its layers are the bottom
+    # of each of its services' images) the digest of its chain of layer digests.
+    digest: str
+    size: int  # compressed bytes: config plus layers (a tier: its layers)
     layers: tuple[str, ...]  # layer digests, bottom first
+    layer_sizes: tuple[int, ...] = ()  # compressed bytes of each layer, when known
 
     @classmethod
     def from_tarball(cls, path: Path) -> ImageFacts:
@@ -44,15 +48,33 @@ class ImageFacts:
                 desc = manifest["manifests"][0]
                 manifest = blob(desc["digest"])
         layers = tuple(layer["digest"] for layer in manifest["layers"])
-        size = manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
-        return cls(desc["digest"], size, layers)
+        sizes = tuple(int(layer["size"]) for layer in manifest["layers"])
+        return cls(desc["digest"], manifest["config"]["size"] + sum(sizes), layers, sizes)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageFacts:
-        return cls(str(data["digest"]), int(data["size"]), tuple(map(str, data["layers"])))
+        return cls(
+            str(data["digest"]),
+            int(data["size"]),
+            tuple(map(str, data["layers"])),
+            tuple(map(int, data.get("layer_sizes", ()))),
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"digest": self.digest, "size": self.size, "layers": list(self.layers)}
+        return {
+            "digest": self.digest,
+            "size": self.size,
+            "layers": list(self.layers),
+            "layer_sizes": list(self.layer_sizes),
+        }
+
+    def bottom(self, count: int) -> ImageFacts:
+        """The facts of the image made of this image's ``count`` bottom layers."""
+        if not 0 < count <= len(self.layers) or len(self.layer_sizes) != len(self.layers):
+            raise ValueError(f"no {count} bottom layers with sizes in {self.digest}")
+        chain = hashlib.sha256(" ".join(self.layers[:count]).encode()).hexdigest()
+        sizes = self.layer_sizes[:count]
+        return ImageFacts(f"sha256:{chain}", sum(sizes), self.layers[:count], sizes)
 
 
 @dataclass(frozen=True)
@@ -110,6 +132,7 @@ class Result:
         for key in ("image", "tier_image"):
             if out[key] is not None:
                 out[key]["layers"] = list(out[key]["layers"])
+                out[key]["layer_sizes"] = list(out[key]["layer_sizes"])
         out["own_size"] = self.own_size
         out["published"] = list(self.published)
         out["reused_checks"] = list(self.reused_checks)

@@ -146,26 +146,6 @@ class _Progress:
         self.tests[name] = True
 
 
-class _TierFacts:
-    """Each tier image measured once per content, however many services ask."""
-
-    def __init__(self, tiers: dict[str, images.TierImage], cache: ResultCache) -> None:
-        self._tiers, self._cache = tiers, cache
-        self._locks = {name: anyio.Lock() for name in tiers}
-        self._facts: dict[str, ImageFacts] = {}
-
-    async def facts(self, job: jobs.Job) -> ImageFacts:
-        tier = job.service.tier
-        async with self._locks[tier]:
-            if tier not in self._facts:
-                known = jobs.tier_facts(job, self._cache)
-                if known is None:
-                    with tempfile.TemporaryDirectory() as tmp:
-                        known, _ = await _export(self._tiers[tier].image, Path(tmp))
-                self._facts[tier] = known
-            return self._facts[tier]
-
-
 @dataclass(frozen=True)
 class _Context:
     """What every service task of one run shares."""
@@ -175,7 +155,6 @@ class _Context:
     options: RunOptions
     limiter: anyio.CapacityLimiter
     tiers: dict[str, images.TierImage]
-    tier_facts: _TierFacts
     secrets: images.Secrets
     target: publish.Target | None  # where to publish, or None
     images: dict[str, dagger.Container]  # each service's image, once built
@@ -190,10 +169,12 @@ async def _concurrently(*work: Callable[[], Coroutine[Any, Any, None]]) -> None:
 async def _measure(
     image: dagger.Container, job: jobs.Job, ctx: _Context, progress: _Progress, staging: Path
 ) -> None:
-    """The image's facts from an export, its tier's, and for an export what it holds."""
+    """The image's facts from an export, its tier's (its bottom layers: a tier image is never
+    exported on its own), and for an export what it holds."""
     progress.step = "export"
-    progress.facts, progress.staged = await progress.timed("export", _export(image, staging))
-    progress.tier_image = await ctx.tier_facts.facts(job)
+    facts, progress.staged = await progress.timed("export", _export(image, staging))
+    progress.facts = facts
+    progress.tier_image = facts.bottom(len(facts.layers) - images.own_layers(job.service))
     if ctx.options.out_dir is not None or ctx.target is not None:
         progress.installed = await progress.timed("sbom", sbom.inventory(image))
 
@@ -201,9 +182,7 @@ async def _measure(
 async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Path) -> None:
     service, options = job.service, ctx.options
     spec = service.spec
-    build = images.service_build(
-        ctx.project, service, ctx.settings, ctx.tiers, job.stamp, ctx.secrets
-    )
+    build = images.service_build(ctx.project, service, ctx.settings, ctx.tiers, job.stamp)
     image = ctx.images[service.name] = build.image
 
     def wanted(check: str) -> bool:
@@ -335,7 +314,6 @@ async def run(
         options,
         anyio.CapacityLimiter(max(1, options.jobs)),
         tiers,
-        _TierFacts(tiers, cache),
         secrets,
         publish.target_for(options, secret),
         {},
@@ -385,7 +363,7 @@ def containers(
     tiers = images.tier_images(project, settings, secrets)
     return {
         job.service.name: images.service_build(
-            project, job.service, settings, tiers, job.stamp, secrets
+            project, job.service, settings, tiers, job.stamp
         ).image
         for job in work
     }

@@ -96,7 +96,7 @@ async def test_tier_layers_are_shared_byte_for_byte(
 ):
     tiers = images.tier_images(example, settings, runner.secrets_from_env(settings))
     layers = {}
-    for name in ("backend", "ai"):
+    for name in ("base", "backend", "ai"):
         await tiers[name].image.export(str(tmp_path / f"{name}.tar"))
         layers[name] = ImageFacts.from_tarball(tmp_path / f"{name}.tar").layers
     # ai-base extends backend-base: its bottom layers are backend-base's layers
@@ -109,6 +109,11 @@ async def test_tier_layers_are_shared_byte_for_byte(
     inference = built["inference"].image
     assert inference is not None
     assert inference.layers[: len(layers["ai"])] == layers["ai"]
+    # each result's tier facts (read off its own image) are its tier image's own layers
+    for name, result in built.items():
+        assert result.tier_image is not None
+        assert result.tier_image.layers == layers[result.tier], name
+        assert result.tier_image.size == sum(result.image.layer_sizes[: len(layers[result.tier])])  # type: ignore[union-attr]
     # heavy ML only in the ai tier: tens of MB there, and not importable in a backend image
     assert inference.size - built["users"].image.size > 40e6  # type: ignore[union-attr]
     for name in ("users", "worker", "gateway", "reports"):
@@ -463,7 +468,7 @@ async def test_a_fresh_install_gives_a_byte_identical_venv_layer(
     for i in range(2):
         build = images.builder(settings, secrets=runner.secrets_from_env(settings))
         build = build.with_env_variable("RUN", f"{time.time_ns()}-{i}")
-        _, venv = images.tier_venv(build, example.tiers["base"], None)
+        _, venv = images.tier_venv(build, example.tiers["base"], first=True)
         ctr = images.runtime_os(settings).with_directory(images.VENV, venv)
         await ctr.export(str(tmp_path / f"{i}.tar"))
         layers.append(ImageFacts.from_tarball(tmp_path / f"{i}.tar").layers)
