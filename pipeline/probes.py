@@ -120,17 +120,24 @@ async def health(
         "start_period": probe.start_period,
     }
     prober, python = _prober(probe, settings, secrets)
+    probe_argv = [python, "-c", _PROBE, json.dumps(config)]
     try:
         await (
             prober.with_service_binding(service.name, server)
             .with_env_variable("PIPELINE_PROBE_AT", str(time.time_ns()))  # never cached
-            .with_(compat.run([python, "-c", _PROBE, json.dumps(config)]))
+            .with_(compat.run(probe_argv))
             .sync()
         )
     except dagger.ExecError as exc:
         why = next((ln for ln in reversed(exc.stderr.splitlines()) if "health check" in ln), "")
+        if not why and list(exc.command) != probe_argv:  # the service ended before the probe
+            why = (
+                f"health check failed: port {spec.port} not answering: the service stopped "
+                f"(exit code {exc.exit_code}) before it listened"
+            )
         tail = await log_tail(image, argv(spec.command), probe.start_period + probe.timeout)
-        detail = f"{why or exc.stderr.strip()}\nthe service's log (a fresh start, {tail}"
+        why = why or exc.stderr.strip() or str(exc).strip()
+        detail = f"{why}\nthe service's log (a fresh start, {tail}"
         raise BuildError(service.name, "health", detail) from exc
 
 
