@@ -158,9 +158,17 @@ def _project_dir(args: argparse.Namespace, find_root: Callable[[Path], Path]) ->
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    # Imported after parsing: --help and usage errors never load pydantic or structlog.
+    # Imported after parsing: --help, usage errors and a replayed plan never load pydantic.
+    from pipeline import plan
+    from pipeline.locate import find_root
+
+    if args.command == "plan" and not args.changed_since:
+        replayed = plan.replay(_project_dir(args, find_root), args.services, args.tier)
+        if replayed is not None:
+            print(plan.render(replayed, args.json))
+            return 0
+
     from pipeline import commands, graph, inputs, settings
-    from pipeline.config import find_root
     from pipeline.log import configure
     from pipeline.provenance import changed_since
 
@@ -177,14 +185,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         reads = inputs.reads(project, settings.build_settings(project))
     services = project.select(args.services, args.tier, changed, reads)
     if args.command == "plan":
-        print(commands.plan(project, services, args.json))
+        plan.record(project)  # the next plan replays it
+        print(plan.render(plan.data(project, services), args.json))
         return 0
     settings.jobs_from(args.jobs or os.environ.get("PIPELINE_JOBS"))
     if not services:
         print(f"nothing to do: no service is affected by changes since {args.changed_since}")
         return 0
     configure(verbose=args.verbose)
-    return commands.run(args, project, services)
+    status = commands.run(args, project, services)
+    plan.record(project)  # a run that got this far read the project as plan would
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,14 +11,13 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
-from pipeline import inputs, jobs, registry, report, settings
+from pipeline import jobs, registry, report, settings
 from pipeline.errors import UsageError
 from pipeline.log import get_logger
 from pipeline.resultcache import ResultCache
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
     from pathlib import Path
 
     import anyio
@@ -27,49 +26,6 @@ if TYPE_CHECKING:
     from pipeline.publish import Release
     from pipeline.report import Result
     from pipeline.settings import BuildSettings, RunOptions
-
-
-def plan(project: Project, services: Sequence[Service], as_json: bool) -> str:
-    data: dict[str, Any] = {
-        "project": str(project.root),
-        "config": str(project.config_file),
-        "tiers": [
-            {
-                "name": t.name,
-                "image": t.image_name,
-                "extends": t.spec.extends,
-                "requirements": [str(p.relative_to(project.root)) for p in t.requirements],
-            }
-            for t in project.tiers.values()
-        ],
-        "services": [
-            {
-                "name": s.name,
-                "tier": s.tier,
-                "path": str(s.path.relative_to(project.root)),
-                "port": s.spec.port,
-                "requirements": s.spec.requirements,
-                "uploads": inputs.source_files(s, project.root),
-            }
-            for s in services
-        ],
-    }
-    if as_json:
-        return json.dumps(data, indent=2)
-    lines = ["tiers:"]
-    for t in data["tiers"]:
-        extends = f", extends {t['extends']}" if t["extends"] else ""
-        lines.append(
-            f"  {t['name']} (image {t['image']}{extends}): "
-            f"{', '.join(t['requirements']) or 'no requirements'}"
-        )
-    lines.append("services:")
-    for s in data["services"]:
-        uploads = s["uploads"]
-        port = f", port {s['port']}" if s["port"] else ""
-        lines.append(f"  {s['name']} [{s['tier']}{port}] {s['path']}: uploads {len(uploads)} files")
-        lines.extend(f"    {u}" for u in uploads)
-    return "\n".join(lines)
 
 
 async def _engine_run(

@@ -7,13 +7,13 @@ field and the fix.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import ConfigError
+from pipeline.locate import read_toml
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 ROOT_TIER = "base"
@@ -172,20 +172,6 @@ def argv(command: list[str] | str) -> list[str]:
     return ["sh", "-c", command] if isinstance(command, str) else list(command)
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            path, "", f"is not UTF-8 text (byte {exc.start})", "save the file as UTF-8"
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "", f"not valid TOML ({exc})", "correct the TOML syntax") from exc
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot be read ({exc.strerror})", "check the path") from exc
-
-
 def _field_help(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     """The description of the field an error points at, walking nested models."""
     current: Any = model
@@ -255,33 +241,6 @@ def load_project(root: Path) -> tuple[ProjectSpec, Path]:
         "",
         "no pipeline configuration found",
         "add pipeline.toml (or [tool.pipeline] in pyproject.toml) with services and [tiers.base]",
-    )
-
-
-def _has_config(folder: Path) -> bool:
-    if (folder / "pipeline.toml").is_file():
-        return True
-    pyproject = folder / "pyproject.toml"
-    if not pyproject.is_file():
-        return False
-    try:
-        return "pipeline" in read_toml(pyproject).get("tool", {})
-    except ConfigError:
-        return False
-
-
-def find_root(start: Path) -> Path:
-    """The nearest folder, from ``start`` upward, with a pipeline config (as git, uv and ruff
-    find theirs)."""
-    start = start.resolve()
-    for folder in (start, *start.parents):
-        if _has_config(folder):
-            return folder
-    raise ConfigError(
-        start,
-        "",
-        "no pipeline.toml or [tool.pipeline] in pyproject.toml here or in any parent folder",
-        "run from inside the monorepo, pass --project-dir, or add a pipeline.toml at its root",
     )
 
 

@@ -227,6 +227,11 @@ def _service(manifest: Path, tiers: dict[str, Tier], root: Path) -> Service:
     return service
 
 
+def manifest_glob(pattern: str) -> str:
+    """The manifests a ``services`` glob of the config names."""
+    return f"{pattern.rstrip('/')}/{MANIFEST}"
+
+
 def load(root: Path) -> Project:
     """Read and check the whole project under ``root``."""
     root = root.resolve()
@@ -244,7 +249,7 @@ def load(root: Path) -> Project:
                 f"{pattern} reaches outside the project",
                 'use globs relative to the project root, e.g. "services/*"',
             )
-        for manifest in sorted(root.glob(f"{pattern.rstrip('/')}/{MANIFEST}")):
+        for manifest in sorted(root.glob(manifest_glob(pattern))):
             svc = _service(manifest, tiers, root)
             if svc.name in services:
                 other = services[svc.name].manifest.relative_to(root)

@@ -11,7 +11,6 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +33,8 @@ LOCK_FILE = "uv.lock"
 def pipeline_version() -> str:
     """The pipeline's own version: its release plus a digest of its code, so a change to how
     images are built never replays a result of the old code."""
+    from importlib import metadata  # not at import: ``plan`` never needs it
+
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -47,6 +48,8 @@ def pipeline_version() -> str:
 @cache
 def sdk_version() -> str:
     """The Dagger SDK's version: it decides which engine API the builders speak."""
+    from importlib import metadata
+
     try:
         return metadata.version("dagger-io")
     except metadata.PackageNotFoundError:
@@ -61,7 +64,7 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _walk(folder: Path, root: Path, include: Iterable[str], exclude: Iterable[str]) -> list[str]:
+def walk(folder: Path, root: Path, include: Iterable[str], exclude: Iterable[str]) -> list[str]:
     """Files under ``folder`` (relative to it) that the globs select. Symlinks that lead out
     of the project are never followed."""
     inc, exc = globs.compile_all(include), globs.compile_all([*DEFAULT_EXCLUDES, *exclude])
@@ -79,12 +82,12 @@ def _walk(folder: Path, root: Path, include: Iterable[str], exclude: Iterable[st
 def source_files(service: Service, root: Path) -> list[str]:
     """The service folder's files its image carries (include/exclude globs), folder-relative."""
     spec = service.spec
-    return _walk(service.path, root, spec.include, spec.exclude)
+    return walk(service.path, root, spec.include, spec.exclude)
 
 
 def test_files(service: Service, root: Path) -> list[str]:
     """The folder's files its unit tests see: everything but what ``exclude`` keeps out."""
-    return _walk(service.path, root, ["**"], service.spec.exclude)
+    return walk(service.path, root, ["**"], service.spec.exclude)
 
 
 def service_requirement_files(service: Service) -> list[Path]:

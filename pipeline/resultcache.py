@@ -54,14 +54,18 @@ class ResultCache:
 
     def put(self, kind: str, name: str, value: dict[str, Any]) -> None:
         """Store an entry atomically (a unique temporary file renamed into place)."""
-        if not self.write:
-            return
-        folder = self._path(kind, name).parent
-        folder.mkdir(parents=True, exist_ok=True)
-        ignore = self.top / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("# the pipeline's result cache: never committed\n*\n")
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"format": FORMAT, "value": value}, fh, indent=1, sort_keys=True)
-        Path(tmp).replace(self._path(kind, name))
+        if self.write:
+            write_entry(self.top, self._path(kind, name), value)
+
+
+def write_entry(top: Path, path: Path, value: dict[str, Any]) -> None:
+    """Write ``value`` to ``path`` (under ``top``, the git-ignored ``.pipeline`` folder) at
+    once: a unique temporary file renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ignore = top / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# the pipeline's result cache: never committed\n*\n")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"format": FORMAT, "value": value}, fh, indent=1, sort_keys=True)
+    Path(tmp).replace(path)

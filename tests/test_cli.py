@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -193,3 +195,53 @@ def test_what_would_fail_a_run_late_fails_it_first(tmp_path: Path, case: str):
     assert message.format(root=repo) in done.stderr
     assert "Traceback" not in done.stderr
     assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
+
+
+def _plan(repo: Path, *args: str) -> dict:
+    done = cli("plan", "--json", "--project-dir", str(repo), *args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_replayed_plan_follows_every_change_and_never_hides_an_error(tmp_path: Path):
+    repo = _monorepo(tmp_path / "repo")
+    first = _plan(repo)
+    assert (repo / ".pipeline" / "plan.json").is_file()
+    # A replay loads no config model and says what the loader says.
+    probe = (
+        "import sys; from pipeline.cli import main; main(['plan', '--json', '--project-dir', "
+        f"{str(repo)!r}]); print(sorted(m for m in sys.modules if m.startswith('pydantic')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    replayed, modules = done.stdout.rsplit("\n", 2)[:2]
+    assert json.loads(replayed) == first
+    assert modules == "[]"
+
+    manifest = repo / "s" / "a" / "service.toml"
+    manifest.write_text(manifest.read_text() + 'port = 8000\nhealth = "none"\n')
+    (repo / "s" / "a" / "a" / "app.py").write_text("")
+    (repo / "s" / "b" / "b").mkdir(parents=True)
+    (repo / "s" / "b" / "b" / "__init__.py").write_text("")
+    (repo / "s" / "b" / "service.toml").write_text('tier = "base"\ncommand = "true"\n')
+    services = {s["name"]: s for s in _plan(repo)["services"]}
+    assert services["a"]["port"] == 8000
+    assert "a/app.py" in services["a"]["uploads"]
+    assert list(services) == ["a", "b"]
+    assert [s["name"] for s in _plan(repo, "b")["services"]] == ["b"]
+
+    done = cli("plan", "--project-dir", str(repo), "nosuch")
+    assert done.returncode == 2
+    assert "unknown service 'nosuch'" in done.stderr
+    manifest.write_text(manifest.read_text() + "port = 8001\n")  # a duplicate key
+    done = cli("plan", "--project-dir", str(repo))
+    assert done.returncode == 2
+    assert "service.toml" in done.stderr
+    assert "not valid TOML" in done.stderr
+
+
+def test_a_damaged_plan_entry_is_planned_again(tmp_path: Path):
+    repo = _monorepo(tmp_path / "repo")
+    first = _plan(repo)
+    (repo / ".pipeline" / "plan.json").write_text("{not json")
+    assert _plan(repo) == first
+    assert json.loads((repo / ".pipeline" / "plan.json").read_text())["value"]["plan"]
