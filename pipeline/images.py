@@ -271,34 +271,32 @@ def _files(folder: Path, names: Sequence[str]) -> dagger.Directory:
     return dag.host().directory(str(folder), include=escaped)
 
 
-def test_builder(tier: TierImage, project: Project) -> dagger.Container:
-    """The tier's builder plus the project's test requirements (under the tier's pins): one
-    per tier, shared by the unit tests of all its services."""
-    ctr, mounted = _with_requirements(tier.build, "test", project.test_requirements)
-    installs = [_constrained_install(f"-r {req}") for req in mounted]
-    return ctr.with_(compat.run(one_step(*installs))) if installs else ctr
-
-
 def unit_tests(tier: TierImage, service: Service, project: Project) -> dagger.Container | None:
-    """The service's unit tests, run in the builder with its folder (less what ``exclude``
-    keeps out) and its own dependencies over the tier's test venv: nothing of this reaches
-    the runtime image, and it needs nothing of the image's build, so the two run side by
-    side."""
+    """The service's unit tests, run in the tier's builder with its folder (less what
+    ``exclude`` keeps out) mounted: the project's test requirements and the service's own
+    dependencies installed over the tier's venv (under its pins), then the tests, all in one
+    exec. Nothing of this reaches the runtime image, and it needs nothing of the image's
+    build, so the two run side by side.
+
+    One exec, not a shared test environment per tier: the engine content-hashes the whole
+    rootfs an exec starts from whenever that rootfs is new, so each intermediate step would
+    cost a full scan of the builder (venv, compilers) after any tier change. Installing the
+    few test packages again from uv's cache costs far less."""
     if not service.spec.tests:
         return None
-    ctr = test_builder(tier, project)
+    ctr, mounted = _with_requirements(tier.build, "test", project.test_requirements)
+    steps = [_constrained_install(f"-r {req}") for req in mounted]
     if service.requirements is not None:
         ctr = _with_service_files(ctr, service)
-        ctr = ctr.with_(compat.run(one_step(*_service_installs(service))))
+        steps += _service_installs(service)
     folder = _files(service.path, test_files(service, project.root))
-    # Mounted, not copied: a file written into the builder's rootfs makes the engine
-    # materialise the whole builder (every venv file linked anew, ~2 s) before the exec.
+    # Mounted, not copied: a file written into the builder's rootfs would make a new rootfs.
     return (
         ctr.with_mounted_directory("/src", folder)
         .with_workdir("/src")
         .with_env_variable("PYTHONPATH", "/src")
         .with_env_variable("PATH", f"{VENV}/bin:/opt/uv/bin:{SYSTEM_PATH}")
-        .with_(compat.run(service.spec.tests))
+        .with_(compat.run(one_step(*steps, service.spec.tests)))
     )
 
 
