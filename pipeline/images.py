@@ -21,7 +21,7 @@ from dagger import dag
 from pipeline import compat
 from pipeline.config import argv
 from pipeline.inputs import UV_VERSION, service_requirement_files, source_files, test_files
-from pipeline.layers import FIXED_MTIME, VENV, added, one_step, with_bytecode, with_install
+from pipeline.layers import FIXED_MTIME, VENV, added, with_bytecode, with_install
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -271,6 +271,10 @@ def _files(folder: Path, names: Sequence[str]) -> dagger.Directory:
     return dag.host().directory(str(folder), include=escaped)
 
 
+# What the unit tests' exec prints when an install before the tests fails.
+INSTALL_FAILED = "pipeline: the dependencies of the unit tests failed to install"
+
+
 def unit_tests(tier: TierImage, service: Service, project: Project) -> dagger.Container | None:
     """The service's unit tests, run in the tier's builder with its folder (less what
     ``exclude`` keeps out) mounted: the project's test requirements and the service's own
@@ -289,6 +293,15 @@ def unit_tests(tier: TierImage, service: Service, project: Project) -> dagger.Co
     if service.requirements is not None:
         ctr = _with_service_files(ctr, service)
         steps += _service_installs(service)
+    # The installs' output is shown only when they fail, followed by INSTALL_FAILED: the
+    # failure is then the dependencies', not the tests'.
+    log = "/tmp/pipeline-test-installs.log"  # noqa: S108 - inside the builder
+    script = f"exec {shlex.join(service.spec.tests)}"
+    if steps:
+        installs = " && ".join(shlex.join(step) for step in steps)
+        say = f"cat {log} >&2; echo {shlex.quote(INSTALL_FAILED)} >&2"
+        failed = f"{{ status=$?; {say}; exit $status; }}"
+        script = f"( {installs} ) >{log} 2>&1 || {failed}; {script}"
     folder = _files(service.path, test_files(service, project.root))
     # Mounted, not copied: a file written into the builder's rootfs would make a new rootfs.
     return (
@@ -296,7 +309,7 @@ def unit_tests(tier: TierImage, service: Service, project: Project) -> dagger.Co
         .with_workdir("/src")
         .with_env_variable("PYTHONPATH", "/src")
         .with_env_variable("PATH", f"{VENV}/bin:/opt/uv/bin:{SYSTEM_PATH}")
-        .with_(compat.run(one_step(*steps, service.spec.tests)))
+        .with_(compat.run(["sh", "-c", script]))
     )
 
 

@@ -74,13 +74,22 @@ _INSTALLS = ("uv pip install", "uv export", "uv venv", "apt-get install")
 
 
 def _failed_step(exc: BaseException, step: str) -> str:
-    if isinstance(exc, dagger.ExecError) and any(i in " ".join(exc.command) for i in _INSTALLS):
-        return "dependencies"
-    return step
+    if not isinstance(exc, dagger.ExecError):
+        return step
+    command = " ".join(exc.command)
+    if images.INSTALL_FAILED in command:  # the unit tests' exec: installs, then the tests
+        said = (ln.strip() for ln in (exc.stderr or "").splitlines())
+        return "dependencies" if images.INSTALL_FAILED in said else step
+    return "dependencies" if any(i in command for i in _INSTALLS) else step
 
 
 def _lines(text: str | None) -> list[str]:
-    return [ln for ln in (text or "").splitlines() if ln.strip() and not _CA_HOOK.match(ln.strip())]
+    noise = (_CA_HOOK.match, images.INSTALL_FAILED.__eq__)
+    return [
+        ln
+        for ln in (text or "").splitlines()
+        if ln.strip() and not any(is_noise(ln.strip()) for is_noise in noise)
+    ]
 
 
 def _reason(exc: BaseException, service: Service) -> str:
