@@ -32,10 +32,13 @@ if TYPE_CHECKING:
     from pipeline.settings import BuildSettings
 
 APP = "/app"
-# Where a builder step that fetches finds the CA bundle it is given (a proxy's CA): a
-# mounted secret, so it is in no layer and no cache key, and execs that fetch nothing never
-# see it.
-CA_BUNDLE = "/run/secrets/pipeline-ca.pem"
+# Where a builder step finds the CA bundle it is given (a proxy's CA): a file in a cache
+# volume of the scope, copied there from the run's secret by stage_ca. A cache volume is in
+# no layer and no cache key, like a secret; unlike a mounted secret file, it costs nothing
+# later: every exec whose rootfs comes from an exec with a mounted secret file makes the
+# engine content-hash that whole rootfs again, which every step of a builder would pay.
+CA_DIR = "/run/pipeline-ca"
+CA_BUNDLE = f"{CA_DIR}/ca.pem"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -89,7 +92,7 @@ def builder(
     settings: BuildSettings, build_apt: Sequence[str] = (), secrets: Secrets | None = None
 ) -> dagger.Container:
     """The build stage: compilers and uv on the base image; never shipped. A CA bundle, when
-    given, is mounted as a secret with the tools' CA variables pointing at it."""
+    given, is found at CA_BUNDLE (see stage_ca) with the tools' CA variables pointing at it."""
     scope, secrets = settings.cache_scope, secrets or Secrets()
     ctr = (
         dag.container()
@@ -98,7 +101,7 @@ def builder(
     )
     if secrets.ca_bundle is not None:
         ctr = (
-            ctr.with_mounted_secret(CA_BUNDLE, secrets.ca_bundle)
+            ctr.with_mounted_cache(CA_DIR, cache(scope, "ca"))
             .with_env_variable("SSL_CERT_FILE", CA_BUNDLE)
             .with_env_variable("PIP_CERT", CA_BUNDLE)
         )
@@ -118,6 +121,24 @@ def builder(
     if secrets.index_url is not None:
         ctr = ctr.with_secret_variable("UV_INDEX_URL", secrets.index_url)
     return ctr
+
+
+def stage_ca(settings: BuildSettings, secrets: Secrets, run: str) -> dagger.Container | None:
+    """The exec that puts the run's CA bundle where the builders find it (None without one).
+    Sync it before any builder step: it runs on every run (``run`` is unique), since a cache
+    volume may have been pruned since the last, and replaces the file at once."""
+    if secrets.ca_bundle is None:
+        return None
+    source = "/run/secrets/pipeline-ca.pem"
+    staged = f"{CA_DIR}/.ca.pem.$$"
+    return (
+        dag.container()
+        .from_(settings.base_image)
+        .with_mounted_secret(source, secrets.ca_bundle)
+        .with_mounted_cache(CA_DIR, cache(settings.cache_scope, "ca"))
+        .with_env_variable("PIPELINE_RUN", run)
+        .with_(compat.run(["sh", "-c", f"cp {source} {staged} && mv -f {staged} {CA_BUNDLE}"]))
+    )
 
 
 def tier_builder(

@@ -52,6 +52,15 @@ def secrets_from_env(settings: BuildSettings) -> images.Secrets:
     )
 
 
+async def prepare(settings: BuildSettings) -> images.Secrets:
+    """The run's secrets, with what the builders need of them in place (the CA bundle)."""
+    secrets = secrets_from_env(settings)
+    staging = images.stage_ca(settings, secrets, f"{os.getpid()}-{time.time_ns()}")
+    if staging is not None:
+        await staging.sync()
+    return secrets
+
+
 def _expected(exc: BaseException) -> BaseException | None:
     """The failure to record for a service, or None for a bug that must surface. The SDK
     resolves nested objects in task groups, so an engine error may come inside a group."""
@@ -313,7 +322,7 @@ async def run(
     moving tags when publishing. Needs a connection."""
     if options.out_dir is not None:
         options.out_dir.mkdir(parents=True, exist_ok=True)
-    secrets = secrets_from_env(settings)
+    secrets = await prepare(settings)
     password = os.environ.get(PASSWORD_ENV) if options.publish_to else None
     tiers = images.tier_images(project, settings, secrets)
     secret = dag.set_secret("pipeline-registry-password", password) if password else None
@@ -363,12 +372,12 @@ async def build(
     return results
 
 
-def containers(
+async def containers(
     project: Project, services: Sequence[Service], settings: BuildSettings
 ) -> dict[str, dagger.Container]:
     """The runtime image of each service, lazily (nothing is built until asked)."""
     work = jobs.plan(project, services, settings, settings.base_image, _uncached(project, settings))
-    secrets = secrets_from_env(settings)
+    secrets = await prepare(settings)
     tiers = images.tier_images(project, settings, secrets)
     return {
         job.service.name: images.service_build(

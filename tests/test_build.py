@@ -75,7 +75,7 @@ def test_every_service_builds_and_passes_its_tests(built: dict[str, Result]):
 async def test_runtime_images_are_non_root_without_compilers(
     example: graph.Project, settings: BuildSettings
 ):
-    ctrs = runner.containers(example, list(example.services.values()), settings)
+    ctrs = await runner.containers(example, list(example.services.values()), settings)
     for name, ctr in ctrs.items():
         out = await ctr.with_exec(
             [
@@ -94,7 +94,7 @@ async def test_runtime_images_are_non_root_without_compilers(
 async def test_tier_layers_are_shared_byte_for_byte(
     example: graph.Project, settings: BuildSettings, built: dict[str, Result], tmp_path: Path
 ):
-    tiers = images.tier_images(example, settings, runner.secrets_from_env(settings))
+    tiers = images.tier_images(example, settings, await runner.prepare(settings))
     layers = {}
     for name in ("base", "backend", "ai"):
         await tiers[name].image.export(str(tmp_path / f"{name}.tar"))
@@ -407,7 +407,7 @@ async def test_service_apt_packages_are_a_layer_without_apt_caches(
     worker, users = built["worker"].image, built["users"].image
     assert worker is not None and users is not None
     assert len(worker.layers) == len(users.layers) + 1  # tini, on top of the same tier layers
-    ctr = runner.containers(example, [example.services["worker"]], settings)["worker"]
+    ctr = (await runner.containers(example, [example.services["worker"]], settings))["worker"]
     out = await ctr.with_exec(
         [
             "sh",
@@ -466,7 +466,7 @@ async def test_a_fresh_install_gives_a_byte_identical_venv_layer(
     (fixed mtimes, deterministic unchecked-hash pyc)."""
     layers = []
     for i in range(2):
-        build = images.builder(settings, secrets=runner.secrets_from_env(settings))
+        build = images.builder(settings, secrets=await runner.prepare(settings))
         build = build.with_env_variable("RUN", f"{time.time_ns()}-{i}")
         _, venv = images.tier_venv(build, example.tiers["base"], first=True)
         ctr = images.runtime_os(settings).with_directory(images.VENV, venv)
