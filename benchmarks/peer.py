@@ -48,6 +48,7 @@ CA_BUNDLE = os.environ.get("PIPELINE_CA_BUNDLE", "/etc/ssl/certs/ca-certificates
 HEALTH_TIMEOUT = 60.0
 HTTP_OK = 200
 LAST_BUILDX_LESS_MAJOR = 22  # Docker CLIs up to 22.x build with BuildKit without buildx
+PEER_LABEL = "pipeline.benchmark=peer"  # on the peer's images, so only they are pruned
 GZIP_LEVEL = 6  # what docker push and BuildKit compress layers with
 CHUNK = 1 << 20
 SCENARIOS = {
@@ -226,7 +227,8 @@ class Peer:
     def _build(self, target: str, tag: str | None = None) -> Outcome:
         cmd = [self.docker, "build", "--progress", "plain", "-f", str(DOCKERFILE)]
         cmd += ["--secret", f"id=ca,src={CA_BUNDLE}", "--build-arg", f"BASE={self.base}"]
-        cmd += ["--target", target, *(["-t", tag] if tag else []), str(self.repo)]
+        cmd += ["--target", target, *(["-t", tag, "--label", PEER_LABEL] if tag else [])]
+        cmd.append(str(self.repo))
         return run(cmd, self.env)
 
     def _docker(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -296,6 +298,12 @@ class Peer:
         scope = ["-a"] if everything else ["--filter", "type=exec.cachemount"]
         subprocess.run(
             [self.docker, "builder", "prune", "-f", *scope], check=True, capture_output=True
+        )
+        # the images an earlier build tagged and a later one untagged: tens of GB after a few runs
+        subprocess.run(
+            [self.docker, "image", "prune", "-f", "--filter", f"label={PEER_LABEL}"],
+            check=True,
+            capture_output=True,
         )
 
     def sizes(self, out: Path) -> Sizes:
