@@ -59,7 +59,7 @@ async def _by_id(tiers: dict[str, images.TierImage]) -> dict[str, images.TierIma
     files, secrets) the SDK would resolve, one request each, for every service's query."""
 
     async def load(ctr: dagger.Container) -> dagger.Container:
-        return dag.load_container_from_id(await ctr.id())
+        return dag.load_container_from_id(dagger.ContainerID(await ctr.id()))
 
     return {
         name: dataclasses.replace(t, build=await load(t.build), image=await load(t.image))
