@@ -8,7 +8,6 @@ image of identical content is not run again.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -51,20 +50,6 @@ def secrets_from_env(settings: BuildSettings) -> images.Secrets:
             dag.set_secret("pipeline-ca-bundle", Path(bundle).read_text()) if bundle else None
         ),
     )
-
-
-async def _by_id(tiers: dict[str, images.TierImage]) -> dict[str, images.TierImage]:
-    """The tiers' containers loaded from their IDs: every later query names a tier by one ID
-    instead of repeating its whole chain, whose object arguments (cache volumes, mounted
-    files, secrets) the SDK would resolve, one request each, for every service's query."""
-
-    async def load(ctr: dagger.Container) -> dagger.Container:
-        return dag.load_container_from_id(dagger.ContainerID(await ctr.id()))
-
-    return {
-        name: dataclasses.replace(t, build=await load(t.build), image=await load(t.image))
-        for name, t in tiers.items()
-    }
 
 
 async def prepare(settings: BuildSettings) -> images.Secrets:
@@ -339,7 +324,7 @@ async def run(
         options.out_dir.mkdir(parents=True, exist_ok=True)
     secrets = await prepare(settings)
     password = os.environ.get(PASSWORD_ENV) if options.publish_to else None
-    tiers = await _by_id(images.tier_images(project, settings, secrets))
+    tiers = images.tier_images(project, settings, secrets)
     secret = dag.set_secret("pipeline-registry-password", password) if password else None
     ctx = _Context(
         project,
