@@ -21,7 +21,7 @@ from dagger import dag
 from pipeline import compat
 from pipeline.config import argv
 from pipeline.inputs import UV_VERSION, service_requirement_files, source_files, test_files
-from pipeline.layers import FIXED_MTIME, VENV, added, with_bytecode, with_install
+from pipeline.layers import FIXED_MTIME, VENV, added, in_turn, with_bytecode, with_install
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -319,10 +319,9 @@ def unit_tests(tier: TierImage, service: Service, project: Project) -> dagger.Co
     log = "/tmp/pipeline-test-installs.log"  # noqa: S108 - inside the builder
     script = f"exec {shlex.join(service.spec.tests)}"
     if steps:
-        installs = " && ".join(shlex.join(step) for step in steps)
         say = f"cat {log} >&2; echo {shlex.quote(INSTALL_FAILED)} >&2"
         failed = f"{{ status=$?; {say}; exit $status; }}"
-        script = f"( {installs} ) >{log} 2>&1 || {failed}; {script}"
+        script = f"( {in_turn(*steps)} ) >{log} 2>&1 || {failed}; {script}"
     folder = _files(service.path, test_files(service, project.root))
     # Mounted, not copied: a file written into the builder's rootfs would make a new rootfs.
     return (

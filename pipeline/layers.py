@@ -124,10 +124,15 @@ _SNAPSHOT_FILE = "/tmp/pipeline-snapshot.json"  # noqa: S108
 _LAYER_DIR = "/tmp/pipeline-layer"  # noqa: S108
 
 
+def in_turn(*commands: Sequence[str]) -> str:
+    """Several commands as one shell line, each run only if the one before succeeded."""
+    return " && ".join(shlex.join(c) for c in commands)
+
+
 def one_step(*commands: Sequence[str]) -> list[str]:
     """Several commands as one exec: one step of the engine's, where splitting them would
     buy no cache hit (they always change together)."""
-    return ["sh", "-c", " && ".join(shlex.join(c) for c in commands)]
+    return ["sh", "-c", in_turn(*commands)]
 
 
 def with_install(
