@@ -74,7 +74,7 @@ json.dump(out, open(sys.argv[2], "w"))
 _LAYER = """
 import hashlib, json, os, shutil, sys
 root, before, layer, when = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-old, small = json.load(open(before)), 1 << 16
+old = json.load(open(before))
 
 def unchanged(path, st):
     was = old.get(path)
