@@ -185,8 +185,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         reads = inputs.reads(project, settings.build_settings(project))
     services = project.select(args.services, args.tier, changed, reads)
     if args.command == "plan":
-        plan.record(project)  # the next plan replays it
-        print(plan.render(plan.data(project, services), args.json))
+        whole = plan.record(project)  # the next plan replays it
+        print(plan.render(plan.of(whole, services), args.json))
         return 0
     settings.jobs_from(args.jobs or os.environ.get("PIPELINE_JOBS"))
     if not services:

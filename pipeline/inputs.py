@@ -35,14 +35,20 @@ def pipeline_version() -> str:
     images are built never replays a result of the old code."""
     from importlib import metadata  # not at import: ``plan`` never needs it
 
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     try:
         release = metadata.version("pipeline")
     except metadata.PackageNotFoundError:
         release = "0"
-    return f"{release}+{digest.hexdigest()[:12]}"
+    return f"{release}+{code_digest()[:12]}"
+
+
+@cache
+def code_digest() -> str:
+    """A digest of the pipeline's own code (every module's name and bytes)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 @cache

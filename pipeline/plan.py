@@ -14,7 +14,6 @@ nothing (the loader then says why).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -82,23 +81,19 @@ def render(plan: dict[str, Any], as_json: bool) -> str:
 
 def _digest(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return inputs.file_digest(path)
     except OSError:
         return None
-
-
-def _code() -> list[Any]:
-    """The pipeline's own files: another pipeline may plan differently."""
-    return [[p.name, _digest(p)] for p in sorted(Path(__file__).parent.glob("*.py"))]
 
 
 def _matches(root: Path, pattern: str) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.glob(pattern))
 
 
-def record(project: Project) -> None:
-    """Store the plan of every service of a project just loaded, with what it was read from.
-    Never fails the command: a project folder that cannot be written is planned each time."""
+def record(project: Project) -> dict[str, Any]:
+    """Store the plan of every service of a project just loaded, with what it was read from,
+    and return it. Never fails the command: a project folder that cannot be written is
+    planned each time."""
     from pipeline.graph import manifest_glob
 
     root = project.root
@@ -116,11 +111,11 @@ def record(project: Project) -> None:
             list(svc.spec.include),
             list(svc.spec.exclude),
         ]
-    plan = data(project, list(project.services.values()))
-    plan["config"] = os.path.relpath(project.config_file, root)
+    whole = data(project, list(project.services.values()))
+    plan = {**whole, "config": os.path.relpath(project.config_file, root)}
     del plan["project"]
     entry = {
-        "code": _code(),
+        "code": inputs.code_digest(),
         "files": {os.path.relpath(f, root): _digest(f) for f in sorted(files)},
         "globs": {g: _matches(root, g) for g in map(manifest_glob, project.spec.services)},
         "walks": walks,
@@ -128,6 +123,13 @@ def record(project: Project) -> None:
     }
     with contextlib.suppress(OSError):
         write_entry(root / FOLDER, root / FOLDER / ENTRY, entry)
+    return whole
+
+
+def of(plan: dict[str, Any], services: Sequence[Service]) -> dict[str, Any]:
+    """The plan of these services only."""
+    names = {s.name for s in services}
+    return {**plan, "services": [s for s in plan["services"] if s["name"] in names]}
 
 
 def _still_true(root: Path) -> dict[str, Any] | None:
@@ -136,7 +138,7 @@ def _still_true(root: Path) -> dict[str, Any] | None:
     entry: dict[str, Any] = stored["value"]
     unchanged = (
         stored["format"] == FORMAT
-        and entry["code"] == _code()
+        and entry["code"] == inputs.code_digest()
         and all(_digest(root / f) == d for f, d in entry["files"].items())
         and all(_matches(root, g) == m for g, m in entry["globs"].items())
     )
