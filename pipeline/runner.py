@@ -93,12 +93,12 @@ def _failed_step(exc: BaseException, step: str) -> str:
 
 
 def _lines(text: str | None) -> list[str]:
-    noise = (_CA_HOOK.match, images.INSTALL_FAILED.__eq__)
-    return [
-        ln
-        for ln in (text or "").splitlines()
-        if ln.strip() and not any(is_noise(ln.strip()) for is_noise in noise)
-    ]
+    """The output's lines, less blank ones and those the pipeline or the engine added."""
+
+    def said(line: str) -> bool:
+        return bool(line) and not _CA_HOOK.match(line) and line != images.INSTALL_FAILED
+
+    return [ln for ln in (text or "").splitlines() if said(ln.strip())]
 
 
 def _reason(exc: BaseException, service: Service) -> str:
