@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import inspect
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import dagger
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
+
+T = TypeVar("T")
 
 
 @cache
@@ -55,3 +58,27 @@ def service(ctr: dagger.Container, command: Sequence[str]) -> dagger.Service:
         return ctr.with_default_args(list(command)).as_service(**options)
     # v0.11: the service is the last exec, run through the entrypoint as docker run does.
     return ctr.with_exec(list(command)).as_service()
+
+
+def shared(obj: T) -> T:
+    """``obj`` (a Dagger object given as an argument to other calls) asking the engine for its
+    ID once. Both SDKs fetch the ID of every object argument of a query before sending it, one
+    request each, and nothing remembers it: a cache volume or a tier's layer that every
+    service's queries take, resolved by a dozen queries at once, cost a thousand requests in
+    a build of five services. Its ID is the same each time: fetched once, under a lock so
+    that concurrent queries wait for the one request."""
+    fetch: Callable[[], Awaitable[object]] = obj.id  # type: ignore[attr-defined]
+    known: list[object] = []
+    lock: list[anyio.Lock] = []
+
+    async def id_once() -> object:
+        if not known:
+            if not lock:
+                lock.append(anyio.Lock())
+            async with lock[0]:
+                if not known:
+                    known.append(await fetch())
+        return known[0]
+
+    setattr(obj, "id", id_once)  # noqa: B010 - an instance attribute shadowing the method
+    return obj

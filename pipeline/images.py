@@ -51,8 +51,9 @@ class Secrets:
 
 
 def cache(scope: str, tool: str) -> dagger.CacheVolume:
-    """A cache volume of one tool, named with the scope so scopes never mix."""
-    return dag.cache_volume(f"pipeline-{scope}-{tool}")
+    """A cache volume of one tool, named with the scope so scopes never mix (its ID fetched
+    once, however many queries take it)."""
+    return compat.shared(dag.cache_volume(f"pipeline-{scope}-{tool}"))
 
 
 def with_apt(packages: Sequence[str], scope: str) -> Callable[[dagger.Container], dagger.Container]:
@@ -170,12 +171,23 @@ def runtime_os(settings: BuildSettings) -> dagger.Container:
     return (
         dag.container()
         .from_(settings.base_image)
-        .with_directory("/etc", accounts.with_timestamps(FIXED_MTIME))
+        .with_directory("/etc", compat.shared(accounts.with_timestamps(FIXED_MTIME)))
         .with_env_variable("PATH", f"{VENV}/bin:{SYSTEM_PATH}")
         .with_env_variable("VIRTUAL_ENV", VENV)
         .with_env_variable("PYTHONUNBUFFERED", "1")
         .with_env_variable("PYTHONDONTWRITEBYTECODE", "1")
     )
+
+
+def _host_file(path: Path) -> dagger.File:
+    """A small host file (requirements, a lock): its text in the query when it is UTF-8, so
+    no upload session runs for it; uploaded otherwise."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return compat.shared(dag.host().file(str(path)))
+    new = dag.directory().with_new_file(path.name, text, permissions=0o644)
+    return compat.shared(new.file(path.name))
 
 
 def _with_requirements(
@@ -184,7 +196,7 @@ def _with_requirements(
     """Host requirement files mounted under /req/<group>/, and where each is."""
     mounted = [f"/req/{group}/{i}-{path.name}" for i, path in enumerate(paths)]
     for target, path in zip(mounted, paths, strict=True):
-        ctr = ctr.with_mounted_file(target, dag.host().file(str(path)))
+        ctr = ctr.with_mounted_file(target, _host_file(path))
     return ctr, mounted
 
 
@@ -269,7 +281,7 @@ def _service_installs(service: Service) -> list[list[str]]:
 def _with_service_files(ctr: dagger.Container, service: Service) -> dagger.Container:
     files = dag.directory()
     for path in service_requirement_files(service):
-        files = files.with_file(path.name, dag.host().file(str(path)))
+        files = files.with_file(path.name, _host_file(path))
     return ctr.with_mounted_directory("/svc", files)
 
 
@@ -289,7 +301,7 @@ def _files(folder: Path, names: Sequence[str]) -> dagger.Directory:
     if not names:
         return dag.directory()
     escaped = [re.sub(r"([*?\[\]\\])", r"\\\1", n) for n in names]
-    return dag.host().directory(str(folder), include=escaped)
+    return compat.shared(dag.host().directory(str(folder), include=escaped))
 
 
 # What the unit tests' exec prints when an install before the tests fails.

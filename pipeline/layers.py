@@ -152,4 +152,4 @@ def with_install(
 
 def added(ctr: dagger.Container) -> dagger.Directory:
     """What ``with_install`` kept: a layer of its own, with fixed mtimes."""
-    return ctr.directory(_LAYER_DIR)
+    return compat.shared(ctr.directory(_LAYER_DIR))

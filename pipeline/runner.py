@@ -45,9 +45,11 @@ def secrets_from_env(settings: BuildSettings) -> images.Secrets:
     index = os.environ.get(INDEX_URL_ENV) if settings.private_index else None
     bundle = os.environ.get(CA_BUNDLE_ENV)
     return images.Secrets(
-        index_url=dag.set_secret("pipeline-index-url", index) if index else None,
+        index_url=compat.shared(dag.set_secret("pipeline-index-url", index)) if index else None,
         ca_bundle=(
-            dag.set_secret("pipeline-ca-bundle", Path(bundle).read_text()) if bundle else None
+            compat.shared(dag.set_secret("pipeline-ca-bundle", Path(bundle).read_text()))
+            if bundle
+            else None
         ),
     )
 
