@@ -24,7 +24,7 @@ from pipeline.inputs import UV_VERSION, service_requirement_files, source_files,
 from pipeline.layers import FIXED_MTIME, VENV, added, in_turn, with_bytecode, with_install
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from pathlib import Path
 
     from pipeline.graph import Project, Service, Tier
@@ -39,6 +39,7 @@ APP = "/app"
 # engine content-hash that whole rootfs again, which every step of a builder would pay.
 CA_DIR = "/run/pipeline-ca"
 CA_BUNDLE = f"{CA_DIR}/ca.pem"
+UV_CACHE = "/root/.cache/uv"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -112,8 +113,8 @@ def builder(
         .with_(compat.run(["python3", "-m", "venv", "/opt/uv"]))
         .with_(compat.run(["/opt/uv/bin/pip", "install", "-q", f"uv=={UV_VERSION}"]))
         .with_env_variable("PATH", f"/opt/uv/bin:{SYSTEM_PATH}")
-        .with_mounted_cache("/root/.cache/uv", cache(scope, "uv"))
-        .with_env_variable("UV_CACHE_DIR", "/root/.cache/uv")
+        .with_mounted_cache(UV_CACHE, cache(scope, "uv"))
+        .with_env_variable("UV_CACHE_DIR", UV_CACHE)
         .with_env_variable("UV_LINK_MODE", "copy")
         .with_env_variable("UV_PYTHON_DOWNLOADS", "never")
         .with_env_variable("UV_SYSTEM_CERTS", "1")
@@ -245,6 +246,41 @@ def tier_images(
             VENV, layer
         )
         out[name] = TierImage(tier, build, image)
+    return out
+
+
+def prefetch(
+    project: Project, used: Iterable[str], settings: BuildSettings, secrets: Secrets | None
+) -> list[dagger.Container]:
+    """Downloads ahead of the tier installs: for each chain of tiers below the ``used`` tiers
+    (only the longest, and only those of two tiers or more), one exec in the root's builder
+    that installs the whole chain's requirements into a throwaway folder of uv's cache, so
+    the wheels a child tier needs are fetched while its parents install instead of after.
+
+    Best effort and invisible: the exec always succeeds, prints nothing, and leaves only uv's
+    own cache entries behind; a tier's install that needs a wheel being fetched waits for it
+    (uv locks its cache entries) and then copies it. A failed download is the tier install's
+    to report."""
+    chains = [project.chain(name) for name in sorted(set(used))]
+    names = [[t.name for t in chain] for chain in chains]
+    longest = [
+        chain
+        for chain, these in zip(chains, names, strict=True)
+        if len(chain) > 1 and not any(o != these and o[: len(these)] == these for o in names)
+    ]
+    out = []
+    for chain in longest:
+        paths = [path for tier in chain for path in tier.requirements]
+        ctr, mounted = _with_requirements(
+            tier_builder(project, chain[0].name, settings, secrets), "prefetch", paths
+        )
+        install = ["uv", "pip", "install", "-q", "--python", "python3", "--target", '"$d"']
+        install += [f"-r {req}" for req in mounted]
+        script = (
+            f"d=$(mktemp -d {UV_CACHE}/.pipeline-prefetch.XXXXXX) || exit 0; "
+            f'UV_LINK_MODE=hardlink {" ".join(install)} >/dev/null 2>&1; rm -rf "$d"; exit 0'
+        )
+        out.append(ctr.with_(compat.run(["sh", "-c", script])))
     return out
 
 

@@ -345,13 +345,32 @@ async def run(
         jobs.record(job, result, cache, tested=options.test)
         results[job.service.name] = result
 
-    async with anyio.create_task_group() as tg:
-        for job in work:
-            tg.start_soon(one, job)
+    ahead = images.prefetch(project, {job.service.tier for job in work}, settings, secrets)
+    async with anyio.create_task_group() as outer:
+        outer.start_soon(_prefetch, ahead)
+        async with anyio.create_task_group() as tg:
+            for job in work:
+                tg.start_soon(one, job)
+        outer.cancel_scope.cancel()  # downloads ahead are of no use once every build is done
     ordered = [results[j.service.name] for j in work]
     if ctx.target is None:
         return ordered, None
     return await publish.move_tags(ordered, work, ctx.images, ctx.target)
+
+
+async def _prefetch(ahead: Sequence[dagger.Container]) -> None:
+    """Run the downloads ahead (images.prefetch) side by side; a failure of one is left to
+    the tier install that meets the same problem to report."""
+
+    async def one(ctr: dagger.Container) -> None:
+        try:
+            await ctr.sync()
+        except dagger.DaggerError as exc:
+            log.debug("prefetch_failed", error=(str(exc).splitlines() or [""])[0])
+
+    async with anyio.create_task_group() as tg:
+        for ctr in ahead:
+            tg.start_soon(one, ctr)
 
 
 def _uncached(project: Project, settings: BuildSettings) -> ResultCache:

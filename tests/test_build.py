@@ -209,6 +209,31 @@ async def test_cache_volumes_are_scoped(tmp_path: Path, base_image: str):
     assert int(await cached_pydantic(other)) == 0
 
 
+async def test_downloads_ahead_fill_uv_cache_and_leave_nothing_else(
+    tmp_path: Path, base_image: str
+):
+    """The downloads ahead of the tier installs (images.prefetch): the ai chain's one exec
+    puts the ai tier's wheels into uv's cache of the scope before any tier installs, and
+    leaves no folder of its own there; a tier alone (no parent to wait for) gets none."""
+    project = graph.load(_fresh_tier_inputs(copy_example(tmp_path / "repo", ("inference",))))
+    settings = build_settings(project, base_image, f"tests-ahead-{time.time_ns()}")
+    secrets = await runner.prepare(settings)
+    assert images.prefetch(project, {"base"}, settings, secrets) == []
+    ahead = images.prefetch(project, {"backend", "ai"}, settings, secrets)
+    assert len(ahead) == 1  # the ai chain covers the backend one
+    await ahead[0].sync()
+    listing = await (
+        dag.container()
+        .from_(base_image)
+        .with_mounted_cache("/c", images.cache(settings.cache_scope, "uv"))
+        .with_env_variable("AT", str(time.time_ns()))
+        .with_exec(["sh", "-c", "ls -a /c; find /c -maxdepth 4 -iname 'scikit_learn*'"])
+        .stdout()
+    )
+    assert "scikit_learn" in listing  # an ai tier package, fetched ahead
+    assert ".pipeline-prefetch" not in listing
+
+
 async def test_labels_and_build_info(built: dict[str, Result], example: graph.Project):
     head = git(example.root, "rev-parse", "HEAD")
     tarball = built["users"].tarball
