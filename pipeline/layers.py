@@ -24,22 +24,29 @@ FIXED_MTIME = 315532800
 # Compiles every .py under a folder that has no .pyc yet, as unchecked-hash pycs: valid
 # whatever the files' mtimes (which are normalised), never rewritten for files a lower layer
 # already compiled (so a layer holds only new ones), and deterministic with a fixed hash seed.
+# Folders named in the further arguments are skipped: in a venv, the test suites packages
+# ship (numpy/_core/tests, sklearn/*/tests: a third of the ai tier's modules), which a service
+# never imports.
 _COMPILE = """
 import importlib.util, os, pathlib, py_compile, sys
 from concurrent.futures import ProcessPoolExecutor
 mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
+root, skip = pathlib.Path(sys.argv[1]), set(sys.argv[2:])
 def one(src):
     pyc = importlib.util.cache_from_source(src)
     py_compile.compile(src, cfile=pyc, dfile=src, quiet=2, invalidation_mode=mode)
-todo = [str(p) for p in sorted(pathlib.Path(sys.argv[1]).rglob("*.py"))
-        if not os.path.exists(importlib.util.cache_from_source(str(p)))]
+todo = [str(p) for p in sorted(root.rglob("*.py"))
+        if not skip.intersection(p.relative_to(root).parts[:-1])
+        and not os.path.exists(importlib.util.cache_from_source(str(p)))]
 with ProcessPoolExecutor() as pool:  # every core: a tier like scipy's holds thousands of files
     list(pool.map(one, todo, chunksize=32))
 """
+# The folders of packages' own test suites, left uncompiled in a venv.
+PACKAGE_TESTS = ("tests", "test")
 
 
-def _compile(folder: str, python: str) -> list[str]:
-    return ["env", "PYTHONHASHSEED=0", python, "-c", _COMPILE, folder]
+def _compile(folder: str, python: str, skip: Sequence[str] = ()) -> list[str]:
+    return ["env", "PYTHONHASHSEED=0", python, "-c", _COMPILE, folder, *skip]
 
 
 def with_bytecode(folder: str, python: str) -> Callable[[dagger.Container], dagger.Container]:
@@ -143,7 +150,7 @@ def with_install(
     python = f"{VENV}/bin/python"
     commands = [list(c) for c in installs]
     if compile_bytecode:
-        commands.append(_compile(VENV, python))
+        commands.append(_compile(VENV, python, PACKAGE_TESTS))
     snapshot = ["python3", "-c", _SNAPSHOT, VENV, _SNAPSHOT_FILE]
     keep = ["python3", "-c", _LAYER, VENV, _SNAPSHOT_FILE, _LAYER_DIR, str(FIXED_MTIME)]
     commands = [snapshot, *commands, keep]

@@ -186,6 +186,25 @@ async def test_venvs_and_sources_are_precompiled(built: dict[str, Result]):
     assert re.findall(r"^flags=(\d+)$", out, flags=re.MULTILINE) == ["1", "1"]
 
 
+async def test_package_test_suites_are_not_precompiled(built: dict[str, Result]):
+    """The test suites packages ship (numpy's) stay source only: no service imports them,
+    and compiling them cost a third of the ai tier's compile; the package itself is
+    compiled."""
+    probe = (
+        "import importlib.util, os, pathlib, numpy\n"
+        "root = pathlib.Path(numpy.__file__).parent\n"
+        "tests = sorted(root.glob('*/tests/test_*.py'))\n"
+        "print('tests=' + str(len(tests)))\n"
+        "print('compiled=' + str(sum(os.path.exists(importlib.util.cache_from_source(str(t)))"
+        " for t in tests)))\n"
+        "print('numpy=' + str(os.path.exists(importlib.util.cache_from_source(numpy.__file__))))\n"
+    )
+    out = await _run(built["inference"].tarball, ["python", "-c", probe])
+    assert int(value_of(out, "tests")) > 10
+    assert value_of(out, "compiled") == "0"
+    assert value_of(out, "numpy") == "True"
+
+
 async def test_cache_volumes_are_scoped(tmp_path: Path, base_image: str):
     """A build fills the uv cache of its own scope only: branches never share caches. (The
     base tier's requirements change, so its install really runs in the new scope.)"""
