@@ -180,12 +180,25 @@ def runtime_os(settings: BuildSettings) -> dagger.Container:
     )
 
 
-def _host_file(path: Path) -> dagger.File:
-    """A small host file (requirements, a lock): its text in the query when it is UTF-8, so
-    no upload session runs for it; uploaded otherwise."""
+# A URL with a user or token in it (a requirements file's `--extra-index-url`). Newer engines
+# trace every call with its arguments, so a file holding one is uploaded, never put in a query.
+_CREDENTIALS = re.compile(r"://[^/\s@]+@")
+
+
+def query_text(path: Path) -> str | None:
+    """The file's text when it may travel inside a query: UTF-8, and no credentials in it."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
+        return None
+    return None if _CREDENTIALS.search(text) else text
+
+
+def _host_file(path: Path) -> dagger.File:
+    """A small host file (requirements, a lock): its text in the query when ``query_text``
+    allows, so no upload session runs for it; uploaded otherwise."""
+    text = query_text(path)
+    if text is None:
         return compat.shared(dag.host().file(str(path)))
     new = dag.directory().with_new_file(path.name, text, permissions=0o644)
     return compat.shared(new.file(path.name))

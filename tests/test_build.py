@@ -378,14 +378,18 @@ def test_publish_pushes_tested_images_under_the_tag_strategy(
 
 def test_index_credentials_stay_secret(tmp_path: Path, base_image: str):
     """A private index URL with a token reaches uv as a Dagger secret: the build works, and
-    the token is in no output, report, layer or image config."""
+    the token is in no output, report, layer or image config. Nor is one that a requirements
+    file itself names, even in the engine's progress output (--verbose)."""
     repo = _fresh_tier_inputs(copy_example(tmp_path / "repo", services=("worker",)))
-    token = f"tok-{time.time_ns()}"
+    token, in_file = f"tok-{time.time_ns()}", f"file-tok-{time.time_ns()}"
+    req = repo / "requirements/backend.txt"
+    req.write_text(f"--extra-index-url https://ci:{in_file}@pypi.org/simple\n{req.read_text()}")
     out, report = tmp_path / "out", tmp_path / "report.json"
     done = pipeline_in(
         repo,
         base_image,
         "export",
+        "--verbose",
         "--out",
         str(out),
         "--no-test",
@@ -395,7 +399,9 @@ def test_index_credentials_stay_secret(tmp_path: Path, base_image: str):
         env={"PIPELINE_INDEX_URL": f"https://ci:{token}@pypi.org/simple"},
     )
     assert done.returncode == 0, done.stderr
-    assert token not in done.stdout + done.stderr + report.read_text()
+    for secret in (token, in_file):
+        assert secret not in done.stdout + done.stderr + report.read_text()
+    assert "backend.txt" in done.stderr  # the progress output was there to be read
     with tarfile.open(out / "worker.tar") as image:
         for member in image.getmembers():
             if not member.isfile():
@@ -404,6 +410,7 @@ def test_index_credentials_stay_secret(tmp_path: Path, base_image: str):
             if blob[:2] == b"\x1f\x8b":
                 blob = gzip.decompress(blob)
             assert token.encode() not in blob, member.name
+            assert in_file.encode() not in blob, member.name
 
 
 def test_index_url_reaches_uv_and_failures_do_not_reveal_it(tmp_path: Path, base_image: str):

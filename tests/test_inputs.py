@@ -128,3 +128,31 @@ def test_a_symlink_out_of_the_project_is_never_read(repo: Path, tmp_path: Path):
     (repo / "services/users/users/leak.txt").symlink_to(outside)
     svc = graph.load(repo).services["users"]
     assert "users/leak.txt" not in inputs.source_files(svc, repo)
+
+
+@pytest.mark.parametrize(
+    ("text", "inline"),
+    [
+        ("fastapi==0.115.4\nuvicorn==0.32.0\n", True),
+        ("--extra-index-url https://pypi.example.com/simple\nsix\n", True),
+        ("--extra-index-url https://ci:tok123@pypi.example.com/simple\nsix\n", False),
+        ("--index-url https://__token__@pypi.example.com/simple\n", False),
+        ("private @ git+https://deploy:ghp_x@github.com/acme/private\n", False),
+    ],
+)
+def test_requirement_files_with_credentials_are_never_put_in_a_query(
+    tmp_path: Path, text: str, inline: bool
+):
+    from pipeline import images
+
+    path = tmp_path / "requirements.txt"
+    path.write_text(text)
+    assert (images.query_text(path) == text) is inline
+
+
+def test_a_file_that_is_not_utf8_is_uploaded(tmp_path: Path):
+    from pipeline import images
+
+    path = tmp_path / "requirements.txt"
+    path.write_bytes(b"caf\xe9==1.0\n")
+    assert images.query_text(path) is None
