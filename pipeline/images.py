@@ -400,11 +400,15 @@ def service_image(
     layer: dagger.Directory | None,
     settings: BuildSettings,
     stamp: Stamp,
-) -> dagger.Container:
+) -> tuple[dagger.Container, int]:
+    """The service's runtime image, and how many layers it lays on its tier image (one per
+    step of ``steps``; the report tells the tier's layers from the service's by it)."""
     spec = service.spec
-    ctr = tier.image.with_(with_apt(spec.apt, settings.cache_scope))
+    steps: list[Callable[[dagger.Container], dagger.Container]] = []
+    if spec.apt:
+        steps.append(with_apt(spec.apt, settings.cache_scope))
     if layer is not None:
-        ctr = ctr.with_directory(VENV, layer)
+        steps.append(lambda ctr: ctr.with_directory(VENV, layer))
     # Source and build-info share the last layer: an edit (or a new commit) changes only it.
     app = _files(service.path, source_files(service, settings.root))
     if settings.compile_bytecode:
@@ -412,28 +416,28 @@ def service_image(
         compiled = dag.container().from_(settings.base_image).with_directory(APP, app)
         app = compiled.with_(with_bytecode(APP, "python3")).directory(APP)
     app = app.with_new_file("build-info.json", stamp.build_info(), permissions=0o644)
-    ctr = ctr.with_directory(APP, app.with_timestamps(FIXED_MTIME))
+    steps.append(lambda ctr: ctr.with_directory(APP, app.with_timestamps(FIXED_MTIME)))
+    ctr = tier.image
+    for step in steps:
+        ctr = ctr.with_(step)
     for key, value in {"PYTHONPATH": APP, **spec.env}.items():
         ctr = ctr.with_env_variable(key, value)
     for key, value in stamp.labels().items():
         ctr = ctr.with_label(key, value)
     if spec.port is not None:
         ctr = ctr.with_exposed_port(spec.port)
-    return (
+    image = (
         ctr.with_workdir(spec.workdir)
         .with_user(settings.user)
         .with_default_args(argv(spec.command))
     )
-
-
-def own_layers(service: Service) -> int:
-    """How many layers ``service_image`` lays on its tier image: each step adds one."""
-    return int(bool(service.spec.apt)) + int(service.requirements is not None) + 1
+    return image, len(steps)
 
 
 @dataclass(frozen=True)
 class ServiceBuild:
     image: dagger.Container  # the runtime image
+    own_layers: int  # how many of the image's layers are the service's, above its tier's
     unit_tests: dagger.Container | None  # the unit-test run in the builder, if the service has one
 
 
@@ -446,7 +450,5 @@ def service_build(
 ) -> ServiceBuild:
     tier = tiers[service.tier]
     layer = service_layer(tier, service, settings.compile_bytecode)
-    return ServiceBuild(
-        service_image(service, tier, layer, settings, stamp),
-        unit_tests(tier, service, project),
-    )
+    image, own = service_image(service, tier, layer, settings, stamp)
+    return ServiceBuild(image, own, unit_tests(tier, service, project))

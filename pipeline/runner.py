@@ -187,16 +187,16 @@ async def _concurrently(*work: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 async def _measure(
-    image: dagger.Container, job: jobs.Job, ctx: _Context, progress: _Progress, staging: Path
+    build: images.ServiceBuild, ctx: _Context, progress: _Progress, staging: Path
 ) -> None:
     """The image's facts from an export, its tier's (its bottom layers: a tier image is never
     exported on its own), and for an export what it holds."""
     progress.step = "export"
-    facts, progress.staged = await progress.timed("export", _export(image, staging))
+    facts, progress.staged = await progress.timed("export", _export(build.image, staging))
     progress.facts = facts
-    progress.tier_image = facts.bottom(len(facts.layers) - images.own_layers(job.service))
+    progress.tier_image = facts.bottom(len(facts.layers) - build.own_layers)
     if ctx.options.out_dir is not None or ctx.target is not None:
-        progress.installed = await progress.timed("sbom", sbom.inventory(image))
+        progress.installed = await progress.timed("sbom", sbom.inventory(build.image))
 
 
 async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Path) -> None:
@@ -213,7 +213,7 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
             await progress.check("unit", build.unit_tests.sync())
 
     async def measure() -> None:
-        await _measure(image, job, ctx, progress, staging)
+        await _measure(build, ctx, progress, staging)
 
     async def smoke() -> None:
         if spec.smoke and wanted("smoke"):
