@@ -69,13 +69,11 @@ def shared(obj: T) -> T:
     that concurrent queries wait for the one request."""
     fetch: Callable[[], Awaitable[object]] = obj.id  # type: ignore[attr-defined]
     known: list[object] = []
-    lock: list[anyio.Lock] = []
+    lock = anyio.Lock()
 
     async def id_once() -> object:
         if not known:
-            if not lock:
-                lock.append(anyio.Lock())
-            async with lock[0]:
+            async with lock:
                 if not known:
                     known.append(await fetch())
         return known[0]

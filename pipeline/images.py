@@ -274,24 +274,21 @@ def prefetch(
     own cache entries behind; a tier's install that needs a wheel being fetched waits for it
     (uv locks its cache entries) and then copies it. A failed download is the tier install's
     to report."""
-    chains = [project.chain(name) for name in sorted(set(used))]
-    names = [[t.name for t in chain] for chain in chains]
-    longest = [
-        chain
-        for chain, these in zip(chains, names, strict=True)
-        if len(chain) > 1 and not any(o != these and o[: len(these)] == these for o in names)
-    ]
+    chains = {name: project.chain(name) for name in set(used)}
+    below = {tier.name for chain in chains.values() for tier in chain[:-1]}  # covered by another
     out = []
-    for chain in longest:
+    for name, chain in sorted(chains.items()):
+        if len(chain) == 1 or name in below:  # a root tier alone waits for nothing
+            continue
         paths = [path for tier in chain for path in tier.requirements]
         ctr, mounted = _with_requirements(
             tier_builder(project, chain[0].name, settings, secrets), "prefetch", paths
         )
-        install = ["uv", "pip", "install", "-q", "--python", "python3", "--target", '"$d"']
-        install += [f"-r {req}" for req in mounted]
+        reqs = " ".join(f"-r {shlex.quote(req)}" for req in mounted)
         script = (
             f"d=$(mktemp -d {UV_CACHE}/.pipeline-prefetch.XXXXXX) || exit 0; "
-            f'UV_LINK_MODE=hardlink {" ".join(install)} >/dev/null 2>&1; rm -rf "$d"; exit 0'
+            f'UV_LINK_MODE=hardlink uv pip install -q --python python3 --target "$d" {reqs} '
+            '>/dev/null 2>&1; rm -rf "$d"; exit 0'
         )
         out.append(ctr.with_(compat.run(["sh", "-c", script])))
     return out
