@@ -16,6 +16,9 @@ from pipeline.errors import ConfigError
 from pipeline.locate import read_toml
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+# A cache scope names volumes and a folder of the result cache: one path component, never
+# '.' or '..' (so no leading dot).
+SCOPE_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"
 ROOT_TIER = "base"
 MANIFEST = "service.toml"
 
@@ -59,7 +62,7 @@ class ProjectSpec(_Strict):
     uid: int = Field(10001, ge=1000, lt=65535, description="that user's numeric id")
     cache_scope: str | None = Field(
         None,
-        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        pattern=SCOPE_PATTERN,
         description="prefix of cache volume names (default: from the git branch)",
     )
     compile_bytecode: bool = Field(

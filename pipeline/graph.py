@@ -23,6 +23,7 @@ from pipeline.config import (
 )
 from pipeline.errors import ConfigError, UsageError
 from pipeline.inputs import source_files
+from pipeline.provenance import ignored_paths
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -46,6 +47,9 @@ class Service:
     manifest: Path
     spec: ServiceSpec
     requirements: Path | None
+    # What git ignores in the folder (folder-relative; folders as "dir/"): never uploaded
+    # unless an include pattern names the file itself.
+    ignored: frozenset[str] = frozenset()
 
     @property
     def tier(self) -> str:
@@ -60,6 +64,7 @@ class Project:
     tiers: dict[str, Tier]  # parents before children
     services: dict[str, Service]  # sorted by name
     test_requirements: tuple[Path, ...] = ()
+    ignored: frozenset[str] = frozenset()  # what git ignores, root-relative ("dir/" folders)
 
     def chain(self, tier: str) -> list[Tier]:
         """The tiers from the root down to ``tier``."""
@@ -178,7 +183,14 @@ def _existing(root: Path, files: list[str], config_file: Path, field: str) -> tu
     return tuple(root / rel for rel in files)
 
 
-def _service(manifest: Path, tiers: dict[str, Tier], root: Path) -> Service:
+def _within(ignored: frozenset[str], prefix: str) -> frozenset[str]:
+    """The ignored paths below the folder ``prefix`` ("a/b/"), relative to it."""
+    return frozenset(p[len(prefix) :] for p in ignored if p.startswith(prefix) and p != prefix)
+
+
+def _service(
+    manifest: Path, tiers: dict[str, Tier], root: Path, ignored: frozenset[str]
+) -> Service:
     spec = load_service(manifest)
     folder = manifest.parent
     name = spec.name or folder.name
@@ -216,7 +228,9 @@ def _service(manifest: Path, tiers: dict[str, Tier], root: Path) -> Service:
                 "must be a requirements .txt file or a pyproject.toml",
                 "point it at requirements.txt or pyproject.toml",
             )
-    service = Service(name, folder, manifest, spec, requirements)
+    rel = folder.relative_to(root).as_posix()
+    own = _within(ignored, "" if rel == "." else f"{rel}/")
+    service = Service(name, folder, manifest, spec, requirements, own)
     if not source_files(service, root):
         raise ConfigError(
             manifest,
@@ -239,6 +253,7 @@ def load(root: Path) -> Project:
         raise UsageError(f"--project-dir {root} is not a directory")
     spec, config_file = load_project(root)
     tiers = _ordered_tiers(spec, root, config_file)
+    ignored = ignored_paths(root)
     services: dict[str, Service] = {}
     field = "tool.pipeline.services" if config_file.name == "pyproject.toml" else "services"
     for i, pattern in enumerate(spec.services):
@@ -250,7 +265,7 @@ def load(root: Path) -> Project:
                 'use globs relative to the project root, e.g. "services/*"',
             )
         for manifest in sorted(root.glob(manifest_glob(pattern))):
-            svc = _service(manifest, tiers, root)
+            svc = _service(manifest, tiers, root, ignored)
             if svc.name in services:
                 other = services[svc.name].manifest.relative_to(root)
                 raise ConfigError(
@@ -269,6 +284,7 @@ def load(root: Path) -> Project:
         )
     prefix = "tool.pipeline." if config_file.name == "pyproject.toml" else ""
     tests = _existing(root, spec.test_requirements, config_file, f"{prefix}test_requirements")
-    project = Project(root, config_file, spec, tiers, dict(sorted(services.items())), tests)
+    ordered = dict(sorted(services.items()))
+    project = Project(root, config_file, spec, tiers, ordered, tests, ignored)
     tierpins.check(project, list(project.services.values()))
     return project

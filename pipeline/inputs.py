@@ -9,23 +9,35 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline import globs
+from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from pipeline.graph import Project, Service
     from pipeline.settings import BuildSettings
 
 # Tool versions are inputs: a new uv may install the same requirements differently.
 UV_VERSION = "0.13.9"
-# Never uploaded, whatever a service's globs say: caches, bytecode, environments, VCS.
-DEFAULT_EXCLUDES = ("**/__pycache__", "**/*.pyc", "**/.venv", "**/.pytest_cache", "**/.git")
+# Never uploaded, whatever a service's globs say: caches, bytecode, environments, VCS, and the
+# pipeline's own folder (a service at the project root would otherwise read its own cache).
+DEFAULT_EXCLUDES = (
+    "**/__pycache__",
+    "**/*.pyc",
+    "**/.venv",
+    "**/.pytest_cache",
+    "**/.git",
+    ".pipeline",
+)
+_GLOB_CHARS = frozenset("*?[")
 LOCK_FILE = "uv.lock"
 
 
@@ -63,37 +75,173 @@ def sdk_version() -> str:
 
 
 def file_digest(path: Path) -> str:
-    """Content and executable bit: what a layer keeps of a file (mtimes are normalised)."""
-    digest = hashlib.sha256(path.read_bytes())
-    if path.stat().st_mode & 0o111:
-        digest.update(b"\0x")
-    return digest.hexdigest()
+    """What an upload keeps of an entry, and so what its image gets: its kind, its whole mode
+    and its bytes, or a link's target as text (mtimes are normalised in every layer)."""
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        kind, body = b"link", os.fsencode(path.readlink())
+    elif stat.S_ISDIR(st.st_mode):
+        kind, body = b"dir", b""
+    else:
+        kind, body = b"file", path.read_bytes()
+    head = kind + b"\0" + oct(stat.S_IMODE(st.st_mode)).encode() + b"\0"
+    return hashlib.sha256(head + body).hexdigest()
 
 
-def walk(folder: Path, root: Path, include: Iterable[str], exclude: Iterable[str]) -> list[str]:
-    """Files under ``folder`` (relative to it) that the globs select. Symlinks that lead out
-    of the project are never followed."""
+def is_ignored(ignored: frozenset[str], rel: str) -> bool:
+    """Whether git ignores ``rel``: named itself, or below a folder it ignores ("dir/")."""
+    if rel in ignored:
+        return True
+    cut = rel.find("/")
+    while cut != -1:
+        if rel[: cut + 1] in ignored:
+            return True
+        cut = rel.find("/", cut + 1)
+    return False
+
+
+def _literal(patterns: Iterable[str]) -> frozenset[str]:
+    """The include patterns that name one path, with no wildcard."""
+    return frozenset(p.strip("/") for p in patterns if not _GLOB_CHARS.intersection(p))
+
+
+def walk(
+    folder: Path,
+    root: Path,
+    include: Iterable[str],
+    exclude: Iterable[str],
+    ignored: frozenset[str] = frozenset(),
+    manifest: Path | None = None,
+) -> list[str]:
+    """Files under ``folder`` (relative to it) that the globs select: what its upload carries.
+
+    What git ignores (``ignored``, folder-relative) is left out unless an include pattern
+    names the file itself. A symlink is carried as a link, so it must point, by a relative
+    path, at a file or folder the same upload carries; any other link, and a name the image
+    cannot carry (not UTF-8), is a configuration error naming the entry and the fix. Folders
+    that are excluded or ignored are never entered."""
+    del root  # the folder alone decides; kept for callers that name the project
+    include = list(include)
     inc, exc = globs.compile_all(include), globs.compile_all([*DEFAULT_EXCLUDES, *exclude])
-    out = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if globs.matches(exc, rel) or not globs.matches(inc, rel) or not path.is_file():
-            continue
-        if path.is_symlink() and not path.resolve().is_relative_to(root):
-            continue
-        out.append(rel)
-    return out
+    named = _literal(include)
+    chosen: list[str] = []
+    links: list[tuple[Path, str]] = []
+    for base, dirs, files in os.walk(folder):
+        here = Path(base)
+        prefix = here.relative_to(folder).as_posix()
+        prefix = "" if prefix == "." else prefix + "/"
+        # a link to a folder is an entry of its own, never entered
+        files += [d for d in dirs if (here / d).is_symlink()]
+        dirs[:] = [
+            d
+            for d in dirs
+            if not (here / d).is_symlink()
+            and not globs.matches(exc, prefix + d)
+            and not _pruned(ignored, named, prefix + d)
+        ]
+        for name in files:
+            rel = prefix + name
+            if globs.matches(exc, rel) or not globs.matches(inc, rel):
+                continue
+            if rel not in named and is_ignored(ignored, rel):
+                continue
+            path = here / name
+            if path.is_symlink():
+                links.append((path, rel))
+            elif not path.is_file():
+                continue
+            _check_name(rel, folder, manifest)
+            chosen.append(rel)
+    chosen.sort()
+    carried = set(chosen)
+    for link, rel in links:
+        _check_link(link, rel, folder, carried, manifest)
+    return chosen
+
+
+def _pruned(ignored: frozenset[str], named: frozenset[str], rel: str) -> bool:
+    """A folder git ignores, with no file named by an include pattern below it."""
+    return is_ignored(ignored, rel + "/") and not any(n.startswith(rel + "/") for n in named)
+
+
+def _problem(folder: Path, manifest: Path | None, problem: str, fix: str) -> ConfigError:
+    return ConfigError(manifest or folder, "include" if manifest else "", problem, fix)
+
+
+def _check_name(rel: str, folder: Path, manifest: Path | None) -> None:
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
+        raise _problem(
+            folder,
+            manifest,
+            f"{folder / shown}: the name is not UTF-8, which an image cannot carry",
+            "rename the file (or exclude it)",
+        ) from None
+
+
+def _check_link(
+    link: Path, rel: str, folder: Path, carried: set[str], manifest: Path | None
+) -> None:
+    target = str(link.readlink())
+    top, resolved = folder.resolve(), link.resolve()
+    inside = resolved.is_relative_to(top) and resolved != top
+    points_at = resolved.relative_to(top).as_posix() if inside else ""
+    held = points_at in carried or (
+        inside and resolved.is_dir() and any(c.startswith(f"{points_at}/") for c in carried)
+    )
+    if Path(target).is_absolute() or not held:
+        where = "a file the upload does not carry" if inside else f"outside {folder}"
+        raise _problem(
+            folder,
+            manifest,
+            f"{folder / rel} is a symlink to {target} ({where}): in the image it would dangle",
+            "replace the link with a copy of the file, or point it (by a relative path) at a "
+            "file inside the service folder that its include globs select, or exclude it",
+        )
 
 
 def source_files(service: Service, root: Path) -> list[str]:
-    """The service folder's files its image carries (include/exclude globs), folder-relative."""
+    """The service folder's files its image carries (include/exclude globs, less what git
+    ignores), folder-relative."""
     spec = service.spec
-    return walk(service.path, root, spec.include, spec.exclude)
+    return walk(service.path, root, spec.include, spec.exclude, service.ignored, service.manifest)
 
 
 def test_files(service: Service, root: Path) -> list[str]:
-    """The folder's files its unit tests see: everything but what ``exclude`` keeps out."""
-    return walk(service.path, root, ["**"], service.spec.exclude)
+    """The folder's files its unit tests see: everything but what ``exclude`` keeps out and
+    what git ignores."""
+    return walk(service.path, root, ["**"], service.spec.exclude, service.ignored, service.manifest)
+
+
+def would_read(service: Service, root: Path) -> Callable[[str], bool]:
+    """Whether the service's uploads would carry a path (root-relative) if it existed: what
+    a deleted input is measured by."""
+    folder = service.path.relative_to(root).as_posix()
+    prefix = "" if folder == "." else f"{folder}/"
+    spec = service.spec
+    exc = globs.compile_all([*DEFAULT_EXCLUDES, *spec.exclude])
+    inc = globs.compile_all(["**"] if spec.tests else spec.include)
+    named = _literal(spec.include)
+
+    def reads(path: str) -> bool:
+        rel = path.removeprefix(prefix)
+        if not path.startswith(prefix) or globs.matches(exc, rel):
+            return False
+        return globs.matches(inc, rel) and (rel in named or not is_ignored(service.ignored, rel))
+
+    return reads
+
+
+def parent_folders(names: Iterable[str]) -> list[str]:
+    """Every folder that holds one of these folder-relative paths, the folder itself as ".":
+    an upload keeps their modes too."""
+    out = {"."}
+    for name in names:
+        parts = name.split("/")[:-1]
+        out.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    return sorted(out)
 
 
 def service_requirement_files(service: Service) -> list[Path]:
@@ -189,7 +337,10 @@ def service_inputs(project: Project, service: Service, tier: Inputs) -> Inputs:
     folder = service.path
     sources = source_files(service, root)
     tests = test_files(service, root) if service.spec.tests else []
-    files = _files(root, [service.manifest, *(folder / rel for rel in sorted({*sources, *tests}))])
+    read = sorted({*sources, *tests})
+    files = _files(
+        root, [service.manifest, *(folder / rel for rel in [*parent_folders(read), *read])]
+    )
     files |= _files(root, service_requirement_files(service))
     if service.spec.tests:
         files |= _files(root, project.test_requirements)

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from pipeline.inputs import Inputs, service_inputs, tier_inputs
+from pipeline.inputs import Inputs, service_inputs, tier_inputs, would_read
 from pipeline.log import get_logger
 from pipeline.report import Result
 
@@ -52,7 +52,9 @@ def plan(
     out = []
     for svc in services:
         inputs = service_inputs(project, svc, tiers[svc.tier])
-        stamp = settings.provenance.stamp(svc.name, svc.tier, inputs.paths)
+        stamp = settings.provenance.stamp(
+            svc.name, svc.tier, inputs.paths, would_read(svc, project.root)
+        )
         content = inputs.key()
         entry = cache.get("checks", content) or {}
         passed = frozenset(k for k in CHECKS if entry.get(k) is True)

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pipeline.errors import UsageError
+from pipeline.inputs import is_ignored
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from pathlib import Path
 
 UNKNOWN = "unknown"
@@ -35,6 +36,8 @@ class Provenance:
     modified: frozenset[str] = frozenset()
     release: str = ""  # an explicit version (--version), or none
     root: Path | None = None
+    # What git ignores (relative to the root; folders as "dir/"): never in the commit.
+    ignored: frozenset[str] = frozenset()
 
     @property
     def known(self) -> bool:
@@ -44,12 +47,21 @@ class Provenance:
     def created(self) -> str:
         return _utc(self.created_epoch or 0)
 
-    def stamp(self, service: str, tier: str, inputs: Iterable[str]) -> Stamp:
+    def stamp(
+        self,
+        service: str,
+        tier: str,
+        inputs: Iterable[str],
+        would_read: Callable[[str], bool] | None = None,
+    ) -> Stamp:
         """The stamp of an image made from these host files (relative to the root): dirty
-        when any of them differs from the commit, wherever it lies. Without a commit time,
-        the image is as old as its newest input file."""
+        when any of them differs from the commit or is one git ignores, wherever it lies, or
+        when a changed path the image would read (``would_read``: a deleted input) is gone.
+        Without a commit time, the image is as old as its newest input file."""
         paths = list(inputs)
-        dirty = any(path in self.modified for path in paths)
+        dirty = any(p in self.modified or is_ignored(self.ignored, p) for p in paths) or (
+            would_read is not None and any(would_read(p) for p in self.modified)
+        )
         created = self.created
         if self.created_epoch is None and self.root is not None:
             mtimes = [(self.root / p).stat().st_mtime for p in paths if (self.root / p).exists()]
@@ -122,6 +134,41 @@ def _git(root: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def _git_paths(root: Path, *args: str) -> list[str] | None:
+    """NUL-separated paths a git command prints (``-z``): every name as it is, whatever its
+    characters (a plain listing quotes non-ASCII names)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, check=False, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return [os.fsdecode(p) for p in done.stdout.split(b"\0") if p]
+
+
+def ignored_paths(root: Path) -> frozenset[str]:
+    """What git ignores under ``root``, relative to it: files, and folders as "dir/" (not
+    entered). Empty outside a git checkout."""
+    listed = _git_paths(
+        root, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"
+    )
+    return frozenset(listed or ())
+
+
+def _modified(root: Path) -> frozenset[str]:
+    """Every path under ``root`` (relative to it) that differs from the commit: changed,
+    added, deleted or untracked, staged or not, named exactly."""
+    prefix = _git(root, "rev-parse", "--show-prefix") or ""
+    entries = _git_paths(
+        root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames", "--", "."
+    )
+    # each entry is "XY path", paths relative to the top of the checkout
+    paths = (e[3:] for e in entries or ())
+    return frozenset(p.removeprefix(prefix) for p in paths if p.startswith(prefix))
+
+
 # scp-like remotes: [user[:password]@]host:path, with no scheme
 _SCP_LIKE = re.compile(r"^(?:[^@/]+@)?(?P<host>[A-Za-z0-9.-]+):(?P<path>(?!//).+)$")
 
@@ -147,7 +194,10 @@ def public_url(remote: str) -> str:
 
 
 def read_provenance(
-    root: Path, source_url: str | None = None, release: str | None = None
+    root: Path,
+    source_url: str | None = None,
+    release: str | None = None,
+    ignored: frozenset[str] = frozenset(),
 ) -> Provenance:
     env = os.environ
     revision = _git(root, "rev-parse", "HEAD") or env.get("GITHUB_SHA") or UNKNOWN
@@ -157,9 +207,7 @@ def read_provenance(
         or env.get("GITHUB_REF_NAME")
         or "detached"
     )
-    changed = _git(root, "diff", "--name-only", "--no-renames", "HEAD") or ""
-    untracked = _git(root, "ls-files", "--others", "--exclude-standard") or ""
-    modified = frozenset(p for p in (changed + "\n" + untracked).splitlines() if p)
+    modified = _modified(root)
     # SOURCE_DATE_EPOCH wins; else the commit time, so two builds of one commit agree.
     epoch_text = env.get("SOURCE_DATE_EPOCH") or _git(root, "log", "-1", "--format=%ct")
     epoch = int(epoch_text) if epoch_text and epoch_text.isdigit() else None
@@ -173,7 +221,7 @@ def read_provenance(
         else:
             source_url = ""
     return Provenance(
-        revision, branch, epoch, public_url(source_url), modified, release or "", root
+        revision, branch, epoch, public_url(source_url), modified, release or "", root, ignored
     )
 
 
@@ -183,9 +231,9 @@ def changed_since(root: Path, ref: str) -> list[str]:
     base = _git(root, "merge-base", ref, "HEAD")
     if base is None:
         raise UsageError(f"--changed-since {ref}: git knows no such commit in {root}")
-    diff = _git(root, "diff", "--name-only", "--relative", "--no-renames", base) or ""
-    untracked = _git(root, "ls-files", "--others", "--exclude-standard") or ""
-    return [p for p in (diff + "\n" + untracked).splitlines() if p]
+    diff = _git_paths(root, "diff", "-z", "--name-only", "--relative", "--no-renames", base)
+    untracked = _git_paths(root, "ls-files", "-z", "--others", "--exclude-standard")
+    return [*(diff or ()), *(untracked or ())]
 
 
 DEFAULT_BRANCHES = frozenset({"main", "master"})

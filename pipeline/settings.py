@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pipeline.config import SCOPE_PATTERN
 from pipeline.errors import UsageError
 from pipeline.provenance import cache_scope_for, read_provenance
 
@@ -75,6 +76,17 @@ IMAGE_REFERENCE = re.compile(
 )
 
 
+def cache_scope_from(value: str, given: str) -> str:
+    """A scope from the command line or the environment, checked as the config's is: it
+    names cache volumes and a folder of the result cache."""
+    if not re.match(SCOPE_PATTERN, value):
+        raise UsageError(
+            f"{given}: {value!r} cannot be a cache scope; use 1 to 64 letters, digits, '_', '.' "
+            "and '-', not starting with '.', e.g. main or feature-login"
+        )
+    return value
+
+
 def base_image_from(value: str) -> str:
     if not IMAGE_REFERENCE.match(value):
         raise UsageError(
@@ -106,16 +118,19 @@ def build_settings(
     """Builder settings by precedence: arguments > environment > the config file."""
     env = os.environ if environ is None else environ
     version = release_from(release or env.get("PIPELINE_VERSION"))
-    prov = read_provenance(project.root, project.spec.source_url, version)
+    prov = read_provenance(project.root, project.spec.source_url, version, project.ignored)
+    if cache_scope:
+        scope = cache_scope_from(cache_scope, "--cache-scope")
+    elif env.get("PIPELINE_CACHE_SCOPE"):
+        scope = cache_scope_from(env["PIPELINE_CACHE_SCOPE"], "PIPELINE_CACHE_SCOPE")
+    else:
+        scope = project.spec.cache_scope or cache_scope_for(prov.branch)
     return BuildSettings(
         root=project.root,
         base_image=base_image_from(
             base_image or env.get("PIPELINE_BASE_IMAGE") or project.spec.base_image
         ),
-        cache_scope=cache_scope
-        or env.get("PIPELINE_CACHE_SCOPE")
-        or project.spec.cache_scope
-        or cache_scope_for(prov.branch),
+        cache_scope=scope,
         user=project.spec.user,
         uid=project.spec.uid,
         provenance=prov,

@@ -3,14 +3,16 @@ the images it can alter, and nothing else does."""
 
 from __future__ import annotations
 
+import shutil
 from typing import TYPE_CHECKING
 
 import pytest
 
 from pipeline import graph, inputs, jobs
+from pipeline.errors import ConfigError
 from pipeline.resultcache import ResultCache
 from pipeline.settings import build_settings
-from tests.conftest import copy_example
+from tests.conftest import copy_example, git
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -122,12 +124,173 @@ def test_excluded_files_reach_neither_image_nor_unit_tests(repo: Path):
     assert "tests/test_app.py" not in inputs.source_files(svc, repo)
 
 
-def test_a_symlink_out_of_the_project_is_never_read(repo: Path, tmp_path: Path):
-    outside = tmp_path / "outside.txt"
-    outside.write_text("private\n")
-    (repo / "services/users/users/leak.txt").symlink_to(outside)
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        ("outside", "outside"),  # out of the project
+        ("project", "outside"),  # elsewhere in the project
+        ("absolute", "does not carry"),  # inside, but by an absolute path: dangles in /app
+        ("dangling", "does not carry"),
+        ("excluded", "does not carry"),  # a file the upload leaves out
+    ],
+)
+def test_a_symlink_the_image_cannot_carry_is_a_config_error(
+    repo: Path, tmp_path: Path, target: str, why: str
+):
+    users = repo / "services/users"
+    _append(users / "service.toml", 'exclude = ["secret.txt"]\n')
+    (users / "secret.txt").write_text("x\n")
+    (tmp_path / "outside.txt").write_text("private\n")
+    to = {
+        "outside": str(tmp_path / "outside.txt"),
+        "project": "../../../pipeline.toml",
+        "absolute": str(users / "users/app.py"),
+        "dangling": "nothing-here.py",
+        "excluded": "../secret.txt",
+    }[target]
+    (users / "users/leak.py").symlink_to(to)
+    with pytest.raises(ConfigError) as info:
+        graph.load(repo)
+    message = str(info.value)
+    assert "service.toml: include:" in message
+    assert "users/leak.py is a symlink" in message
+    assert why in message
+    assert "fix:" in message
+
+
+def test_a_symlink_to_a_carried_file_is_carried_and_its_target_is_an_input(repo: Path):
+    users = repo / "services/users/users"
+    (users / "a.py").write_text("A = 1\n")
+    (users / "b.py").write_text("A = 1\n")  # the same bytes
+    (users / "alias.py").symlink_to("a.py")
     svc = graph.load(repo).services["users"]
-    assert "users/leak.txt" not in inputs.source_files(svc, repo)
+    assert "users/alias.py" in inputs.source_files(svc, repo)
+    before = keys(repo)
+    (users / "alias.py").unlink()
+    (users / "alias.py").symlink_to("b.py")  # retargeted to a file of equal bytes
+    assert keys(repo)["users"] != before["users"]
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o755, 0o640, 0o644 | 0o4000])
+def test_a_file_mode_is_an_input(repo: Path, mode: int):
+    app = repo / "services/users/users/app.py"
+    before = keys(repo)
+    app.chmod(mode)
+    after = keys(repo)
+    assert {n for n in before if before[n] != after[n]} == {"users"}
+
+
+def test_a_folder_mode_is_an_input(repo: Path):
+    before = keys(repo)
+    (repo / "services/users/users").chmod(0o700)
+    after = keys(repo)
+    assert {n for n in before if before[n] != after[n]} == {"users"}
+
+
+def test_a_file_becoming_a_link_or_a_folder_is_a_change(repo: Path):
+    users = repo / "services/users/users"
+    (users / "data").write_text("x")
+    before = keys(repo)["users"]
+    (users / "data").unlink()
+    (users / "data").mkdir()
+    (users / "data/inner").write_text("x")
+    assert keys(repo)["users"] != before
+
+
+def test_what_git_ignores_is_never_uploaded_unless_named(repo: Path):
+    users = repo / "services/users"
+    (repo / ".gitignore").write_text("*.env\nbuild/\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "ignore")
+    before = keys(repo)
+    (users / "users/.env").write_text("TOKEN=secret\n")
+    (users / "build").mkdir()
+    (users / "build/out.py").write_text("X = 1\n")
+    svc = graph.load(repo).services["users"]
+    for listed in (inputs.source_files(svc, repo), inputs.test_files(svc, repo)):
+        assert "users/.env" not in listed
+        assert "build/out.py" not in listed
+    assert keys(repo) == before
+    assert not _stamps_dirty(repo)["users"]
+    # named by the manifest itself: carried, and the image is not the commit's
+    manifest = users / "service.toml"
+    manifest.write_text(
+        manifest.read_text().replace(
+            'include = ["users/**"]', 'include = ["users/**", "users/.env"]'
+        )
+    )
+    svc = graph.load(repo).services["users"]
+    assert "users/.env" in inputs.source_files(svc, repo)
+    assert _stamps_dirty(repo)["users"]
+
+
+def _stamps_dirty(repo: Path) -> dict[str, bool]:
+    project = graph.load(repo)
+    build = build_settings(project, "python:3.11-slim-bookworm", "tests")
+    cache = ResultCache(repo, "tests", read=False, write=False)
+    work = jobs.plan(project, list(project.services.values()), build, BASE, cache)
+    return {job.service.name: job.stamp.dirty for job in work}
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["deleted input", "non-ASCII name", "edit", "untracked file", "staged edit", "mode"],
+)
+def test_dirty_means_any_input_differs_from_the_commit(repo: Path, change: str):
+    app = repo / "services/users/users/app.py"
+    assert not any(_stamps_dirty(repo).values())
+    if change == "deleted input":
+        (repo / "services/users/users/__init__.py").unlink()
+    elif change == "non-ASCII name":
+        (repo / "services/users/users/données é.py").write_text("X = 1\n")
+    elif change == "edit":
+        _append(app, "# x\n")
+    elif change == "untracked file":
+        (repo / "services/users/users/new.py").write_text("X = 1\n")
+    elif change == "staged edit":
+        _append(app, "# x\n")
+        git(repo, "add", "-A")
+    else:
+        app.chmod(0o755)
+    dirty = _stamps_dirty(repo)
+    assert dirty["users"]
+    assert not any(v for k, v in dirty.items() if k != "users")
+
+
+def test_dirty_in_a_project_below_the_top_of_its_checkout(tmp_path: Path):
+    top = tmp_path / "top"
+    copy_example(top / "deep/repo", services=("users", "gateway"))
+    shutil.rmtree(top / "deep/repo/.git")
+    git(top, "init", "-q", "-b", "main")
+    git(top, "add", "-A")
+    git(top, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "x")
+    repo = top / "deep/repo"
+    assert not any(_stamps_dirty(repo).values())
+    (repo / "services/users/users/__init__.py").unlink()
+    _append(repo / "services/gateway/gateway/app.py", "# x\n")
+    assert _stamps_dirty(repo) == {"users": True, "gateway": True}
+
+
+def test_a_name_that_is_not_utf8_is_a_config_error(repo: Path):
+    import os
+
+    bad = os.fsencode(repo / "services/users/users") + b"/caf\xe9.py"
+    with open(bad, "wb") as fh:  # noqa: PTH123 - a bytes path
+        fh.write(b"X = 1\n")
+    with pytest.raises(ConfigError, match=r"not UTF-8"):
+        graph.load(repo)
+
+
+def test_a_service_at_the_root_never_reads_the_pipeline_folder(tmp_path: Path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "pipeline.toml").write_text('services = ["."]\n[tiers.base]\nrequirements = []\n')
+    (repo / "service.toml").write_text('name = "app"\ntier = "base"\ncommand = ["true"]\n')
+    (repo / "app.py").write_text("X = 1\n")
+    (repo / ".pipeline/cache/x").mkdir(parents=True)
+    (repo / ".pipeline/cache/x/entry.json").write_text("{}")
+    svc = graph.load(repo).services["app"]
+    assert inputs.source_files(svc, repo) == ["app.py", "pipeline.toml", "service.toml"]
 
 
 @pytest.mark.parametrize(
