@@ -22,7 +22,7 @@ from pipeline.config import (
     load_service,
 )
 from pipeline.errors import ConfigError, UsageError
-from pipeline.inputs import source_files
+from pipeline.inputs import ignored_below, source_files
 from pipeline.provenance import ignored_paths
 
 if TYPE_CHECKING:
@@ -183,11 +183,6 @@ def _existing(root: Path, files: list[str], config_file: Path, field: str) -> tu
     return tuple(root / rel for rel in files)
 
 
-def _within(ignored: frozenset[str], prefix: str) -> frozenset[str]:
-    """The ignored paths below the folder ``prefix`` ("a/b/"), relative to it."""
-    return frozenset(p[len(prefix) :] for p in ignored if p.startswith(prefix) and p != prefix)
-
-
 def _service(
     manifest: Path, tiers: dict[str, Tier], root: Path, ignored: frozenset[str]
 ) -> Service:
@@ -228,8 +223,7 @@ def _service(
                 "must be a requirements .txt file or a pyproject.toml",
                 "point it at requirements.txt or pyproject.toml",
             )
-    rel = folder.relative_to(root).as_posix()
-    own = _within(ignored, "" if rel == "." else f"{rel}/")
+    own = ignored_below(ignored, folder.relative_to(root).as_posix())
     service = Service(name, folder, manifest, spec, requirements, own)
     if not source_files(service, root):
         raise ConfigError(

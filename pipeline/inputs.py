@@ -100,6 +100,12 @@ def is_ignored(ignored: frozenset[str], rel: str) -> bool:
     return False
 
 
+def ignored_below(ignored: frozenset[str], folder: str) -> frozenset[str]:
+    """The root-relative ``ignored`` paths below ``folder``, relative to it."""
+    prefix = "" if folder in ("", ".") else f"{folder}/"
+    return frozenset(p[len(prefix) :] for p in ignored if p.startswith(prefix) and p != prefix)
+
+
 def _literal(patterns: Iterable[str]) -> frozenset[str]:
     """The include patterns that name one path, with no wildcard."""
     return frozenset(p.strip("/") for p in patterns if not _GLOB_CHARS.intersection(p))

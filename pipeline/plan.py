@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline import inputs
+from pipeline.provenance import ignored_paths
 from pipeline.resultcache import FOLDER, FORMAT, write_entry
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 ENTRY = "plan.json"
 TIER_KEYS = ("name", "image", "extends", "requirements")
-SERVICE_KEYS = ("name", "tier", "path", "port", "requirements", "uploads")
+SERVICE_KEYS = ("name", "tier", "path", "port", "requirements", "uploads", "ignored")
 
 
 def data(project: Project, services: Sequence[Service]) -> dict[str, Any]:
@@ -54,10 +55,21 @@ def data(project: Project, services: Sequence[Service]) -> dict[str, Any]:
                 "port": s.spec.port,
                 "requirements": s.spec.requirements,
                 "uploads": inputs.source_files(s, project.root),
+                "ignored": left_out(s.path, s.spec.include, s.spec.exclude, s.ignored),
             }
             for s in services
         ],
     }
+
+
+def left_out(
+    folder: Path, include: Sequence[str], exclude: Sequence[str], ignored: frozenset[str]
+) -> list[str]:
+    """The files the globs select that git ignores, and so are not uploaded."""
+    if not ignored:
+        return []
+    every = inputs.walk(folder, folder, include, exclude)
+    return sorted(set(every) - set(inputs.walk(folder, folder, include, exclude, ignored)))
 
 
 def render(plan: dict[str, Any], as_json: bool) -> str:
@@ -76,6 +88,8 @@ def render(plan: dict[str, Any], as_json: bool) -> str:
         port = f", port {s['port']}" if s["port"] else ""
         lines.append(f"  {s['name']} [{s['tier']}{port}] {s['path']}: uploads {len(uploads)} files")
         lines.extend(f"    {u}" for u in uploads)
+        if s.get("ignored"):
+            lines.append(f"    left out, as git ignores them: {', '.join(s['ignored'])}")
     return "\n".join(lines)
 
 
@@ -156,9 +170,12 @@ def replay(
         if entry is None:
             return None
         plan = entry["plan"]
+        ignored = ignored_paths(root)
         for svc in plan["services"]:
             folder, include, exclude = entry["walks"][svc["name"]]
-            svc["uploads"] = inputs.walk(root / folder, root, include, exclude)
+            own = inputs.ignored_below(ignored, folder)
+            svc["uploads"] = inputs.walk(root / folder, root, include, exclude, own)
+            svc["ignored"] = left_out(root / folder, include, exclude, own)
         chosen = [
             s
             for s in plan["services"]

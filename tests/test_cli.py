@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import copy_example
 from tests.conftest import run_pipeline as cli
 
 
@@ -245,3 +246,15 @@ def test_a_damaged_plan_entry_is_planned_again(tmp_path: Path):
     (repo / ".pipeline" / "plan.json").write_text("{not json")
     assert _plan(repo) == first
     assert json.loads((repo / ".pipeline" / "plan.json").read_text())["value"]["plan"]
+
+
+def test_plan_says_what_git_ignores_is_left_out_fresh_and_replayed(tmp_path: Path):
+    repo = copy_example(tmp_path / "repo", services=("users",))
+    (repo / ".gitignore").write_text(".env\n")
+    (repo / "services/users/users/.env").write_text("TOKEN=secret\n")
+    for _ in range(2):  # loaded, then replayed
+        (users,) = _plan(repo)["services"]
+        assert "users/.env" not in users["uploads"]
+        assert users["ignored"] == ["users/.env"]
+    done = cli("plan", "--project-dir", str(repo))
+    assert "left out, as git ignores them: users/.env" in done.stdout
