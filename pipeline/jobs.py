@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.inputs import Inputs, service_inputs, tier_inputs, would_read
 from pipeline.log import get_logger
 from pipeline.report import Result
+from pipeline.resultcache import Kind
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -56,7 +58,7 @@ def plan(
             svc.name, svc.tier, inputs.paths, would_read(svc, project.root)
         )
         content = inputs.key()
-        entry = cache.get("checks", content) or {}
+        entry = cache.get(Kind.CHECKS, content) or {}
         passed = frozenset(k for k in CHECKS if entry.get(k) is True)
         job = Job(svc, inputs, stamp, content, _key(content, stamp), passed)
         out.append(job)
@@ -69,8 +71,8 @@ def replay(job: Job, cache: ResultCache, options: RunOptions) -> Result | None:
     if options.out_dir is not None or options.publish_to is not None:
         return None
     # A result stored by a run without checks serves only runs without checks.
-    entry = cache.get("results", job.key) or (
-        None if options.test else cache.get("results", f"{job.key}-untested")
+    entry = cache.get(Kind.RESULTS, job.key) or (
+        None if options.test else cache.get(Kind.RESULTS, f"{job.key}-untested")
     )
     if entry is None:
         _explain(job, cache)
@@ -80,9 +82,28 @@ def replay(job: Job, cache: ResultCache, options: RunOptions) -> Result | None:
     except (KeyError, TypeError, ValueError) as exc:
         get_logger().warning("cache_entry_ignored", service=job.service.name, reason=str(exc))
         return None
-    if not stored.ok or (options.test and not set(expected_checks(job)) <= set(stored.tests)):
+    why = _unfit(job, stored, options.test)
+    if why:
+        get_logger().warning("cache_entry_ignored", service=job.service.name, reason=why)
         return None
     return replace(stored, duration=0.0, cached=True, tarball="", published=())
+
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def _unfit(job: Job, stored: Result, tested: bool) -> str:
+    """Why a stored result cannot stand for this job's build ("" when it can): it must be
+    this service's, verified, of an image named by a digest, with every check this run asks
+    for passed."""
+    if stored.service != job.service.name or stored.tier != job.service.tier:
+        return f"it is the result of {stored.service} ({stored.tier})"
+    if not stored.ok or stored.image is None or not _DIGEST.match(stored.image.digest):
+        return "it holds no verified image digest"
+    failed = [c for c in expected_checks(job) if stored.tests.get(c) is not True]
+    if tested and failed:
+        return f"its checks did not all pass ({', '.join(failed)})"
+    return ""
 
 
 def expected_checks(job: Job) -> list[str]:
@@ -95,13 +116,13 @@ def record(job: Job, result: Result, cache: ResultCache, tested: bool) -> None:
     """Store what this build proved: passed checks by content, a whole verified result by key."""
     passed = {name: True for name, ok in result.tests.items() if ok}
     if passed:
-        cache.put("checks", job.content_key, {**dict.fromkeys(job.passed, True), **passed})
+        cache.put(Kind.CHECKS, job.content_key, {**dict.fromkeys(job.passed, True), **passed})
     if result.ok and result.image is not None:
         data = replace(result, tarball="", published=()).as_dict()
         data["stored_at"] = time.time()
         complete = tested or not expected_checks(job)
-        cache.put("results", job.key if complete else f"{job.key}-untested", data)
-    cache.put("inputs", job.service.name, _inputs_dict(job.inputs))
+        cache.put(Kind.RESULTS, job.key if complete else f"{job.key}-untested", data)
+    cache.put(Kind.INPUTS, job.service.name, _inputs_dict(job.inputs))
 
 
 def _inputs_dict(inputs: Inputs) -> dict[str, Any]:
@@ -122,7 +143,7 @@ def _inputs_from(data: dict[str, Any] | None) -> Inputs | None:
 def _explain(job: Job, cache: ResultCache) -> None:
     """Say which inputs changed since the service's last build."""
     try:
-        before = _inputs_from(cache.get("inputs", job.service.name))
+        before = _inputs_from(cache.get(Kind.INPUTS, job.service.name))
     except (KeyError, TypeError):
         before = None
     changed = job.inputs.changes(before)

@@ -6,12 +6,17 @@ everything that made them (in the spirit of Bazel's action cache and Turborepo).
   checks/<key>.json    checks passed on an image of this content (smoke, health, unit)
   tiers/<key>.json     a tier image's facts
   inputs/<service>.json  the inputs of the service's last build, to say why it rebuilds
-A damaged entry is ignored with a warning; every write is atomic. The folder carries its
-own .gitignore, so it never shows as a change.
+Every entry proves itself: it names its kind and the key it answers, and carries a digest of
+both and of its value. An entry that does not check out (damaged, edited, copied under another
+key, of another format) is ignored with a warning, and the work it would have saved is done
+again. Every write is atomic. The folder carries its own .gitignore, so it never shows as a
+change.
 """
 
 from __future__ import annotations
 
+import enum
+import hashlib
 import json
 import os
 import tempfile
@@ -20,8 +25,22 @@ from typing import Any
 
 from pipeline.log import get_logger
 
-FORMAT = 1
+FORMAT = 2
 FOLDER = ".pipeline"
+
+
+class Kind(enum.StrEnum):
+    """The kinds of entry, each a folder of the scope."""
+
+    RESULTS = "results"  # a service's whole verified result, by the key of all its inputs
+    CHECKS = "checks"  # checks passed on an image of this content (its key less the stamp)
+    INPUTS = "inputs"  # the inputs of a service's last build, to say why it rebuilds
+
+
+def seal(kind: str, key: str, value: Any) -> str:  # noqa: ANN401 - any JSON value
+    """The digest an entry carries of what it says: its kind, its key and its value."""
+    encoded = json.dumps([kind, key, value], sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(encoded.encode()).hexdigest()
 
 
 class ResultCache:
@@ -31,11 +50,12 @@ class ResultCache:
         self.read = read  # --no-cache: nothing is replayed, fresh results are still stored
         self.write = write
 
-    def _path(self, kind: str, name: str) -> Path:
+    def _path(self, kind: Kind, name: str) -> Path:
         return self.dir / kind / f"{name}.json"
 
-    def get(self, kind: str, name: str) -> dict[str, Any] | None:
-        """The entry, or None when absent, disabled or unreadable (then with a warning)."""
+    def get(self, kind: Kind, name: str) -> dict[str, Any] | None:
+        """The entry's value, or None when absent, disabled, unreadable or not proving itself
+        (then with a warning)."""
         if not self.read:
             return None
         path = self._path(kind, name)
@@ -46,26 +66,44 @@ class ResultCache:
         except (OSError, ValueError) as exc:
             get_logger().warning("cache_entry_ignored", file=str(path), reason=str(exc))
             return None
-        if not isinstance(entry, dict) or entry.get("format") != FORMAT or "value" not in entry:
-            get_logger().warning("cache_entry_ignored", file=str(path), reason="unknown format")
-            return None
-        value = entry["value"]
-        return value if isinstance(value, dict) else None
+        value = proven(entry, kind, name)
+        if value is None:
+            reason = "it does not prove itself (its digest, kind or key do not match)"
+            get_logger().warning("cache_entry_ignored", file=str(path), reason=reason)
+        return value
 
-    def put(self, kind: str, name: str, value: dict[str, Any]) -> None:
+    def put(self, kind: Kind, name: str, value: dict[str, Any]) -> None:
         """Store an entry atomically (a unique temporary file renamed into place)."""
         if self.write:
-            write_entry(self.top, self._path(kind, name), value)
+            sealed = {"kind": str(kind), "key": name, "digest": seal(kind, name, value)}
+            write_entry(self.top, self._path(kind, name), value, sealed)
 
 
-def write_entry(top: Path, path: Path, value: dict[str, Any]) -> None:
-    """Write ``value`` to ``path`` (under ``top``, the git-ignored ``.pipeline`` folder) at
-    once: a unique temporary file renamed into place."""
+def proven(entry: object, kind: str, key: str) -> dict[str, Any] | None:
+    """The value of a stored entry when it is of this format, kind and key, and its digest
+    is the digest of what it says; else None."""
+    if not isinstance(entry, dict) or entry.get("format") != FORMAT:
+        return None
+    value = entry.get("value")
+    if entry.get("kind") != kind or entry.get("key") != key or not isinstance(value, dict):
+        return None
+    try:
+        digest = seal(kind, key, value)
+    except (TypeError, ValueError):
+        return None
+    return value if entry.get("digest") == digest else None
+
+
+def write_entry(
+    top: Path, path: Path, value: dict[str, Any], extra: dict[str, str] | None = None
+) -> None:
+    """Write ``value`` (with ``extra`` fields beside it) to ``path`` (under ``top``, the
+    git-ignored ``.pipeline`` folder) at once: a unique temporary file renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     ignore = top / ".gitignore"
     if not ignore.exists():
         ignore.write_text("# the pipeline's result cache: never committed\n*\n")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({"format": FORMAT, "value": value}, fh, indent=1, sort_keys=True)
+        json.dump({"format": FORMAT, **(extra or {}), "value": value}, fh, indent=1, sort_keys=True)
     Path(tmp).replace(path)
