@@ -1,10 +1,14 @@
 """scripts/engine's host install on a host that lacks what a fresh machine lacks: the script
 runs with a PATH holding only a shell's basics, a Docker *client* and an apt-get that records
-what it is asked to install. And the engine image's upkeep of its own databases."""
+what it is asked to install. The choice of Dagger version and what each version's engine is
+named, the check of Dagger's modules against their pinned sums, two generations' engines up at
+once, and the engine image's upkeep of its own databases."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 from typing import TYPE_CHECKING
@@ -16,7 +20,35 @@ from tests.conftest import ROOT, value_of
 if TYPE_CHECKING:
     from pathlib import Path
 
-ENGINE_NAME = os.environ.get("PIPELINE_ENGINE_NAME", "pipeline-dagger-engine")
+SCRIPT = ROOT / "scripts/engine"
+PINNED = json.loads((ROOT / "dagger.json").read_text())["engineVersion"]
+OTHER = "v0.21.8"  # the other generation scripts/engine builds
+RUNNER_SOCKET = re.compile(r"^unix:///run/([^/]+)/buildkitd\.sock$")
+
+
+def engine_name() -> str:
+    """The container of the engine the environment points at (``scripts/engine env``'s socket
+    is /run/<container>/buildkitd.sock)."""
+    runner = RUNNER_SOCKET.match(os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", ""))
+    return runner[1] if runner else os.environ.get("PIPELINE_ENGINE_NAME", "pipeline-dagger-engine")
+
+
+def engine(
+    *args: str, version: str | None = None, script: Path = SCRIPT
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    if version:
+        env["PIPELINE_DAGGER_VERSION"] = version
+    return subprocess.run(
+        ["bash", str(script), *args], capture_output=True, text=True, env=env, check=False
+    )
+
+
+def exports(version: str | None) -> dict[str, str]:
+    """What ``scripts/engine env`` exports for ``version`` (dagger.json's when None)."""
+    done = engine("env", version=version)
+    assert done.returncode == 0, done.stderr
+    return dict(re.findall(r"(\w+)=(\S+)", done.stdout))
 BASICS = ("bash", "sed", "dirname", "cat", "mkdir", "printf")
 TOOLS = ("dockerd", "debootstrap", "docker-registry", "git", "curl", "jq", "skopeo", "tar",
          "sha256sum", "go")  # fmt: skip
@@ -87,13 +119,13 @@ def test_the_engine_image_compacts_its_databases(tmp_path: Path):
     64 MB that holds free pages and leaves it intact; a smaller one, and one bbolt cannot
     read, are left as they were."""
     image = subprocess.run(
-        ["docker", "inspect", "-f", "{{.Config.Image}}", ENGINE_NAME],
+        ["docker", "inspect", "-f", "{{.Config.Image}}", engine_name()],
         capture_output=True,
         text=True,
         check=False,
     ).stdout.strip()
     if not image:
-        pytest.fail(f"no engine container {ENGINE_NAME}: scripts/engine up first")
+        pytest.fail(f"no engine container {engine_name()}: scripts/engine up first")
     script = (
         "set -e; cd /data/state; "
         # random writes in batches leave free pages behind, as the engine's GC does
@@ -121,3 +153,118 @@ def test_the_engine_image_compacts_its_databases(tmp_path: Path):
     assert "small.db: OK" in done.stdout
     assert "broken.db: OK" in done.stdout
     assert ".compact" not in done.stdout  # no half-written copy left behind
+
+
+def test_the_version_is_dagger_json_s_unless_one_is_chosen_and_each_has_its_own_engine():
+    default, other = exports(None), exports(OTHER)
+    assert default["_EXPERIMENTAL_DAGGER_CLI_BIN"].endswith(f"/bin/{PINNED}/dagger")
+    assert default["_EXPERIMENTAL_DAGGER_RUNNER_HOST"] == (
+        "unix:///run/pipeline-dagger-engine/buildkitd.sock"
+    )
+    assert exports(PINNED) == default  # naming dagger.json's version changes nothing
+    assert other["_EXPERIMENTAL_DAGGER_CLI_BIN"].endswith(f"/bin/{OTHER}/dagger")
+    assert other["_EXPERIMENTAL_DAGGER_RUNNER_HOST"] == (
+        f"unix:///run/pipeline-dagger-engine-{OTHER}/buildkitd.sock"
+    )
+    # one registry, one base image: what either engine pushes, the other and the host see
+    for key in ("PIPELINE_BASE_IMAGE", "PIPELINE_REGISTRY", "PIPELINE_CA_BUNDLE"):
+        assert other[key] == default[key]
+
+
+@pytest.mark.parametrize(
+    ("version", "says"),
+    [
+        ("latest", "PIPELINE_DAGGER_VERSION=latest is not a Dagger release"),
+        ("v0.21.9", "Dagger v0.21.9 has no module sums pinned in"),
+    ],
+)
+def test_a_version_that_cannot_be_built_is_refused_before_anything_runs(version: str, says: str):
+    for command in ("env", "up", "down"):
+        done = engine(command, version=version)
+        assert done.returncode == 2, done.stderr
+        assert says in done.stderr
+        assert done.stdout == ""
+
+
+@pytest.fixture
+def pinned_copy(tmp_path: Path) -> Path:
+    """The script, dagger.json and the pinned sums in a checkout of their own (no shared Go
+    proxy beside it); returns the sums file."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(SCRIPT, tmp_path / "scripts/engine")
+    shutil.copy(ROOT / "dagger.json", tmp_path / "dagger.json")
+    shutil.copy(ROOT / "scripts/dagger-modules.sum", tmp_path / "scripts/dagger-modules.sum")
+    return tmp_path / "scripts/dagger-modules.sum"
+
+
+@pytest.mark.skipif(not shutil.which("go"), reason="needs Go (scripts/engine host-tools)")
+@pytest.mark.parametrize("version", [PINNED, OTHER])
+def test_dagger_s_modules_match_their_pinned_sums(version: str):
+    done = engine("verify", version=version)
+    assert done.returncode == 0, done.stderr
+    assert f"github.com/dagger/dagger@{version} h1:" in done.stderr
+    assert f"dagger.io/dagger@{version} h1:" in done.stderr
+
+
+@pytest.mark.skipif(not shutil.which("go"), reason="needs Go (scripts/engine host-tools)")
+def test_a_module_that_differs_from_its_pin_stops_the_build(pinned_copy: Path):
+    pins = pinned_copy.read_text()
+    wrong = re.sub(
+        rf"^(dagger\.io/dagger {PINNED}) h1:\S+$",
+        r"\1 h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        pins,
+        flags=re.MULTILINE,
+    )
+    assert wrong != pins
+    pinned_copy.write_text(wrong)
+    done = engine("verify", script=pinned_copy.parent / "engine")
+    assert done.returncode == 1
+    assert f"verifying dagger.io/dagger@{PINNED}: checksum mismatch" in done.stderr
+    assert f"differ from the sums pinned in {pinned_copy}" in done.stderr
+
+
+def running(name: str) -> bool:
+    state = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Running}}", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return state.stdout.strip() == "true"
+
+
+@pytest.mark.engine
+def test_both_generations_answer_at_once_each_on_its_own_socket():
+    """With both engines up (scripts/engine up, and PIPELINE_DAGGER_VERSION=v0.21.8
+    scripts/engine up), each answers its own CLI at the same time with its own version."""
+    names = {PINNED: "pipeline-dagger-engine", OTHER: f"pipeline-dagger-engine-{OTHER}"}
+    down = [name for name in names.values() if not running(name)]
+    if down:
+        pytest.skip(f"not up: {', '.join(down)} (scripts/engine up for each version)")
+    queries = {}
+    for version in names:
+        chosen = exports(version if version != PINNED else None)
+        env = {**os.environ, **{k: v for k, v in chosen.items() if k != "PATH"}}
+        queries[version] = subprocess.Popen(
+            [env["_EXPERIMENTAL_DAGGER_CLI_BIN"], "query", "--progress", "plain"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd="/",
+        )
+    for version, query in queries.items():
+        out, err = query.communicate("{ version }", timeout=300)
+        assert query.returncode == 0, err
+        assert json.loads(out)["version"] == version
+    networks = {
+        version: subprocess.run(
+            ["docker", "inspect", "-f", "{{.HostConfig.NetworkMode}}", name],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for version, name in names.items()
+    }
+    assert networks == {PINNED: "host", OTHER: "bridge"}
