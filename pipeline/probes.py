@@ -1,157 +1,122 @@
 """Health probes of a running image: HTTP, gRPC (the standard grpc.health.v1 protocol) or TCP,
 each bounded like Docker's HEALTHCHECK: a server gets ``start_period`` to start listening and
-each probe ``timeout``; a definite answer (an HTTP error status) fails at once.
+each probe ``timeout``, all within ``start_period + timeout``; a definite answer (an HTTP error
+status) fails at once, and so does a service that stops.
 
-The image runs as a Dagger service; the probe runs in a second container bound to it.
+Like Docker's HEALTHCHECK, the probe runs inside the container it checks: one exec of the image
+runs ``probe_main`` (a program of this package, mounted), which starts the service (the
+image's entrypoint and command) as its child and probes the container's own non-loopback
+address. So a service that crashes is reported by its own exit code and the tail of its own
+log, and no Dagger service is started: nothing waits on the engine's service start (its host
+name, its port check, an inherited Docker HEALTHCHECK on newer engines).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from functools import cache
+from importlib import resources
 from typing import TYPE_CHECKING
 
 import dagger
 from dagger import dag
 
-from pipeline import compat, images
+from pipeline import compat, images, probe_main
 from pipeline.config import argv
 from pipeline.errors import BuildError
 from pipeline.layers import one_step
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pipeline.config import HealthSpec
     from pipeline.graph import Service
     from pipeline.settings import BuildSettings
 
 GRPC_HEALTH = "grpcio-health-checking==1.85.1"
-LOG_LINES, LOG_SECONDS = 20, 20.0
-PROBE_VENV = "/opt/probe"
-
-# One program for every kind; its only argument is the probe as JSON.
-_PROBE = """
-import json, socket, sys, time
-p = json.loads(sys.argv[1])
-host, port, kind, timeout = p["host"], p["port"], p["kind"], p["timeout"]
-limit = p["start_period"] + timeout
-deadline = time.monotonic() + limit
-
-def fail(why):
-    print("health check failed: " + why, file=sys.stderr)
-    sys.exit(1)
-
-def once():
-    # (True, _) healthy; (False, why) a definite answer; OSError: not listening yet
-    if kind == "tcp":
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True, ""
-    if kind == "http":
-        import urllib.error, urllib.request
-        url = "http://%s:%d%s" % (host, port, p["target"])
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:
-                return 200 <= r.status < 300, "HTTP %d from %s" % (r.status, p["target"])
-        except urllib.error.HTTPError as exc:
-            return False, "HTTP %d from %s" % (exc.code, p["target"])
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-    with grpc.insecure_channel("%s:%d" % (host, port)) as channel:
-        request = health_pb2.HealthCheckRequest(service=p["target"])
-        try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(request, timeout=timeout)
-        except grpc.RpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise ConnectionError(exc.details())
-            return False, "gRPC %s: %s" % (exc.code().name, exc.details())
-        status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
-        return status == "SERVING", "gRPC health of %r: %s" % (p["target"], status)
-
-why = "no answer"
-while True:
-    try:
-        ok, why = once()
-        if ok:
-            sys.exit(0)
-        if kind == "http":
-            fail(why)
-    except OSError as exc:
-        why = "port %d not answering: %s" % (port, exc)
-    if time.monotonic() > deadline:
-        fail("%s (within start_period + timeout = %gs)" % (why, limit))
-    time.sleep(p["interval"])
-"""
+LOG_LINES = 20
+PROBE_VENV = "/opt/probe"  # grpcio for the gRPC kind, built in the builder, mounted
+PROGRAM_DIR = "/opt/pipeline-probe"
+PROGRAM = f"{PROGRAM_DIR}/probe_main.py"
 
 
-def _prober(
+@cache
+def program_text() -> str:
+    """The probe program's source, as the package ships it."""
+    return resources.files("pipeline").joinpath("probe_main.py").read_text(encoding="utf-8")
+
+
+def _with_prober(
     probe: HealthSpec, settings: BuildSettings, secrets: images.Secrets
-) -> tuple[dagger.Container, str]:
-    """The container a probe runs in, and its python."""
+) -> tuple[Callable[[dagger.Container], dagger.Container], str]:
+    """The step mounting what the probe needs into the image, and the python that runs it."""
+    program = dag.directory().with_new_file("probe_main.py", program_text(), permissions=0o444)
     if probe.kind != "grpc":
-        return dag.container().from_(settings.base_image), "python3"
+
+        def plain(ctr: dagger.Container) -> dagger.Container:
+            return ctr.with_mounted_directory(PROGRAM_DIR, program)
+
+        return plain, "python3"
     python = f"{PROBE_VENV}/bin/python"
     install = one_step(
         ["uv", "venv", "-q", "--python", "python3", PROBE_VENV],
         ["uv", "pip", "install", "-q", "--python", python, GRPC_HEALTH],
     )
-    return images.builder(settings, secrets=secrets).with_(compat.run(install)), python
+    # built from the same base image, so its python is the image's own interpreter
+    venv = (
+        images.builder(settings, secrets=secrets).with_(compat.run(install)).directory(PROBE_VENV)
+    )
+
+    def grpc(ctr: dagger.Container) -> dagger.Container:
+        return ctr.with_mounted_directory(PROGRAM_DIR, program).with_mounted_directory(
+            PROBE_VENV, venv
+        )
+
+    return grpc, python
 
 
 async def health(
     service: Service, image: dagger.Container, settings: BuildSettings, secrets: images.Secrets
 ) -> None:
-    """Start the image as a service and probe its port from a second container."""
+    """Run the image's service under the probe, in one exec of the image."""
     spec, probe = service.spec, service.spec.probe
     if spec.port is None or probe is None:
         return
-    # The probe waits for the port itself, within its bounds; the engine's own port check
-    # would wait with growing back-off, and forever for a server that never listens.
-    listening = image.without_exposed_port(spec.port).with_exposed_port(
-        spec.port, experimental_skip_healthcheck=True
-    )
-    server = compat.service(listening, argv(spec.command))
-    target = {"http": probe.http, "grpc": probe.grpc, "tcp": ""}[probe.kind]
+    entrypoint = await image.entrypoint() or []
     config = {
-        "host": service.name,
-        "port": spec.port,
         "kind": probe.kind,
-        "target": target,
+        "port": spec.port,
+        "command": [*entrypoint, *argv(spec.command)],
+        "target": {"http": probe.http, "grpc": probe.grpc, "tcp": ""}[probe.kind] or "",
         "timeout": probe.timeout,
         "interval": probe.interval,
         "start_period": probe.start_period,
+        "log_lines": LOG_LINES,
     }
-    prober, python = _prober(probe, settings, secrets)
-    probe_argv = [python, "-c", _PROBE, json.dumps(config)]
+    with_prober, python = _with_prober(probe, settings, secrets)
     try:
         await (
-            prober.with_service_binding(service.name, server)
+            image.with_(with_prober)
             .with_env_variable("PIPELINE_PROBE_AT", str(time.time_ns()))  # never cached
-            .with_(compat.run(probe_argv))
+            .with_(compat.run([python, "-I", PROGRAM, json.dumps(config)]))
             .sync()
         )
     except dagger.ExecError as exc:
-        why = next((ln for ln in reversed(exc.stderr.splitlines()) if "health check" in ln), "")
-        if not why and list(exc.command) != probe_argv:  # the service ended before the probe
-            why = (
-                f"health check failed: port {spec.port} not answering: the service stopped "
-                f"(exit code {exc.exit_code}) before it listened"
-            )
-        tail = await log_tail(image, argv(spec.command), probe.start_period + probe.timeout)
-        why = why or exc.stderr.strip() or str(exc).strip()
-        detail = f"{why}\nthe service's log (a fresh start, {tail}"
-        raise BuildError(service.name, "health", detail) from exc
+        raise BuildError(service.name, "health", reason(exc.stderr, exc.exit_code)) from exc
 
 
-async def log_tail(image: dagger.Container, command: list[str], seconds: float) -> str:
-    """What the service prints in its first seconds (at most 20 s), last lines only: a
-    Dagger service's own output cannot be read back, so the image runs the command again."""
-    limit = f"{min(seconds, LOG_SECONDS):g}"
-    script = f'timeout -k 1 {limit} "$@" 2>&1 | tail -n {LOG_LINES}'
-    out = await (
-        image.with_env_variable("PYTHONUNBUFFERED", "1")
-        .with_env_variable("PIPELINE_PROBE_AT", str(time.time_ns()))
-        .with_(compat.run(["sh", "-c", script, "sh", *command]))
-        .stdout()
-    )
-    lines = out.rstrip().splitlines()
-    body = "\n".join(f"  {ln}" for ln in lines) if lines else "  (nothing)"
-    return f"{limit}s, last {LOG_LINES} lines):\n{body}"
+def reason(stderr: str, exit_code: int) -> str:
+    """The probe's report out of its stderr (the engine may print lines of its own around
+    it); if the probe could not report, its exit code and its last lines."""
+    lines = stderr.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(probe_main.FAILED)]
+    if starts:
+        block = [lines[starts[-1]]]
+        for line in lines[starts[-1] + 1 :]:
+            if not line.startswith(("  ", "the service's log (")):
+                break
+            block.append(line)
+        return "\n".join(block)
+    last = [f"  {line}" for line in lines if line.strip()][-LOG_LINES:]
+    return "\n".join([f"{probe_main.FAILED}the probe could not run (exit code {exit_code})", *last])
