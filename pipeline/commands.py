@@ -274,21 +274,29 @@ def verify(ref: str, username: str | None) -> int:
 
 
 def carry(args: argparse.Namespace, project: Project) -> int:
-    """``cache export DIR`` / ``cache import DIR``: the scope's caches to or from a folder."""
+    """``cache export DIR`` / ``cache import DIR``: the scope's caches to or from a folder.
+    Every check of the folder (and of an export's every archive) is made on the host before
+    an engine session starts."""
     import anyio
 
-    build = settings.build_settings(project, args.base_image, args.cache_scope)
-    if args.action == "import":
-        from pipeline.carry import source
+    from pipeline import carry as carried
 
-        if source(args.folder, build.cache_scope, args.fallback_scope) is None:
-            print(f"nothing to import: no export of {build.cache_scope} or {args.fallback_scope}")
+    build = settings.build_settings(project, args.base_image, args.cache_scope)
+    scope = carried.scope_name(build.cache_scope, "--cache-scope (or PIPELINE_CACHE_SCOPE)")
+    if args.action == "import":
+        fallback = args.fallback_scope
+        if fallback:
+            fallback = carried.scope_name(fallback, "--fallback-scope")
+        found = carried.source(args.folder, scope, fallback)
+        if found is None:
+            print(f"nothing to import: no export of {scope} or {fallback} in {args.folder}")
             return 0
+        checked = carried.check(found)
+    else:
+        carried.check_target(args.folder, scope, args.max_size_mb)
 
     async def work() -> None:
         import dagger
-
-        from pipeline import carry as carried
 
         config = dagger.Config(log_output=sys.stderr if args.verbose else None)
         async with dagger.connection(config):
@@ -296,10 +304,10 @@ def carry(args: argparse.Namespace, project: Project) -> int:
                 manifest = await carried.export(build, args.folder, args.max_size_mb)
                 total = sum(manifest["sizes"].values()) / 1e6
                 left = ", ".join(manifest["left_out"]) or "nothing"
-                print(f"exported {build.cache_scope}: {total:.1f} MB, left out: {left}")
+                print(f"exported {scope}: {total:.1f} MB, left out: {left}")
             else:
-                found = await carried.import_(build, args.folder, args.fallback_scope)
-                print(f"imported {found} into scope {build.cache_scope}")
+                await carried.import_(build, checked)
+                print(f"imported {checked.folder} into scope {scope}")
 
     anyio.run(work)
     return 0
