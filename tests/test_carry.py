@@ -5,6 +5,7 @@ branch's scope) make a rebuild there download no package it had before."""
 from __future__ import annotations
 
 import json
+import tarfile
 import time
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,13 @@ async def _wheels(scope: str, base_image: str) -> list[str]:
     return out.split()
 
 
+def _entries(folder: Path) -> dict[str, bytes]:
+    """A result cache's files by path, with their bytes."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
 async def test_imported_caches_make_a_fresh_scope_download_nothing(tmp_path: Path, base_image: str):
     repo = copy_example(tmp_path / "repo", services=("worker",))
     first, fresh = f"carry-a-{time.time_ns()}", f"carry-b-{time.time_ns()}"
@@ -51,10 +59,14 @@ async def test_imported_caches_make_a_fresh_scope_download_nothing(tmp_path: Pat
     done = run_pipeline("cache", "export", str(carried), *where, "--cache-scope", first)
     assert done.returncode == 0, done.stderr
     manifest = json.loads((carried / first / "manifest.json").read_text())
-    assert manifest["sizes"]["uv"] > 0
     assert manifest["left_out"] == []
     downloaded = await _wheels(first, base_image)
     assert downloaded  # the first build filled its scope's uv cache
+    packed = carried / first / "uv.tar.gz"
+    assert manifest["sizes"]["uv"] == packed.stat().st_size
+    with tarfile.open(packed) as tar:
+        held = {m.name.removeprefix("./") for m in tar}
+    assert {f"archive-v0/{wheel}" for wheel in downloaded} <= held  # every wheel uv unpacked
 
     # a fresh scope: empty volumes; its own export is missing, so the fallback scope's is used
     assert await _wheels(fresh, base_image) == []
@@ -65,7 +77,10 @@ async def test_imported_caches_make_a_fresh_scope_download_nothing(tmp_path: Pat
     assert "cache_imported" in done.stderr
     imported = await _wheels(fresh, base_image)
     assert imported == downloaded
-    assert (repo / ".pipeline/cache" / fresh / "results").is_dir()  # the result cache too
+    # the result cache too: every entry the first scope had, byte for byte
+    exported, landed = (_entries(repo / ".pipeline/cache" / s) for s in (first, fresh))
+    assert any(name.startswith("results/") for name in exported)
+    assert landed == exported
 
     _change_tier_inputs(repo)  # the installs run again, now in the fresh scope
     rebuilt = pipeline_in(repo, base_image, "build", "--no-test", "--no-cache", scope=fresh)
