@@ -3,6 +3,8 @@ each service needs, the engine only if some service needs it, then the results."
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -12,12 +14,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pipeline import jobs, registry, report, settings
-from pipeline.errors import UsageError
+from pipeline.enginecheck import RUNNER_HOST, START_ONE, EngineUnreachableError, require_engine
+from pipeline.errors import PipelineError, UsageError
 from pipeline.log import get_logger
 from pipeline.resultcache import ResultCache
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
     import anyio
@@ -26,6 +30,26 @@ if TYPE_CHECKING:
     from pipeline.publish import Release
     from pipeline.report import Result
     from pipeline.settings import BuildSettings, RunOptions
+
+
+@contextlib.asynccontextmanager
+async def engine_session(verbose: bool) -> AsyncIterator[None]:
+    """One connection to the engine, for the whole run. Whether an engine can be reached is
+    asked first (enginecheck), and a session that still fails to start is one clear error
+    naming the runner, never a traceback."""
+    import dagger
+
+    require_engine()
+    config = dagger.Config(log_output=sys.stderr if verbose else None)
+    try:
+        async with dagger.connection(config):
+            yield
+    except dagger.ProvisionError as exc:
+        where = os.environ.get(RUNNER_HOST) or "the Dagger CLI's default engine"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EngineUnreachableError(
+            f"no engine session could be started with {where}: {first}; fix: {START_ONE}"
+        ) from None
 
 
 async def _engine_run(
@@ -38,9 +62,8 @@ async def _engine_run(
 ) -> tuple[list[Result], Release | None]:
     """The engine part of a run, cancelled cleanly by Ctrl-C or a CI runner's SIGTERM."""
     import anyio
-    import dagger  # the engine is needed only from here on
 
-    from pipeline import runner
+    from pipeline import runner  # the engine's SDK is needed only from here on
 
     outcome: tuple[list[Result], Release | None] = ([], None)
     interrupted = False
@@ -53,12 +76,14 @@ async def _engine_run(
                 scope.cancel()
                 return
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(stop_on_signal, tg.cancel_scope)
-        config = dagger.Config(log_output=sys.stderr if verbose else None)
-        async with dagger.connection(config):
-            outcome = await runner.run(project, work, build, options, cache)
-        tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_on_signal, tg.cancel_scope)
+            async with engine_session(verbose):
+                outcome = await runner.run(project, work, build, options, cache)
+            tg.cancel_scope.cancel()
+    except* PipelineError as group:
+        raise group.exceptions[0] from None  # one expected error, said as such
     if interrupted:
         raise KeyboardInterrupt
     return outcome
@@ -137,6 +162,8 @@ def run(args: argparse.Namespace, project: Project, services: list[Service]) -> 
         log.warning("base_image_unresolved", base_image=build.base_image, result_cache="off")
         cache.read = cache.write = False
     base_ref = base or build.base_image
+    # built from the digest that keys the results, not from a tag that may move meanwhile
+    build = dataclasses.replace(build, base_image=base_ref)
     work = jobs.plan(project, services, build, base_ref, cache)
     log.info(
         "run_started",

@@ -22,7 +22,7 @@ import dagger
 from dagger import dag
 
 from pipeline import attest, compat, images, jobs, probes, publish, sbom
-from pipeline.errors import BuildError
+from pipeline.errors import BuildError, UsageError
 from pipeline.log import get_logger
 from pipeline.report import ImageFacts, Result, Status
 from pipeline.settings import INDEX_URL_ENV, PASSWORD_ENV
@@ -324,6 +324,7 @@ async def run(
     moving tags when publishing. Needs a connection."""
     if options.out_dir is not None:
         options.out_dir.mkdir(parents=True, exist_ok=True)
+    await _pullable(settings.base_image)
     secrets = await prepare(settings)
     password = os.environ.get(PASSWORD_ENV) if options.publish_to else None
     tiers = images.tier_images(project, settings, secrets)
@@ -356,6 +357,19 @@ async def run(
     if ctx.target is None:
         return ordered, None
     return await publish.move_tags(ordered, work, ctx.images, ctx.target)
+
+
+async def _pullable(ref: str) -> None:
+    """The base image, pulled before anything starts from it: one that cannot be had is one
+    clear error, not a failure of every service (or a traceback)."""
+    try:
+        await dag.container().from_(ref).sync()
+    except dagger.QueryError as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UsageError(
+            f"--base-image (or PIPELINE_BASE_IMAGE, base_image): the engine cannot pull {ref}: "
+            f"{first}; fix: name an image that exists and this engine's registries serve"
+        ) from None
 
 
 async def _prefetch(ahead: Sequence[dagger.Container]) -> None:

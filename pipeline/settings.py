@@ -96,6 +96,19 @@ def base_image_from(value: str) -> str:
     return value
 
 
+# Where publish pushes: a registry host[:port] and an optional namespace, no tag.
+REGISTRY_PREFIX = re.compile(rf"^[A-Za-z0-9.-]+(?::[0-9]+)?(?:/{_COMPONENT})*/?$")
+
+
+def registry_from(value: str | None) -> str | None:
+    if value and not REGISTRY_PREFIX.match(value):
+        raise UsageError(
+            f"--registry (or PIPELINE_REGISTRY): {value!r} is not a registry and namespace; "
+            "use e.g. ghcr.io/acme or localhost:5000/team (lower case, no tag)"
+        )
+    return value or None
+
+
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -156,7 +169,7 @@ def run_options(
         jobs=jobs_from(jobs if jobs is not None else env.get("PIPELINE_JOBS")),
         out_dir=out_dir,
         test=test,
-        publish_to=(registry or env.get("PIPELINE_REGISTRY")) if publish else None,
+        publish_to=registry_from(registry or env.get("PIPELINE_REGISTRY")) if publish else None,
         registry_username=(
             (registry_username or env.get("PIPELINE_REGISTRY_USERNAME")) if publish else None
         ),

@@ -258,3 +258,24 @@ def test_plan_says_what_git_ignores_is_left_out_fresh_and_replayed(tmp_path: Pat
         assert users["ignored"] == ["users/.env"]
     done = cli("plan", "--project-dir", str(repo))
     assert "left out, as git ignores them: users/.env" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["publish", "--registry", "Not A Ref"], {}, "--registry (or PIPELINE_REGISTRY)"),
+        (["publish"], {"PIPELINE_REGISTRY": "ghcr.io/Acme Corp"}, "PIPELINE_REGISTRY"),
+        (["build", "--cache-scope", ".."], {}, "--cache-scope"),
+        (["build"], {"PIPELINE_CACHE_SCOPE": "../../x"}, "PIPELINE_CACHE_SCOPE"),
+    ],
+)
+def test_bad_run_options_fail_before_any_build(
+    tmp_path: Path, args: list[str], env: dict[str, str], named: str
+):
+    repo = copy_example(tmp_path / "repo", services=("worker",))
+    done = cli(*args, "--project-dir", str(repo), env={"PIPELINE_REGISTRY": "", **env})
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (repo / ".pipeline/cache").exists()
+    assert not (tmp_path / "x").exists()
