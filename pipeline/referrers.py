@@ -9,13 +9,19 @@ OCI distribution spec (as ORAS and cosign use it) keeps an index of referrers un
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.registry import endpoint, is_local
+from pipeline.registry import RegistryError, endpoint, is_local, session, unreachable
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["Client", "RegistryError"]
 
 EMPTY = "application/vnd.oci.empty.v1+json"
 EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
@@ -23,11 +29,12 @@ INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER = "application/vnd.docker.distribution"
 ACCEPT = f"{INDEX}, {MANIFEST}, {DOCKER}.manifest.v2+json, {DOCKER}.manifest.list.v2+json"
-OK, CREATED, NOT_FOUND = 200, 201, 404
-
-
-class RegistryError(Exception):
-    """The registry refused or failed a request; says which and why."""
+OK, CREATED, ACCEPTED, NOT_FOUND = 200, 201, 202, 404
+UNAUTHORIZED, FORBIDDEN = 401, 403
+CREDENTIALS_FIX = (
+    "set PIPELINE_REGISTRY_USERNAME (or --registry-username) and PIPELINE_REGISTRY_PASSWORD "
+    "to an account or token with access to it"
+)
 
 
 class Client:
@@ -41,6 +48,13 @@ class Client:
         url = endpoint(registry)
         self.registry = url.split("://", 1)[1]  # the host the API answers on
         self._oras = oras.provider.Registry(hostname=self.registry, insecure=is_local(registry))
+        # Every request bounded by our session (timeouts, a few retries of passing failures),
+        # the authentication's token requests included; oras-py's own retry loop, which waits
+        # minutes on a refused connection and has no timeout, is bypassed.
+        bounded = session()
+        self._oras.session = self._oras.auth.session = bounded
+        unretried = type(self._oras).do_request.__wrapped__
+        self._oras.do_request = lambda *a, **kw: unretried(self._oras, *a, **kw)
         if username and password:
             self._oras.auth.set_basic_auth(username, password)
         self._base = f"{url}/v2"
@@ -52,23 +66,61 @@ class Client:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:  # noqa: ANN401 - requests' Response, imported lazily
+        with self._answered(method, url):
+            response = self._oras.do_request(url, method, data=body, headers=dict(headers or {}))
+        return self._allowed(method, url, response)
+
+    @contextlib.contextmanager
+    def _answered(self, method: str, url: str) -> Iterator[None]:
+        """Any failure to get an answer as one RegistryError naming the registry and the fix."""
+        import requests
+
         try:
-            return self._oras.do_request(url, method, data=body, headers=dict(headers or {}))
-        except Exception as exc:
-            raise RegistryError(f"{method} {url}: {exc}") from exc
+            yield
+        except requests.RequestException as exc:
+            raise unreachable(self.registry, exc) from None
+        except ValueError as exc:  # oras-py: a 401 and no credentials to answer it with
+            raise RegistryError(
+                f"registry {self.registry} asks for credentials ({method} {url}: {exc}); "
+                f"fix: {CREDENTIALS_FIX}"
+            ) from None
+
+    def _allowed(self, method: str, url: str, response: Any) -> Any:  # noqa: ANN401 - requests' Response
+        if response.status_code in (UNAUTHORIZED, FORBIDDEN):
+            raise RegistryError(
+                f"registry {self.registry} refused {method} {url}: {response.status_code} "
+                f"{response.reason}; fix: {CREDENTIALS_FIX}"
+            )
+        return response
 
     def manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
         """A manifest's bytes, media type and digest (checked when asked by digest)."""
+        found = self.find_manifest(repository, reference)
+        if found is None:
+            sep = "@" if reference.startswith("sha256:") else ":"
+            raise RegistryError(
+                f"registry {self.registry} has no manifest {repository}{sep}{reference} (404); "
+                "fix: check the image's name and tag"
+            )
+        return found
+
+    def find_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str] | None:
+        """As ``manifest``, or None when the registry has no such tag or digest."""
         url = f"{self._base}/{repository}/manifests/{reference}"
         response = self._request("GET", url, headers={"Accept": ACCEPT})
+        if response.status_code == NOT_FOUND:
+            return None
         if response.status_code != OK:
             raise RegistryError(f"GET {url}: {response.status_code} {response.reason}")
         body = response.content
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if reference.startswith("sha256:") and digest != reference:
             raise RegistryError(f"{repository}@{reference}: the registry sent {digest}")
-        media_type = json.loads(body).get("mediaType") or response.headers.get("Content-Type")
-        return body, str(media_type), digest
+        try:
+            media_type = json.loads(body).get("mediaType")
+        except (ValueError, AttributeError):
+            raise RegistryError(f"GET {url}: the registry sent no JSON manifest") from None
+        return body, str(media_type or response.headers.get("Content-Type")), digest
 
     def blob(self, repository: str, digest: str) -> bytes:
         """A blob's bytes, checked against its digest."""
@@ -88,17 +140,26 @@ class Client:
             path = Path(tmp) / "blob"
             path.write_bytes(data)
             target = f"{self.registry}/{repository}:x"
-            response = self._oras.upload_blob(str(path), target, descriptor)
-        if response.status_code not in (OK, CREATED, 202):
+            with self._answered("upload", f"{self._base}/{repository}/blobs/uploads/"):
+                response = self._oras.upload_blob(str(path), target, descriptor)
+        if response.status_code not in (OK, CREATED, ACCEPTED):
             raise RegistryError(f"blob upload to {repository}: {response.status_code}")
         return descriptor
 
-    def _put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
+    def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
+        """Store a manifest under a tag or its digest; returns its digest."""
         url = f"{self._base}/{repository}/manifests/{reference}"
         response = self._request("PUT", url, body, {"Content-Type": media_type})
         if response.status_code not in (OK, CREATED):
             raise RegistryError(f"PUT {url}: {response.status_code} {response.text[:300]}")
         return "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def delete_tag(self, repository: str, tag: str) -> bool:
+        """Remove a tag (not the manifest it names); False when the registry does not allow
+        deleting tags (the distribution spec lets it answer 400, 405 or 501)."""
+        url = f"{self._base}/{repository}/manifests/{tag}"
+        response = self._request("DELETE", url)
+        return response.status_code in (OK, ACCEPTED, NOT_FOUND)
 
     def attach(
         self,
@@ -126,7 +187,7 @@ class Client:
             manifest["annotations"] = annotations
         raw = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-        self._put_manifest(repository, digest, raw, MANIFEST)
+        self.put_manifest(repository, digest, raw, MANIFEST)
         if not self._has_referrers_api(repository, subject):
             self._add_to_fallback_index(repository, subject, manifest, digest, len(raw))
         return digest
@@ -143,11 +204,10 @@ class Client:
         return subject.replace(":", "-")
 
     def _fallback_index(self, repository: str, subject: str) -> dict[str, Any]:
-        try:
-            body, _, _ = self.manifest(repository, self._fallback_tag(subject))
-        except RegistryError:
+        found = self.find_manifest(repository, self._fallback_tag(subject))
+        if found is None:
             return {"schemaVersion": 2, "mediaType": INDEX, "manifests": []}
-        return json.loads(body)  # type: ignore[no-any-return]
+        return json.loads(found[0])  # type: ignore[no-any-return]
 
     def _add_to_fallback_index(
         self, repository: str, subject: str, manifest: dict[str, Any], digest: str, size: int
@@ -164,7 +224,7 @@ class Client:
         kept = [m for m in index.get("manifests", []) if m.get("digest") != digest]
         index["manifests"] = [*kept, entry]
         raw = json.dumps(index, separators=(",", ":"), sort_keys=True).encode()
-        self._put_manifest(repository, self._fallback_tag(subject), raw, INDEX)
+        self.put_manifest(repository, self._fallback_tag(subject), raw, INDEX)
 
     def referrers(self, repository: str, subject: str) -> list[dict[str, Any]]:
         """Descriptors of the artifacts referring to ``subject``: by the referrers API, else

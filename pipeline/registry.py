@@ -1,16 +1,26 @@
-"""Resolving an image reference to its manifest digest by the registry's HTTP API: one HEAD
-request (two with an anonymous token), no engine, no pull. Dagger-free and stdlib-only.
+"""Speaking to registries with every wait bounded, and resolving an image reference to its
+manifest digest by the registry's HTTP API: one HEAD request (two with an anonymous token), no
+engine, no pull. Dagger-free.
+
+Every request has a connect and a read timeout and is retried a bounded number of times when
+the failure is a passing one (a refused or dropped connection, a timeout, 429 or 5xx), with a
+short backoff and any Retry-After capped: a registry that accepts connections and never
+answers fails in about ``2 * READ_TIMEOUT`` seconds, a closed port in about two, never more
+than ``WORST_CASE`` seconds a request.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import ssl
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    import requests
+    from urllib3.util.retry import Retry
 
 DOCKER_HUB = "registry-1.docker.io"
 MANIFEST_TYPES = (
@@ -19,8 +29,107 @@ MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json, "
     "application/vnd.docker.distribution.manifest.v2+json"
 )
-TIMEOUT = 5.0
-UNAUTHORIZED = 401
+CONNECT_TIMEOUT = 5.0  # seconds to open a connection (TCP and TLS)
+READ_TIMEOUT = 10.0  # seconds of silence from a connected registry before giving up
+ATTEMPTS = 3  # at most, per request
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+BACKOFF_MAX = 4.0  # seconds between attempts, at most (Retry-After included)
+WORST_CASE = ATTEMPTS * (CONNECT_TIMEOUT + READ_TIMEOUT) + (ATTEMPTS - 1) * BACKOFF_MAX
+OK, UNAUTHORIZED = 200, 401
+
+
+class RegistryError(PipelineError):
+    """The registry refused, failed or did not answer a request; says which and what to do.
+    Exit status 1: the registry, not the command line, is at fault."""
+
+    exit_code = 1
+
+
+def retry_policy() -> Retry:
+    """urllib3's retries for one request: passing failures only, at most ``ATTEMPTS``."""
+    from urllib3.util.retry import Retry
+
+    return Retry(
+        total=ATTEMPTS - 1,
+        connect=ATTEMPTS - 1,
+        read=1,  # a registry that went silent once is likely to again: one more try
+        status=ATTEMPTS - 1,
+        other=ATTEMPTS - 1,
+        allowed_methods=None,  # registry writes are by digest or tag: safe to repeat
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=0.5,
+        backoff_max=BACKOFF_MAX,
+        retry_after_max=int(BACKOFF_MAX),
+        raise_on_status=False,  # the last answer is the caller's to explain
+    )
+
+
+def session() -> requests.Session:
+    """A requests session whose every request is bounded: timeouts and retries as above,
+    no cookies kept (some registries take cookies for a browser)."""
+    from http.cookiejar import DefaultCookiePolicy
+
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class Bounded(requests.Session):
+        def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # noqa: ANN401
+            kwargs["timeout"] = kwargs.get("timeout") or (CONNECT_TIMEOUT, READ_TIMEOUT)
+            return super().request(*args, **kwargs)
+
+    bounded = Bounded()
+    adapter = HTTPAdapter(max_retries=retry_policy())
+    bounded.mount("http://", adapter)
+    bounded.mount("https://", adapter)
+    bounded.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    return bounded
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The lowest failure urllib3 gave up on (requests wraps it in its own errors)."""
+    from urllib3.exceptions import MaxRetryError
+
+    seen = exc
+    for arg in exc.args:
+        if isinstance(arg, MaxRetryError) and arg.reason is not None:
+            return arg.reason
+        if isinstance(arg, BaseException):
+            seen = arg
+    return seen
+
+
+def unreachable(host: str, exc: BaseException) -> RegistryError:
+    """A request that got no answer, as one line naming the registry and the fix."""
+    from urllib3.exceptions import (
+        ConnectTimeoutError,
+        NameResolutionError,
+        NewConnectionError,
+        ReadTimeoutError,
+        SSLError,
+    )
+
+    cause = _cause(exc)
+    retry = f"{host} is a registry and is reachable from here, or try again later"
+    if isinstance(cause, ReadTimeoutError):
+        problem = f"accepted the connection but did not answer within {READ_TIMEOUT:g} s, twice"
+        fix = f"check that {retry}"
+    elif isinstance(cause, NameResolutionError):
+        problem = "is not a host name this machine can resolve"
+        fix = "check the registry's host name (and the DNS or proxy settings, if it is right)"
+    elif isinstance(cause, SSLError):
+        problem = "failed the TLS handshake"
+        fix = f"check that {host} serves HTTPS with a certificate this machine trusts"
+    elif isinstance(cause, NewConnectionError):
+        said = "refused the connection" if "refused" in str(cause).lower() else "was unreachable"
+        problem = f"{said} ({ATTEMPTS} attempts: {str(cause).rsplit(': ', 1)[-1]})"
+        fix = f"check the registry's host and port, and that a registry runs at {host}"
+    elif isinstance(cause, ConnectTimeoutError):
+        problem = f"could not be reached within {CONNECT_TIMEOUT:g} s ({ATTEMPTS} attempts)"
+        fix = f"check that {retry}"
+    else:
+        problem = f"dropped the connection ({type(cause).__name__}, {ATTEMPTS} attempts)"
+        fix = f"check that {retry}"
+    return RegistryError(f"registry {host} {problem}; fix: {fix}")
 
 
 @dataclass(frozen=True)
@@ -68,46 +177,40 @@ def endpoint(host: str) -> str:
     return f"{'http' if is_local(host) else 'https'}://{host}"
 
 
-def _bearer(challenge: str) -> str | None:
+def _bearer(http: requests.Session, challenge: str) -> str | None:
     """An anonymous pull token for a 'Bearer realm=...' challenge."""
     params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
     realm = params.pop("realm", None)
     if not challenge.lower().startswith("bearer") or realm is None:
         return None
-    url = f"{realm}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=TIMEOUT, context=ssl.create_default_context()) as r:  # noqa: S310 - the registry's own token realm
-        body = json.loads(r.read())
+    response = http.get(realm, params=params)
+    if response.status_code != OK:
+        return None
+    body = json.loads(response.content)
     token = body.get("token") or body.get("access_token")
     return str(token) if token else None
 
 
-def resolve(ref: str) -> str | None:  # noqa: PLR0911 - every way a registry says "cannot tell"
+def resolve(ref: str) -> str | None:
     """``ref`` pinned to its manifest digest (``name@sha256:...``), or None when the registry
-    cannot say (offline, private, unknown): the caller then treats the base as unknown."""
+    cannot say (offline, private, unknown, silent): the caller then treats the base as
+    unknown. Bounded like every registry request."""
+    import requests
+
     parsed = Reference.parse(ref)
     if parsed.digest:
         return ref
     name = ref.partition("@")[0].rsplit(":", 1)[0] if parsed.tag else ref
     url = f"{parsed.endpoint}/v2/{parsed.repository}/manifests/{parsed.tag}"
     headers = {"Accept": MANIFEST_TYPES}
-    context = ssl.create_default_context()
-    for _ in range(2):
-        request = urllib.request.Request(url, headers=headers, method="HEAD")  # noqa: S310 - http(s) only, built above
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:  # noqa: S310
-                digest = response.headers.get("Docker-Content-Digest")
-                return f"{name}@{digest}" if digest else None
-        except urllib.error.HTTPError as exc:
-            challenge = exc.headers.get("WWW-Authenticate", "")
-            if exc.code != UNAUTHORIZED or "Authorization" in headers:
-                return None
-            try:
-                token = _bearer(challenge)
-            except (OSError, ValueError):
-                return None
-            if token is None:
-                return None
-            headers["Authorization"] = f"Bearer {token}"
-        except (OSError, ValueError):
-            return None
-    return None
+    try:
+        with session() as http:
+            response = http.head(url, headers=headers)
+            challenge = response.headers.get("WWW-Authenticate", "")
+            if response.status_code == UNAUTHORIZED and (token := _bearer(http, challenge)):
+                headers["Authorization"] = f"Bearer {token}"
+                response = http.head(url, headers=headers)
+    except (requests.RequestException, OSError, ValueError):
+        return None
+    digest = response.headers.get("Docker-Content-Digest")
+    return f"{name}@{digest}" if response.status_code == OK and digest else None
