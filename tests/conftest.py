@@ -126,6 +126,21 @@ def tiny_repo(dest: Path, smoke: dict[str, str]) -> Path:
     return repo
 
 
+# What a CI provider's runner sets that the pipeline reads (the commit, branch, repository and
+# workflow in provenance and attestations, the step summary), and the build time it honours.
+RUNNER_ENV_PREFIXES = ("GITHUB_", "RUNNER_")
+RUNNER_ENV = ("SOURCE_DATE_EPOCH",)
+
+
+@pytest.fixture(autouse=True)
+def _no_runner_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see no runner's values: on GitHub Actions, "outside git" and stamp tests would
+    read GITHUB_SHA, GITHUB_HEAD_REF... of the run itself. A test that wants them sets them."""
+    for name in list(os.environ):
+        if name.startswith(RUNNER_ENV_PREFIXES) or name in RUNNER_ENV:
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 async def engine():
     """One engine connection for every engine test."""
