@@ -74,8 +74,12 @@ def statement(
         requirement_files.append(service.requirements)
     dependencies: list[dict[str, Any]] = []
     if stamp.revision != "unknown":
-        source = stamp.source or f"file://{root}"
-        dependencies.append({"uri": f"git+{source}", "digest": {"gitCommit": stamp.revision}})
+        commit: dict[str, Any] = {"name": "source", "digest": {"gitCommit": stamp.revision}}
+        # Only a public source is named: a local-path remote would publish this machine's
+        # checkout path, which says nothing to anyone else.
+        if stamp.source:
+            commit["uri"] = f"git+{stamp.source}"
+        dependencies.append(commit)
     base_name, _, base_digest = base_image.partition("@")
     if base_digest:
         algorithm, _, value = base_digest.partition(":")
@@ -119,3 +123,19 @@ def statement(
             },
         },
     }
+
+
+def problem(doc: dict[str, Any], artifact: str, digest: str, provenance: bool) -> str | None:
+    """What is wrong with an attestation ``artifact`` (an in-toto provenance statement, else a
+    CycloneDX SBOM) that refers to the image ``digest``: None when it is about that image."""
+    if provenance:
+        named = [f"sha256:{s['digest'].get('sha256')}" for s in doc.get("subject", [])]
+        if doc.get("_type") != STATEMENT or doc.get("predicateType") != SLSA_PROVENANCE:
+            return f"provenance {artifact} is no SLSA v1 in-toto statement"
+        if digest not in named:
+            return f"provenance {artifact} is about {', '.join(named)}, not this image"
+        return None
+    hashes = doc.get("metadata", {}).get("component", {}).get("hashes", [])
+    if not any(f"sha256:{h.get('content')}" == digest for h in hashes):
+        return f"SBOM {artifact} describes another image"
+    return None
