@@ -3,6 +3,14 @@ passed its checks; the moving tags (branch-*, latest) move only when every selec
 passed every check and every push succeeded. A failure part-way leaves every moving tag where
 it was. Pushes that fail for a passing reason (5xx, 429, a dropped connection) are retried
 with backoff; the registry's refusals are explained with the fix.
+
+The moving tags move by the registry's API, not by pushing again: where each points is read
+first (its manifest, or its absence), then each is pointed at the tested manifest, copied by
+digest from the commit tag, in one fixed order (tags that exist first: a registry may not
+let a new tag be deleted again). Any failure (or an interruption) part-way
+puts every tag already touched back: the manifest it named is stored under it again, and one
+that did not exist is deleted where the registry allows it; what could not be put back is
+named in the release.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -23,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from pipeline.jobs import Job
+    from pipeline.referrers import Client
     from pipeline.report import Result
     from pipeline.settings import RunOptions
 
@@ -77,8 +87,9 @@ class Target:
         )
 
 
-async def _push(image: dagger.Container, ref: str, target: Target) -> str:
-    """Push under one tag, retrying passing failures; returns the reference with digest."""
+async def _push(image: dagger.Container, service: str, ref: str, target: Target) -> str:
+    """Push ``service``'s image under one tag, retrying passing failures; returns the
+    reference with digest."""
     for attempt, delay in enumerate((*BACKOFF, None), start=1):
         try:
             return await target.authorized(image).publish(ref)
@@ -88,7 +99,7 @@ async def _push(image: dagger.Container, ref: str, target: Target) -> str:
                 detail = target.explain(message)
                 if delay is None:
                     detail = f"{ref}: gave up after {attempt} attempts\n{detail}"
-                raise BuildError(ref, "publish", detail) from exc
+                raise BuildError(service, "publish", detail) from exc
             get_logger().warning(
                 "push_retried", ref=ref, attempt=attempt, wait=delay, error=message
             )
@@ -99,8 +110,10 @@ async def _push(image: dagger.Container, ref: str, target: Target) -> str:
 async def push_immutable(image: dagger.Container, job: Job, target: Target) -> tuple[str, ...]:
     """The image under its immutable tags (the commit, the version), one after the other so
     that all carry one digest; returns references with that digest."""
-    repo = target.repository(job.service.name)
-    return tuple([await _push(image, f"{repo}:{tag}", target) for tag in immutable_tags(job.stamp)])
+    name = job.service.name
+    repo = target.repository(name)
+    tags = immutable_tags(job.stamp)
+    return tuple([await _push(image, name, f"{repo}:{tag}", target) for tag in tags])
 
 
 @dataclass(frozen=True)
@@ -108,8 +121,9 @@ class Release:
     """What happened to the moving tags of one publish."""
 
     moved: tuple[str, ...] = ()  # references now pointing at this run's images
-    held: tuple[str, ...] = ()  # references left where they were
+    held: tuple[str, ...] = ()  # references left (or put back) where they were
     reason: str = ""  # why some were held
+    left: tuple[str, ...] = ()  # references a failure left changed, each with what to do
 
     @property
     def complete(self) -> bool:
@@ -120,23 +134,98 @@ class Release:
             return "release: no moving tags (a dirty build, or no commit)"
         if self.complete:
             return f"release: moving tags moved: {', '.join(self.moved)}"
-        moved = f"; moved before the failure: {', '.join(self.moved)}" if self.moved else ""
+        left = f"; NOT put back: {'; '.join(self.left)}" if self.left else ""
         return (
             f"release: moving tags left where they were ({self.reason}): "
-            f"{', '.join(self.held)}{moved}"
+            f"{', '.join(self.held)}{left}"
         )
 
     def as_dict(self) -> dict[str, object]:
-        return {"moved": list(self.moved), "held": list(self.held), "reason": self.reason}
+        return {
+            "moved": list(self.moved),
+            "held": list(self.held),
+            "reason": self.reason,
+            "left": list(self.left),
+        }
+
+
+@dataclass(frozen=True)
+class _Move:
+    """One moving tag to point at one tested manifest."""
+
+    repository: str  # the path in the registry, e.g. acme/users
+    tag: str
+    digest: str  # of the tested image, pushed under its commit tag
+
+    def ref(self, registry: str) -> str:
+        return f"{registry}/{self.repository}:{self.tag}"
+
+
+Manifest = tuple[bytes, str, str]  # bytes, media type, digest
+
+
+def _put_back(client: Client, move: _Move, before: Manifest | None) -> str | None:
+    """``move``'s tag pointed where it was; None when it is, else what is left to do."""
+    from pipeline.referrers import RegistryError
+
+    ref, was = move.ref(client.registry), before[2] if before else None
+    try:
+        now = client.find_manifest(move.repository, move.tag)
+        if (now[2] if now else None) == was:
+            return None
+        if before is not None:
+            client.put_manifest(move.repository, move.tag, before[0], before[1])
+            return None
+        deleted = client.delete_tag(move.repository, move.tag)
+    except RegistryError as exc:
+        return f"{ref} could not be put back ({exc}); fix: point it {was or 'nowhere (delete it)'}"
+    if deleted:
+        return None
+    return (
+        f"{ref} did not exist before and {client.registry} does not allow deleting a tag; "
+        "fix: delete it in the registry's interface"
+    )
+
+
+def _release(client: Client, moves: Sequence[_Move]) -> tuple[list[_Move], str, list[str]]:
+    """Move every tag or none: returns the moves made, why it stopped (or ""), and what a
+    failure left changed. Runs in a worker thread; an interruption of the run undoes too."""
+    import anyio.from_thread
+
+    from pipeline.referrers import RegistryError
+
+    try:
+        before = {m: client.find_manifest(m.repository, m.tag) for m in moves}
+        tested = {(m.repository, m.digest): client.manifest(m.repository, m.digest) for m in moves}
+    except RegistryError as exc:
+        return [], f"could not read where the moving tags point: {exc}", []
+    touched: list[_Move] = []
+    try:
+        # Tags that exist first: each can be put back; a new tag may not be deletable.
+        for move in sorted(moves, key=lambda m: before[m] is None):
+            anyio.from_thread.check_cancelled()
+            touched.append(move)
+            body, media_type, _ = tested[move.repository, move.digest]
+            client.put_manifest(move.repository, move.tag, body, media_type)
+    except BaseException as exc:  # a registry's failure, or the run's interruption
+        left = [msg for m in reversed(touched) if (msg := _put_back(client, m, before[m]))]
+        if not isinstance(exc, RegistryError):
+            raise
+        return [], f"{touched[-1].ref(client.registry)}: {exc}", left
+    return touched, "", []
 
 
 async def move_tags(
     results: Sequence[Result],
     jobs: Sequence[Job],
-    images: dict[str, dagger.Container],
+    _images: dict[str, dagger.Container],
     target: Target,
 ) -> tuple[list[Result], Release]:
-    """Move the moving tags of every service, only if every service passed and pushed."""
+    """Move the moving tags of every service, only if every service passed and pushed, and
+    all of them or none."""
+    from pipeline import referrers
+    from pipeline.settings import PASSWORD_ENV
+
     wanted = {
         job.service.name: [
             f"{target.repository(job.service.name)}:{t}" for t in moving_tags(job.stamp)
@@ -145,34 +234,30 @@ async def move_tags(
     }
     every = tuple(ref for refs in wanted.values() for ref in refs)
     failed = [r.service for r in results if not r.ok]
-    if failed:
-        reason = f"{', '.join(failed)} failed"
+    unpushed = [r.service for r in results if r.ok and wanted[r.service] and not r.published]
+    if failed or unpushed:
+        reason = f"{', '.join(failed)} failed" if failed else f"{', '.join(unpushed)} not pushed"
         get_logger().warning("moving_tags_held", reason=reason, tags=list(every))
         return list(results), Release(held=every, reason=reason)
-    moved: dict[str, list[str]] = {name: [] for name in wanted}
-    errors: list[str] = []
-
-    async def move(result: Result) -> None:
-        image = images[result.service]
-        digest = result.published[0].rsplit("@", 1)[-1] if result.published else ""
-        for ref in wanted[result.service]:
-            try:
-                pushed = await _push(image, ref, target)
-            except BuildError as exc:
-                errors.append(f"{ref}: {exc.detail.splitlines()[0]}")
-                return
-            if digest and not pushed.endswith(digest):  # the engine exports one image alike
-                errors.append(f"{ref}: pushed {pushed}, not the tested {digest}")
-                return
-            moved[result.service].append(pushed)
-
-    async with anyio.create_task_group() as tg:
-        for result in results:
-            tg.start_soon(move, result)
-    out = [replace(r, published=(*r.published, *moved[r.service])) for r in results]
-    done = tuple(ref for refs in moved.values() for ref in refs)
-    held = tuple(ref for ref in every if not any(m.startswith(f"{ref}@") for m in done))
-    return out, Release(done, held, "; ".join(errors))
+    moves = [
+        _Move(ref.split("/", 1)[1].rsplit(":", 1)[0], ref.rsplit(":", 1)[1], digest)
+        for r in results
+        if (digest := r.published[0].rsplit("@", 1)[-1] if r.published else "")
+        for ref in wanted[r.service]
+    ]
+    if not moves:
+        return list(results), Release()
+    client = referrers.Client(target.registry, target.username, os.environ.get(PASSWORD_ENV))
+    _, reason, left = await anyio.to_thread.run_sync(partial(_release, client, moves))
+    if reason:
+        get_logger().warning("moving_tags_held", reason=reason, tags=list(every), left=left)
+        return list(results), Release(held=every, reason=reason, left=tuple(left))
+    digests = {m.repository.rsplit("/", 1)[-1]: m.digest for m in moves}
+    by_service = {name: tuple(f"{ref}@{digests[name]}" for ref in wanted[name]) for name in wanted}
+    out = [replace(r, published=(*r.published, *by_service[r.service])) for r in results]
+    moved = tuple(ref for refs in by_service.values() for ref in refs)
+    get_logger().info("moving_tags_moved", tags=list(moved))
+    return out, Release(moved=moved)
 
 
 SBOM_TYPE = "application/vnd.cyclonedx+json"
@@ -198,7 +283,8 @@ async def attach(target: Target, repository: str, digest: str, sbom: str, proven
     try:
         return f"{repository}@{await anyio.to_thread.run_sync(push)}"
     except referrers.RegistryError as exc:
-        raise BuildError(repository, "attest", target.explain(str(exc))) from exc
+        service = repository.rsplit("/", 1)[-1]
+        raise BuildError(service, "attest", target.explain(str(exc))) from exc
 
 
 def target_for(options: RunOptions, password: dagger.Secret | None) -> Target | None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pipeline import referrers
 from tests.conftest import git, pipeline_in, skopeo, tiny_repo
 from tests.faultyregistry import Fault, FaultyRegistry
 
@@ -99,6 +100,82 @@ def test_failing_pushes_leave_moving_tags_alone(tmp_path: Path, base_image: str,
     assert _tags(f"{stored}/alpha") == [head]  # immutable only: the release did not happen
     assert _tags(f"{stored}/beta") == []
     assert "moving tags left where they were (beta failed)" in done.stdout
+
+
+def _digest(ref: str) -> str | None:
+    """The manifest digest a tag names in the loopback registry, or None without the tag."""
+    host, _, rest = ref.partition("/")
+    repository, _, tag = rest.rpartition(":")
+    found = referrers.Client(host).find_manifest(repository, tag)
+    return found[2] if found else None
+
+
+def _new_commit(repo: Path) -> str:
+    """Both services changed and committed: every image of the next run is new."""
+    for name in ("alpha", "beta"):
+        (repo / "services" / name / "main.py").write_text(f"NAME = {name!r}  # v2\n")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "v2")
+    return git(repo, "rev-parse", "HEAD")[:12]
+
+
+MOVING = [(s, t) for s in ("alpha", "beta") for t in ("branch-main", "latest")]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("PUT", r"/beta/manifests/latest$", action="reset"),
+        Fault("PUT", r"/beta/manifests/latest$", status=429),
+    ],
+    ids=["dropped", "429"],
+)
+def test_a_failure_while_moving_tags_puts_every_moving_tag_back(
+    tmp_path: Path, base_image: str, registry: str, fault: Fault
+):
+    repo = tiny_repo(tmp_path / "repo", {"alpha": "print(1)", "beta": "print(2)"})
+    namespace = f"{registry}/t{time.time_ns()}"
+    first = pipeline_in(repo, base_image, "publish", "--registry", namespace)
+    assert first.returncode == 0, first.stderr
+    before = {(s, t): _digest(f"{namespace}/{s}:{t}") for s, t in MOVING}
+    assert None not in before.values()
+    head = _new_commit(repo)
+    with FaultyRegistry(_host(registry), faults=[fault]) as proxy:
+        proxied, report = namespace.replace(_host(registry), proxy.address), tmp_path / "r.json"
+        done = pipeline_in(
+            repo, base_image, "publish", "--registry", proxied, "--report", str(report)
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    # the failure came in the moving-tag phase, after other moving tags had moved
+    assert fault.hits >= 1
+    moved_first = [p for m, p, s in proxy.log if m == "PUT" and s == "201" and "/manifests/" in p]
+    assert any(p.endswith("/alpha/manifests/latest") for p in moved_first), proxy.log
+    # ... and every moving tag is where it was; the new images kept their commit tags
+    assert {(s, t): _digest(f"{namespace}/{s}:{t}") for s, t in MOVING} == before
+    for name in ("alpha", "beta"):
+        assert _digest(f"{namespace}/{name}:{head}") not in (None, before[name, "latest"])
+    release = json.loads(report.read_text())["release"]
+    assert release["moved"] == []
+    assert release["left"] == []
+    assert sorted(release["held"]) == sorted(f"{proxied}/{s}:{t}" for s, t in MOVING)
+    assert release["reason"].startswith(f"{proxy.address}/{proxied.split('/', 1)[1]}/beta:latest")
+    assert "moving tags left where they were" in done.stdout
+
+
+def test_moving_tags_ride_out_passing_429s(tmp_path: Path, base_image: str, registry: str):
+    repo = tiny_repo(tmp_path / "repo", {"alpha": "print(1)", "beta": "print(2)"})
+    head = git(repo, "rev-parse", "HEAD")[:12]
+    fault = Fault("PUT", r"/beta/manifests/latest$", status=429, times=2)
+    with FaultyRegistry(_host(registry), faults=[fault]) as proxy:
+        namespace = f"{proxy.address}/t{time.time_ns()}"
+        done = pipeline_in(repo, base_image, "publish", "--registry", namespace)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert fault.hits == 2
+    stored = namespace.replace(proxy.address, _host(registry))
+    for name in ("alpha", "beta"):
+        digest = _digest(f"{stored}/{name}:{head}")
+        assert digest is not None
+        assert [_digest(f"{stored}/{name}:{t}") for t in ("branch-main", "latest")] == [digest] * 2
 
 
 def test_run_killed_mid_publish_moves_no_tag(tmp_path: Path, base_image: str, registry: str):
@@ -202,28 +279,32 @@ def test_exports_are_whole_and_only_of_passing_images(tmp_path: Path, base_image
     out.mkdir()
     (out / "beta.tar").write_text("an earlier run's\n")
 
-    def export(report: Path) -> subprocess.Popen[bytes]:
+    def export(i: int) -> tuple[subprocess.Popen[bytes], Path]:
         where = ["--project-dir", str(repo), "--base-image", base_image, "--cache-scope", "tests"]
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pipeline",
-                "export",
-                "--out",
-                str(out),
-                "--report",
-                str(report),
-                "--no-cache",
-                *where,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        log = tmp_path / f"run{i}.log"
+        with log.open("wb") as sink:
+            run = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline",
+                    "export",
+                    "--out",
+                    str(out),
+                    "--report",
+                    str(tmp_path / f"report{i}.json"),
+                    "--no-cache",
+                    *where,
+                ],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        return run, log
 
     # two runs into one folder at once: neither sees the other's partial files
-    runs = [export(tmp_path / f"report{i}.json") for i in range(2)]
-    assert [run.wait() for run in runs] == [1, 1]
+    runs = [export(i) for i in range(2)]
+    codes = [run.wait() for run, _ in runs]
+    assert codes == [1, 1], "\n\n".join(log.read_text()[-6000:] for _, log in runs)
     assert sorted(p.name for p in out.iterdir()) == [
         "alpha.cdx.json",
         "alpha.provenance.json",
