@@ -13,6 +13,7 @@ the host, whole, before any engine session and before anything is written (``che
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import math
@@ -29,15 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import dagger
-from dagger import dag
-
-from pipeline import compat, images
 from pipeline.errors import ConfigError, UsageError
 from pipeline.log import get_logger
 from pipeline.resultcache import ResultCache
 
 if TYPE_CHECKING:
+    import dagger
+
     from pipeline.settings import BuildSettings
 
 # The volumes worth carrying, most valuable first: uv's wheels and builds, pip's (uv's own
@@ -100,9 +99,13 @@ def check_target(folder: Path, scope: str, max_mb: float) -> None:
         raise UsageError(
             f"cache export: {final} is not a folder an export can replace; fix: remove it"
         )
+    # The nearest folder that is there takes the export's folders: prove a file can be
+    # written in it (a temporary one, gone at once), so a refused export writes nothing.
+    there = next(p for p in (folder, *folder.parents) if p.exists())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if not there.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        with tempfile.TemporaryFile(dir=there):
             pass
     except OSError as exc:
         raise UsageError(
@@ -114,6 +117,10 @@ def check_target(folder: Path, scope: str, max_mb: float) -> None:
 def _tool(settings: BuildSettings, tool: str) -> dagger.Container:
     """A container with the scope's volume of ``tool`` mounted; never cached itself, since
     a volume's contents are not part of any cache key."""
+    from dagger import dag  # the checks above need no SDK: a refused folder costs no import
+
+    from pipeline import images
+
     return (
         dag.container()
         .from_(settings.base_image)
@@ -159,8 +166,10 @@ def _pack_results(root: Path, scope: str, target: Path) -> int:
 
 async def export(settings: BuildSettings, folder: Path, max_mb: float) -> dict[str, Any]:
     """Write the scope's caches under ``folder/<scope>``, replacing an earlier export whole."""
+    from pipeline import compat
+
     scope = settings.cache_scope
-    staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{scope}-"))
+    staging = _stage(folder, scope)
     try:
         sizes: dict[str, int] = {}
         for tool in VOLUMES:
@@ -179,6 +188,11 @@ async def export(settings: BuildSettings, folder: Path, max_mb: float) -> dict[s
         raise
     get_logger().info("cache_exported", folder=str(final), sizes=sizes, left_out=left_out)
     return manifest
+
+
+def _stage(folder: Path, scope: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=folder, prefix=f".{scope}-"))
 
 
 # ---- import: find and check on the host
@@ -212,9 +226,7 @@ def check(found: Path) -> Export:
     volumes = tuple(tool for tool in VOLUMES if tool in sizes)
     for name in (*volumes, RESULTS):
         packed = found / f"{name}.tar.gz"
-        if packed.is_symlink() or not packed.is_file():
-            problem = "is a link, not a file" if packed.is_symlink() else "is missing"
-            raise _damaged(packed, "", f"{problem}, but {MANIFEST} lists {name}", found)
+        _regular(packed, found, f", but {MANIFEST} lists {name}")
         if packed.stat().st_size != sizes[name]:
             problem = f"is {packed.stat().st_size} bytes, but {MANIFEST} says {sizes[name]}"
             raise _damaged(packed, "", f"{problem} (cut short or replaced?)", found)
@@ -222,10 +234,19 @@ def check(found: Path) -> Export:
     return Export(folder=found, scope=manifest["scope"], volumes=volumes)
 
 
+def _regular(path: Path, found: Path, why: str = "") -> None:
+    """An export's files are plain files in its folder: never links to elsewhere."""
+    if path.is_symlink():
+        raise _damaged(path, "", f"is a link, not a file{why}", found)
+    if not path.exists():
+        raise _damaged(path, "", f"is missing{why}", found)
+    if not path.is_file():
+        raise _damaged(path, "", f"is not a file{why}", found)
+
+
 def _manifest(found: Path) -> dict[str, Any]:
     path = found / MANIFEST
-    if path.is_symlink() or not path.is_file():
-        raise _damaged(path, "", "is missing", found)
+    _regular(path, found)
     try:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError) as exc:
@@ -366,6 +387,10 @@ def _move_in(staging: Path, results: Path) -> None:
 
 async def import_(settings: BuildSettings, checked: Export) -> None:
     """Fill the scope's volumes and result cache from a checked export."""
+    from dagger import dag
+
+    from pipeline import compat
+
     results = _results(settings.root, settings.cache_scope)
     staging = _stage_results(checked, results)
     try:

@@ -329,10 +329,7 @@ def carry(args: argparse.Namespace, project: Project) -> int:
         carried.check_target(args.folder, scope, args.max_size_mb)
 
     async def work() -> None:
-        import dagger
-
-        config = dagger.Config(log_output=sys.stderr if args.verbose else None)
-        async with dagger.connection(config):
+        async with engine_session(args.verbose):
             if args.action == "export":
                 manifest = await carried.export(build, args.folder, args.max_size_mb)
                 total = sum(manifest["sizes"].values()) / 1e6
