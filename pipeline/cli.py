@@ -110,8 +110,10 @@ def _parser() -> argparse.ArgumentParser:
         help="carry the scope's cache volumes and result cache to or from a folder",
         description="export writes DIR/<scope>/ (the uv, pip and apt cache volumes and the "
         "result cache, bounded by --max-size-mb); import fills this run's scope from "
-        "DIR/<scope>, else from the fallback scope's export. For CI caches such as "
-        "actions/cache, so a fresh runner's engine starts warm.",
+        "DIR/<scope>, else from the fallback scope's export, after checking it whole (its "
+        "manifest and every member of every archive: no absolute or '..' paths, no link "
+        "leaving it, no device files; a damaged export is refused and nothing is imported). "
+        "For CI caches such as actions/cache, so a fresh runner's engine starts warm.",
     )
     carry.add_argument("action", choices=["export", "import"])
     carry.add_argument("folder", type=Path, metavar="DIR")
