@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -152,11 +152,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _project_dir(args: argparse.Namespace, find_root: Callable[[Path], Path]) -> Path:
+    """The project's root: --project-dir, else PIPELINE_PROJECT_DIR (each checked, naming
+    the one it came from), else the nearest folder with a config."""
     if args.project_dir is not None:
-        return Path(args.project_dir)
-    if os.environ.get("PIPELINE_PROJECT_DIR"):
-        return Path(os.environ["PIPELINE_PROJECT_DIR"])
-    return find_root(Path.cwd())
+        given, folder = "--project-dir", Path(args.project_dir)
+    elif os.environ.get("PIPELINE_PROJECT_DIR"):
+        given, folder = "PIPELINE_PROJECT_DIR", Path(os.environ["PIPELINE_PROJECT_DIR"])
+    else:
+        return find_root(Path.cwd())
+    if not folder.is_dir():
+        raise UsageError(
+            f"{given} {folder} is not a directory; fix: name the monorepo's root folder (the "
+            "one holding pipeline.toml or [tool.pipeline] in pyproject.toml)"
+        )
+    return folder
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -7,10 +7,12 @@ field and the fix.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from pipeline.errors import ConfigError
 from pipeline.locate import read_toml
@@ -21,6 +23,13 @@ NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 SCOPE_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"
 ROOT_TIER = "base"
 MANIFEST = "service.toml"
+# An image reference: [registry[:port]/]path[:tag][@sha256:digest], as Docker reads it.
+IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(
+    rf"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{IMAGE_COMPONENT}(?:/{IMAGE_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+IMAGE_EXAMPLE = "use e.g. python:3.11-slim-bookworm or registry/name@sha256:<digest>"
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 # Debian package names (policy 5.6.1), optionally with an =version or /release.
@@ -30,6 +39,20 @@ DebPackage = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+([=/][A-Za-z0-9
 class _Strict(BaseModel):
     # strict: TOML's types are exact, so "yes" is no bool and true is no port number
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+def _refused(problem: str, fix: str) -> PydanticCustomError:
+    """A field's value refused by a validator of ours: ``validate`` prints both parts."""
+    return PydanticCustomError("refused", "{problem}", {"problem": problem, "fix": fix})
+
+
+def _no_nul(value: str, what: str) -> None:
+    # an exec's arguments and environment are C strings: a NUL would cut them short
+    if "\0" in value:
+        raise _refused(
+            f"{what} holds a NUL character, which no command or environment can carry",
+            "remove the NUL character (\\u0000)",
+        )
 
 
 class TierSpec(_Strict):
@@ -56,7 +79,8 @@ class ProjectSpec(_Strict):
     )
     base_image: str = Field(
         "python:3.11-slim-bookworm",
-        description="the image every stage starts from (or --base-image, PIPELINE_BASE_IMAGE)",
+        description="the image every stage starts from, by tag or @sha256 digest (or "
+        "--base-image, PIPELINE_BASE_IMAGE)",
     )
     user: Name = Field("app", description="the non-root user runtime images run as")
     uid: int = Field(10001, ge=1000, lt=65535, description="that user's numeric id")
@@ -82,6 +106,13 @@ class ProjectSpec(_Strict):
         default_factory=lambda: {ROOT_TIER: TierSpec()},
         description="the dependency tiers; 'base' is the root, others extend a tier",
     )
+
+    @field_validator("base_image")
+    @classmethod
+    def _image_reference(cls, value: str) -> str:
+        if not IMAGE_REFERENCE.match(value):
+            raise _refused(f"{value!r} is not an image reference", IMAGE_EXAMPLE)
+        return value
 
 
 class HealthSpec(_Strict):
@@ -160,6 +191,19 @@ class ServiceSpec(_Strict):
         None, gt=0, description="fail the build when the image's compressed size exceeds this"
     )
 
+    @field_validator("command", "tests", "smoke", "env")
+    @classmethod
+    def _exec_text(cls, value: Any) -> Any:  # noqa: ANN401 - each field's own type, unchanged
+        if isinstance(value, str):
+            _no_nul(value, "the command")
+        elif isinstance(value, list):
+            for i, arg in enumerate(value):
+                _no_nul(arg, f"argument {i + 1}")
+        elif isinstance(value, dict):
+            for name, text in value.items():
+                _no_nul(text, f"the value of {name}")
+        return value
+
     @property
     def probe(self) -> HealthSpec | None:
         """The health probe, from ``health`` or the ``health_path`` shorthand."""
@@ -214,6 +258,8 @@ def validate(model: type[_Strict], data: object, file: Path, prefix: str = "") -
         elif kind == "missing":
             problem = "is required"
             fix = f"add it: {_field_help(model, loc)}"
+        elif kind == "refused":
+            problem, fix = err["msg"], str(err.get("ctx", {}).get("fix"))
         else:
             problem = err["msg"]
             fix = f"set it to {_field_help(model, loc) or 'a valid value'}"

@@ -244,7 +244,9 @@ def load(root: Path) -> Project:
     """Read and check the whole project under ``root``."""
     root = root.resolve()
     if not root.is_dir():
-        raise UsageError(f"--project-dir {root} is not a directory")
+        raise UsageError(
+            f"the project root {root} is not a directory; fix: name the monorepo's root folder"
+        )
     spec, config_file = load_project(root)
     tiers = _ordered_tiers(spec, root, config_file)
     ignored = ignored_paths(root)

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pipeline import config
 from pipeline.config import SCOPE_PATTERN
 from pipeline.errors import UsageError
 from pipeline.provenance import cache_scope_for, read_provenance
@@ -68,12 +69,8 @@ def jobs_from(value: str | int | None) -> int:
     return jobs
 
 
-# An image reference: [registry[:port]/]path[:tag][@sha256:digest], as Docker reads it.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-IMAGE_REFERENCE = re.compile(
-    rf"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
-)
+# An image reference (what ``verify`` reads), as the config's base_image is checked.
+IMAGE_REFERENCE = config.IMAGE_REFERENCE
 
 
 def cache_scope_from(value: str, given: str) -> str:
@@ -87,17 +84,18 @@ def cache_scope_from(value: str, given: str) -> str:
     return value
 
 
-def base_image_from(value: str) -> str:
+def base_image_from(value: str, given: str) -> str:
+    """A base image from the command line or the environment (``given`` names which),
+    checked as the config's is."""
     if not IMAGE_REFERENCE.match(value):
         raise UsageError(
-            f"--base-image (or PIPELINE_BASE_IMAGE, base_image): {value!r} is not an image "
-            "reference; use e.g. python:3.11-slim-bookworm or registry/name@sha256:<digest>"
+            f"{given}: {value!r} is not an image reference; fix: {config.IMAGE_EXAMPLE}"
         )
     return value
 
 
 # Where publish pushes: a registry host[:port] and an optional namespace, no tag.
-REGISTRY_PREFIX = re.compile(rf"^[A-Za-z0-9.-]+(?::[0-9]+)?(?:/{_COMPONENT})*/?$")
+REGISTRY_PREFIX = re.compile(rf"^[A-Za-z0-9.-]+(?::[0-9]+)?(?:/{config.IMAGE_COMPONENT})*/?$")
 
 
 def registry_from(value: str | None) -> str | None:
@@ -138,11 +136,15 @@ def build_settings(
         scope = cache_scope_from(env["PIPELINE_CACHE_SCOPE"], "PIPELINE_CACHE_SCOPE")
     else:
         scope = project.spec.cache_scope or cache_scope_for(prov.branch)
+    if base_image:
+        image = base_image_from(base_image, "--base-image")
+    elif env.get("PIPELINE_BASE_IMAGE"):
+        image = base_image_from(env["PIPELINE_BASE_IMAGE"], "PIPELINE_BASE_IMAGE")
+    else:
+        image = project.spec.base_image  # checked with the config it came from
     return BuildSettings(
         root=project.root,
-        base_image=base_image_from(
-            base_image or env.get("PIPELINE_BASE_IMAGE") or project.spec.base_image
-        ),
+        base_image=image,
         cache_scope=scope,
         user=project.spec.user,
         uid=project.spec.uid,

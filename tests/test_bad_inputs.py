@@ -178,6 +178,26 @@ CASES: dict[str, tuple[dict[str, str | bytes], str]] = {
             "six==1.16.0"
         ),
     ),
+    "NUL in a shell command": (
+        {M: 'tier = "base"\ncommand = "python -m a\\u0000"\n'},
+        f"{M}: command: the command holds a NUL character",
+    ),
+    "NUL in a smoke command": (
+        _svc('smoke = ["python", "-c", "\\u0000"]\n'),
+        f"{M}: smoke: argument 3 holds a NUL character",
+    ),
+    "NUL in a test command": (
+        _svc('tests = ["pytest\\u0000"]\n'),
+        f"{M}: tests: argument 1 holds a NUL character",
+    ),
+    "NUL in an env value": (
+        _svc('env = { A = "x\\u0000y" }\n'),
+        f"{M}: env: the value of A holds a NUL character",
+    ),
+    "base image not an image reference": (
+        _top('base_image = "python:3.11 slim"\n'),
+        f"{C}: base_image: 'python:3.11 slim' is not an image reference",
+    ),
     "manifest not TOML": ({M: "tier = \n"}, f"{M}:"),
     "manifest not UTF-8": ({M: b'tier = "base"\ncommand = ["\xff"]\n'}, f"{M}: is not UTF-8 text"),
 }
@@ -389,21 +409,23 @@ RUNS: dict[str, Row] = {
     ),
     "PIPELINE_BASE_IMAGE='Not An Image'": Row(
         ("build",),
-        "PIPELINE_BASE_IMAGE, base_image): 'Not An Image' is not an image reference",
+        "PIPELINE_BASE_IMAGE: 'Not An Image' is not an image reference",
         {"PIPELINE_BASE_IMAGE": "Not An Image"},
     ),
     "--base-image with a shell command": Row(
         ("build", "--base-image", "python:3.11; rm -rf /"),
-        "'python:3.11; rm -rf /' is not an image",
+        "--base-image: 'python:3.11; rm -rf /' is not an image",
     ),
     "base_image no image in the config": Row(
         ("build",),
-        f"{C}: base_image",
+        f"{C}: base_image: 'Not An Image' is not an image reference",
         {"PIPELINE_BASE_IMAGE": ""},
         files=_top('base_image = "Not An Image"\n'),
     ),
     "PIPELINE_PROJECT_DIR at a file": Row(
-        ("build",), "PIPELINE_PROJECT_DIR", {"PIPELINE_PROJECT_DIR": "{repo}/pipeline.toml"}
+        ("build",),
+        "PIPELINE_PROJECT_DIR {repo}/pipeline.toml is not a directory",
+        {"PIPELINE_PROJECT_DIR": "{repo}/pipeline.toml"},
     ),
     "--project-dir that is not there": Row(
         ("build", "--project-dir", "{tmp}/nowhere"),
@@ -548,7 +570,7 @@ RUNS: dict[str, Row] = {
     ),
     "NUL in a command": Row(
         ("build",),
-        f"{M}: command",
+        f"{M}: command: argument 3 holds a NUL character",
         files={M: 'tier = "base"\ncommand = ["python", "-c", "\\u0000"]\n'},
     ),
     "tool.pipeline a string": Row(
@@ -754,13 +776,6 @@ RUNS: dict[str, Row] = {
 
 # Rows that fail today, each for the reason given (the mark goes when the fix lands).
 FAILING: dict[str, str] = {
-    "base_image no image in the config": (
-        "the error names the field among the options (--base-image (or PIPELINE_BASE_IMAGE, "
-        "base_image)) but not the file, pipeline.toml"
-    ),
-    "PIPELINE_PROJECT_DIR at a file": (
-        "the error names --project-dir, though the value came from PIPELINE_PROJECT_DIR"
-    ),
     "PIPELINE_CA_BUNDLE not there": "PIPELINE_CA_BUNDLE is read only once the engine runs",
     "PIPELINE_CA_BUNDLE a folder": "PIPELINE_CA_BUNDLE is read only once the engine runs",
     "PIPELINE_INDEX_URL no URL": (
@@ -773,7 +788,6 @@ FAILING: dict[str, str] = {
     "requirements including a file out of the project": (
         "a requirement file's own -r is neither followed nor refused: the build starts"
     ),
-    "NUL in a command": "a NUL character in a command is accepted, though no exec can carry it",
 }
 
 
