@@ -136,7 +136,11 @@ def _grpc(probe: Probe, host: str, timeout: float) -> tuple[bool, str]:
     grpc: Any = importlib.import_module("grpc")
     health_pb2: Any = importlib.import_module("grpc_health.v1.health_pb2")
     health_pb2_grpc: Any = importlib.import_module("grpc_health.v1.health_pb2_grpc")
-    with grpc.insecure_channel(f"{host}:{probe.port}") as channel:
+    # A channel of its own connection: gRPC shares connections between channels by default,
+    # and a shared one refused while the server starts waits out a growing reconnect
+    # back-off (up to 120 s), so a slow starter could never be reached within the limit.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    with grpc.insecure_channel(f"{host}:{probe.port}", options=options) as channel:
         request = health_pb2.HealthCheckRequest(service=probe.target)
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(request, timeout=timeout)
