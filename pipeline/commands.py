@@ -104,13 +104,10 @@ def _writable_folder(folder: Path, what: str) -> None:
 
 
 def _preflight(args: argparse.Namespace, options: RunOptions, build: BuildSettings) -> None:
-    """What would make the run fail at its end, or publish wrongly, found before it starts."""
-    if options.out_dir is not None:
-        _writable_folder(options.out_dir, "--out")
-    if args.report is not None:
-        if args.report.is_dir():
-            raise UsageError(f"--report: {args.report} is a folder; fix: name a file")
-        _writable_folder(args.report.parent, "--report")
+    """What would make the run fail at its end, or publish wrongly, found before it starts.
+    Checks that only read come first: the places for results are made last, so a refused
+    run leaves nothing behind."""
+    settings.check_secret_variables()
     prov = build.provenance
     if not prov.known:
         get_logger().warning(
@@ -119,22 +116,26 @@ def _preflight(args: argparse.Namespace, options: RunOptions, build: BuildSettin
             detail="not a git checkout: images say revision 'unknown'; "
             "--version (or PIPELINE_VERSION) names them",
         )
-    if options.publish_to is None:
-        return
-    if not prov.known and not prov.release:
+    if options.publish_to is not None and not prov.known and not prov.release:
         raise UsageError(
             f"publish: {build.root} is not a git checkout, so no commit names the images; "
             "fix: publish from a git checkout, or pass --version (it is then the only tag: "
             "branch and latest tags move only for a known commit)"
         )
     has_password = bool(os.environ.get(settings.PASSWORD_ENV))
-    if has_password != bool(options.registry_username):
+    if options.publish_to is not None and has_password != bool(options.registry_username):
         given, missing = (
             ("PIPELINE_REGISTRY_PASSWORD", "--registry-username (or PIPELINE_REGISTRY_USERNAME)")
             if has_password
             else ("a registry username", "PIPELINE_REGISTRY_PASSWORD")
         )
         raise UsageError(f"publish: {given} is set but {missing} is not; fix: set both, or neither")
+    if args.report is not None and args.report.is_dir():
+        raise UsageError(f"--report: {args.report} is a folder; fix: name a file")
+    if options.out_dir is not None:
+        _writable_folder(options.out_dir, "--out")
+    if args.report is not None:
+        _writable_folder(args.report.parent, "--report")
 
 
 def run(args: argparse.Namespace, project: Project, services: list[Service]) -> int:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline import config
@@ -19,12 +21,13 @@ from pipeline.provenance import cache_scope_for, read_provenance
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from pathlib import Path
 
     from pipeline.graph import Project
     from pipeline.provenance import Provenance
 
 INDEX_URL_ENV = "PIPELINE_INDEX_URL"
+# Extra CA certificates for builder steps that fetch (an intercepting proxy's), as a PEM file.
+CA_BUNDLE_ENV = "PIPELINE_CA_BUNDLE"
 PASSWORD_ENV = "PIPELINE_REGISTRY_PASSWORD"  # noqa: S105 - the variable's name, not a password
 DEFAULT_JOBS = 4
 
@@ -117,6 +120,66 @@ def release_from(value: str | None) -> str | None:
             "digits, '_', '.' and '-' (at most 128, not starting with '.' or '-'), e.g. 1.4.2"
         )
     return value or None
+
+
+def check_ca_bundle(value: str) -> None:
+    """PIPELINE_CA_BUNDLE names a readable PEM file of certificates (the builders point
+    SSL_CERT_FILE at a copy of it)."""
+    fix = (
+        f"fix: point {CA_BUNDLE_ENV} at a PEM file of CA certificates (e.g. "
+        "/etc/ssl/certs/ca-certificates.crt), or unset it"
+    )
+    path = Path(value)
+    if not path.exists():
+        raise UsageError(f"{CA_BUNDLE_ENV}: {value} does not exist; {fix}")
+    if not path.is_file():
+        raise UsageError(f"{CA_BUNDLE_ENV}: {value} is not a file; {fix}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise UsageError(
+            f"{CA_BUNDLE_ENV}: {value} cannot be read ({exc.strerror}); {fix}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{CA_BUNDLE_ENV}: {value} is not UTF-8 text (byte {exc.start}); {fix}"
+        ) from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise UsageError(
+            f"{CA_BUNDLE_ENV}: {value} holds no PEM certificate "
+            f"(-----BEGIN CERTIFICATE-----); {fix}"
+        )
+
+
+def check_index_url(value: str) -> None:
+    """PIPELINE_INDEX_URL is an http(s) URL with a host. Its value is never printed: it
+    may hold credentials, and a mistyped one (no scheme) would show them bare."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        _ = parts.port  # a port that is no number raises here
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() or not c.isprintable() for c in value)
+    ):
+        raise UsageError(
+            f"{INDEX_URL_ENV}: is not an http(s) URL with a host (its value is not shown: it "
+            "may hold credentials); fix: set it to the index's URL, e.g. "
+            "https://user:token@pypi.example.com/simple, or unset it"
+        )
+
+
+def check_secret_variables(environ: Mapping[str, str] | None = None) -> None:
+    """The variables whose values reach the engine only as secrets, checked before any
+    engine work (the engine would otherwise fail late, or in the middle of a build)."""
+    env = os.environ if environ is None else environ
+    if env.get(CA_BUNDLE_ENV):
+        check_ca_bundle(env[CA_BUNDLE_ENV])
+    if env.get(INDEX_URL_ENV):
+        check_index_url(env[INDEX_URL_ENV])
 
 
 def build_settings(

@@ -386,6 +386,7 @@ class Row(NamedTuple):
     env: dict[str, str] | None = None
     make: Callable[[Path], object] | None = None  # spoils {tmp} (the repo is {tmp}/repo)
     files: dict[str, str | bytes] | None = None  # written over the monorepo, committed
+    secret: str | None = None  # what the output must never show
 
 
 RUNS: dict[str, Row] = {
@@ -484,13 +485,51 @@ RUNS: dict[str, Row] = {
         ("verify", "Not A Ref"), "verify: 'Not A Ref' is not an image reference"
     ),
     "PIPELINE_CA_BUNDLE not there": Row(
-        ("build",), "PIPELINE_CA_BUNDLE", {"PIPELINE_CA_BUNDLE": "{tmp}/no-ca.pem"}
+        ("build",),
+        "PIPELINE_CA_BUNDLE: {tmp}/no-ca.pem does not exist",
+        {"PIPELINE_CA_BUNDLE": "{tmp}/no-ca.pem"},
     ),
     "PIPELINE_CA_BUNDLE a folder": Row(
-        ("build",), "PIPELINE_CA_BUNDLE", {"PIPELINE_CA_BUNDLE": "{tmp}"}
+        ("build",), "PIPELINE_CA_BUNDLE: {tmp} is not a file", {"PIPELINE_CA_BUNDLE": "{tmp}"}
+    ),
+    "PIPELINE_CA_BUNDLE holding no certificate": Row(
+        ("export", "--out", "{tmp}/out"),
+        "PIPELINE_CA_BUNDLE: {tmp}/ca.pem holds no PEM certificate",
+        {"PIPELINE_CA_BUNDLE": "{tmp}/ca.pem"},
+        make=_put("ca.pem", "proxy.example.com:3128\n"),
+    ),
+    "PIPELINE_CA_BUNDLE not UTF-8": Row(
+        ("build",),
+        "PIPELINE_CA_BUNDLE: {tmp}/ca.der is not UTF-8 text",
+        {"PIPELINE_CA_BUNDLE": "{tmp}/ca.der"},
+        make=_put("ca.der", b"0\x82\x03\xff\xfe"),
     ),
     "PIPELINE_INDEX_URL no URL": Row(
-        ("build",), "PIPELINE_INDEX_URL", {"PIPELINE_INDEX_URL": "not a url"}
+        ("build",), "PIPELINE_INDEX_URL: is not an http(s) URL", {"PIPELINE_INDEX_URL": "not a url"}
+    ),
+    "PIPELINE_INDEX_URL credentials without a scheme": Row(
+        ("publish", "--registry", "localhost:5000/x"),
+        "PIPELINE_INDEX_URL: is not an http(s) URL",
+        {"PIPELINE_INDEX_URL": "ci:tok-s3cret@pypi.example.com/simple"},
+        secret="s3cret",
+    ),
+    "PIPELINE_INDEX_URL of another scheme": Row(
+        ("build",),
+        "PIPELINE_INDEX_URL: is not an http(s) URL",
+        {"PIPELINE_INDEX_URL": "ftp://ci:tok-s3cret@pypi.example.com/simple"},
+        secret="s3cret",
+    ),
+    "PIPELINE_INDEX_URL with no host": Row(
+        ("build",),
+        "PIPELINE_INDEX_URL: is not an http(s) URL",
+        {"PIPELINE_INDEX_URL": "https://ci:tok-s3cret@/simple"},
+        secret="s3cret",
+    ),
+    "PIPELINE_INDEX_URL with a port that is no number": Row(
+        ("build",),
+        "PIPELINE_INDEX_URL: is not an http(s) URL",
+        {"PIPELINE_INDEX_URL": "https://ci:tok-s3cret@pypi.example.com:s3cret/simple"},
+        secret="s3cret",
     ),
     # files and links
     "service.toml a link out of the project": Row(
@@ -776,11 +815,6 @@ RUNS: dict[str, Row] = {
 
 # Rows that fail today, each for the reason given (the mark goes when the fix lands).
 FAILING: dict[str, str] = {
-    "PIPELINE_CA_BUNDLE not there": "PIPELINE_CA_BUNDLE is read only once the engine runs",
-    "PIPELINE_CA_BUNDLE a folder": "PIPELINE_CA_BUNDLE is read only once the engine runs",
-    "PIPELINE_INDEX_URL no URL": (
-        "PIPELINE_INDEX_URL is not checked: a value that is no URL goes on to the build"
-    ),
     "source file a link to itself": (
         "a symlink loop in a service folder is a RuntimeError traceback (exit 1)"
     ),
@@ -850,4 +884,6 @@ def test_bad_run(tmp_path: Path, case: str):
     assert done.returncode == 2, done.stdout + done.stderr
     assert fill(row.message) in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+    if row.secret:
+        assert row.secret not in done.stdout + done.stderr
     assert _tree(tmp_path) == before  # no .pipeline/, report, out file or import: nothing
