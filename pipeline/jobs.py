@@ -36,6 +36,8 @@ class Job:
     content_key: str  # everything the image is made of but its stamp: what checks depend on
     key: str  # content and stamp: equal keys, equal images
     passed: frozenset[str] = frozenset()  # checks that passed on an image of this content
+    # the digest a stored result of this very key names, if any: what this build must equal
+    recorded: str | None = None
 
 
 def _key(*parts: Any) -> str:  # noqa: ANN401 - any JSON value
@@ -60,7 +62,10 @@ def plan(
         content = inputs.key()
         entry = cache.get(Kind.CHECKS, content) or {}
         passed = frozenset(k for k in CHECKS if entry.get(k) is True)
-        job = Job(svc, inputs, stamp, content, _key(content, stamp), passed)
+        key = _key(content, stamp)
+        stored = cache.get(Kind.RESULTS, key) or {}
+        recorded = (stored.get("image") or {}).get("digest") if passed else None
+        job = Job(svc, inputs, stamp, content, key, passed, recorded)
         out.append(job)
     return out
 

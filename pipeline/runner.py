@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -145,6 +146,7 @@ class _Progress:
     installed: dict[str, Any] | None = None  # what the image holds, for its SBOM
     sbom: str = ""
     attested: str = ""  # the provenance artifact pushed beside the image
+    reused: set[str] = field(default_factory=set)  # checks not run: passed on equal content
     started: float = field(default_factory=time.time)
 
     async def timed(self, name: str, work: Awaitable[T]) -> T:
@@ -205,22 +207,21 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
     build = images.service_build(ctx.project, service, ctx.settings, ctx.tiers, job.stamp)
     image = ctx.images[service.name] = build.image
 
-    def wanted(check: str) -> bool:
-        return options.test and check in jobs.expected_checks(job) and check not in job.passed
+    todo, progress.reused = _checks_to_run(job, options)
 
     async def unit() -> None:
-        if build.unit_tests is not None and wanted("unit"):
+        if build.unit_tests is not None and "unit" in todo:
             await progress.check("unit", build.unit_tests.sync())
 
     async def measure() -> None:
         await _measure(build, ctx, progress, staging)
 
     async def smoke() -> None:
-        if spec.smoke and wanted("smoke"):
+        if spec.smoke and "smoke" in todo:
             await progress.check("smoke", image.with_(compat.run(spec.smoke)).sync())
 
     async def health() -> None:
-        if wanted("health"):
+        if "health" in todo:
             await progress.check("health", probes.health(service, image, ctx.settings, ctx.secrets))
 
     async def image_and_checks() -> None:
@@ -228,8 +229,33 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
         await _concurrently(measure, smoke, health)
 
     await _concurrently(unit, image_and_checks)
-    progress.tests.update(dict.fromkeys(job.passed & set(jobs.expected_checks(job)), True))
+    if _contradicted(job, progress):
+        todo, progress.reused = progress.reused, set()
+        await _concurrently(unit, smoke, health)
+    progress.tests.update(dict.fromkeys(progress.reused, True))
     await _finish(job, ctx, progress, image)
+
+
+def _checks_to_run(job: jobs.Job, options: RunOptions) -> tuple[set[str], set[str]]:
+    """The checks this build runs, and those it reuses: passed on an image of equal content."""
+    expected = set(jobs.expected_checks(job)) if options.test else set()
+    return expected - job.passed, expected & job.passed
+
+
+def _contradicted(job: jobs.Job, progress: _Progress) -> bool:
+    """Whether checks were reused for an image that differs from the one a stored result of
+    the same key names: they passed on that one, so they prove nothing of this one."""
+    built = progress.facts.digest if progress.facts else None
+    if not (progress.reused and job.recorded and built != job.recorded):
+        return False
+    log.warning(
+        "cache_entry_contradicted",
+        service=job.service.name,
+        recorded=job.recorded,
+        built=built,
+        checks=sorted(progress.reused),
+    )
+    return True
 
 
 async def _finish(
@@ -276,6 +302,23 @@ async def _finish(
         )
 
 
+def _staging(service: str) -> str:
+    """The name prefix of a service's staging folder in ``--out``: it names this process, so
+    a later run can tell a folder left by a killed run from one of a run still going."""
+    return f".{service}-pipeline{os.getpid()}-"
+
+
+_STAGING = re.compile(r"^\.[a-z][a-z0-9-]*-pipeline(\d+)-")
+
+
+def _sweep(folder: Path) -> None:
+    """Remove staging folders that killed runs left in ``folder`` (their process is gone)."""
+    for entry in folder.iterdir():
+        found = _STAGING.match(entry.name)
+        if found and entry.is_dir() and not Path(f"/proc/{found[1]}").exists():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
     service, progress = job.service, _Progress()
     async with ctx.limiter:
@@ -284,7 +327,7 @@ async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
         out_dir = ctx.options.out_dir
         try:
             # unique per run and service, in the target folder so the final rename is atomic
-            with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{service.name}-") as tmp:
+            with tempfile.TemporaryDirectory(dir=out_dir, prefix=_staging(service.name)) as tmp:
                 await _steps(job, ctx, progress, Path(tmp))
         except Exception as exc:
             failure = _expected(exc)
@@ -294,7 +337,7 @@ async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
             status, reason = Status.FAILED, f"{step}: {_reason(failure, service)}"
         else:
             status, reason = Status.OK, ""
-    reused = tuple(sorted(job.passed & set(jobs.expected_checks(job)))) if ctx.options.test else ()
+    reused = tuple(sorted(progress.reused))
     return Result(
         service=service.name,
         tier=service.tier,
@@ -324,6 +367,7 @@ async def run(
     moving tags when publishing. Needs a connection."""
     if options.out_dir is not None:
         options.out_dir.mkdir(parents=True, exist_ok=True)
+        _sweep(options.out_dir)
     await _pullable(settings.base_image)
     secrets = await prepare(settings)
     password = os.environ.get(PASSWORD_ENV) if options.publish_to else None
