@@ -159,7 +159,15 @@ def _ordered_tiers(spec: ProjectSpec, root: Path, config_file: Path) -> dict[str
 def _inside(root: Path, rel: str, file: Path, field: str) -> Path:
     """``rel`` under ``root``; an absolute path or one leading out of the project is an error
     (a build must read nothing the project does not hold)."""
-    path = (root / rel).resolve()
+    try:
+        path = (root / rel).resolve()
+    except (RuntimeError, OSError):  # a loop of links (RuntimeError until Python 3.13)
+        raise ConfigError(
+            file,
+            field,
+            f"{rel} is a symlink in a loop of links that reaches no file",
+            "replace the link with the file it should name",
+        ) from None
     if Path(rel).is_absolute() or not path.is_relative_to(root):
         raise ConfigError(
             file,

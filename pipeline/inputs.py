@@ -191,7 +191,16 @@ def _check_link(
     link: Path, rel: str, folder: Path, carried: set[str], manifest: Path | None
 ) -> None:
     target = str(link.readlink())
-    top, resolved = folder.resolve(), link.resolve()
+    try:
+        top, resolved = folder.resolve(), link.resolve()
+    except (RuntimeError, OSError):  # a loop of links (RuntimeError until Python 3.13)
+        raise _problem(
+            folder,
+            manifest,
+            f"{folder / rel} is a symlink to {target}, a loop of links that reaches no file: "
+            "in the image it would dangle",
+            "replace the link with the file it should name, or exclude it",
+        ) from None
     inside = resolved.is_relative_to(top) and resolved != top
     points_at = resolved.relative_to(top).as_posix() if inside else ""
     held = points_at in carried or (
