@@ -290,5 +290,6 @@ def load(root: Path) -> Project:
     tests = _existing(root, spec.test_requirements, config_file, f"{prefix}test_requirements")
     ordered = dict(sorted(services.items()))
     project = Project(root, config_file, spec, tiers, ordered, tests, ignored)
+    tierpins.check_files(project)
     tierpins.check(project, list(project.services.values()))
     return project

@@ -6,15 +6,18 @@ pins can never build. The files say so without an engine: each exact pin (``name
 the tier chain's requirement files against the service's own requirement specifiers.
 What only a resolver knows (a pin the tier pulls in transitively) is reported when the
 service's install fails, naming the tier the same way.
+
+Every requirement file must also say everything itself, in UTF-8: a nested ``-r`` or ``-c``
+would read a file that is neither uploaded nor checked here, so it is refused.
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
 from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigError
+from pipeline.locate import read_toml
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -32,20 +35,74 @@ def canonicalize_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+# Options that make a requirements file read another file: uv would follow them, but the
+# build uploads only the files the config names, and the pin check reads only those.
+_INCLUDE = re.compile(r"^(?:-[rc]|--requirement\b|--constraint\b)")
+
+
 def _names(path: Path) -> set[str]:
     return {canonicalize_name(m[1]) for line in _lines(path) if (m := _NAME.match(line))}
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            path, "", f"is not UTF-8 text (byte {exc.start})", "save the file as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            path, "", f"cannot be read ({exc.strerror})", "check the file and its permissions"
+        ) from None
+
+
 def _lines(path: Path) -> list[str]:
     if path.name == "pyproject.toml":
-        project = tomllib.loads(path.read_text(encoding="utf-8")).get("project", {})
-        return [str(d) for d in project.get("dependencies", [])]
+        project = read_toml(path).get("project")
+        deps = project.get("dependencies") if isinstance(project, dict) else None
+        return [str(d) for d in deps] if isinstance(deps, list) else []
     out = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    for raw in _text(path).splitlines():
         line = raw.split(" #", 1)[0].strip()
-        if line and not line.startswith(("#", "-")):  # options (-r, -c, --index-url) skipped
+        if line and not line.startswith(("#", "-")):  # options (--index-url, ...) skipped
             out.append(line)
     return out
+
+
+def _refuse_includes(path: Path, fix: str) -> None:
+    if path.name == "pyproject.toml":
+        _lines(path)  # TOML in UTF-8: read_toml says what is wrong
+        return
+    for number, raw in enumerate(_text(path).splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip()
+        if _INCLUDE.match(line):
+            raise ConfigError(
+                path,
+                f"line {number}",
+                f"{line!r} reads another file, which the build neither uploads nor checks "
+                "against the tiers' pins",
+                fix,
+            )
+
+
+def check_files(project: Project) -> None:
+    """Every requirement file the config and manifests name reads as UTF-8 text and names
+    its requirements itself: a nested -r or -c is refused, naming the file and line."""
+    config = project.config_file.name
+    prefix = "tool.pipeline." if config == "pyproject.toml" else ""
+    copy = "copy the requirements it names into this file"
+    for tier in project.tiers.values():
+        field = f"{prefix}tiers.{tier.name}.requirements"
+        for path in tier.requirements:
+            _refuse_includes(path, f"{copy}, or list that file in {field} of {config}")
+    for path in project.test_requirements:
+        _refuse_includes(
+            path, f"{copy}, or list that file in {prefix}test_requirements of {config}"
+        )
+    for service in project.services.values():
+        if service.requirements is not None:
+            _refuse_includes(service.requirements, f"{copy} (a service names one file)")
 
 
 def requirements(path: Path) -> list[Requirement]:

@@ -600,16 +600,43 @@ RUNS: dict[str, Row] = {
     ),
     "requirements not UTF-8": Row(
         ("build",),
-        "s/a/requirements.txt",
+        "s/a/requirements.txt: is not UTF-8 text (byte 3)",
         files={**_svc('requirements = "requirements.txt"\n'), "s/a/requirements.txt": b"six\xff\n"},
+    ),
+    "tier requirements not UTF-8": Row(
+        ("plan",), "req/base.txt: is not UTF-8 text", files={"req/base.txt": b"# caf\xe9\nsix\n"}
+    ),
+    "service pyproject.toml not TOML": Row(
+        ("build",),
+        "s/a/pyproject.toml: not valid TOML",
+        files={**_svc('requirements = "pyproject.toml"\n'), "s/a/pyproject.toml": "[project\n"},
     ),
     "requirements including a file out of the project": Row(
         ("build",),
-        "s/a/requirements.txt",
+        "s/a/requirements.txt: line 1: '-r /etc/hostname' reads another file",
         files={
             **_svc('requirements = "requirements.txt"\n'),
             "s/a/requirements.txt": "-r /etc/hostname\n",
         },
+    ),
+    "requirements including a file beside them": Row(
+        ("build",),
+        "s/a/requirements.txt: line 2: '-rother.txt' reads another file",
+        files={
+            **_svc('requirements = "requirements.txt"\n'),
+            "s/a/requirements.txt": "six\n-rother.txt # the rest\n",
+            "s/a/other.txt": "attrs\n",
+        },
+    ),
+    "tier requirements with a constraints file": Row(
+        ("plan",),
+        "req/base.txt: line 1: '-c req/pins.txt' reads another file",
+        files={"req/base.txt": "-c req/pins.txt\nsix\n", "req/pins.txt": "six==1.16.0\n"},
+    ),
+    "test requirements including another": Row(
+        ("build",),
+        "t.txt: line 1: '--requirement=req/base.txt' reads another file",
+        files={**_top('test_requirements = ["t.txt"]\n'), "t.txt": "--requirement=req/base.txt\n"},
     ),
     "include glob out of the service folder": Row(
         ("build",),
@@ -836,14 +863,6 @@ RUNS: dict[str, Row] = {
     ),
 }
 
-# Rows that fail today, each for the reason given (the mark goes when the fix lands).
-FAILING: dict[str, str] = {
-    "requirements not UTF-8": "a requirements file not in UTF-8 is a UnicodeDecodeError traceback",
-    "requirements including a file out of the project": (
-        "a requirement file's own -r is neither followed nor refused: the build starts"
-    ),
-}
-
 
 def _tree(root: Path) -> dict[str, tuple[bool, int, int]]:
     """Every path under ``root`` but git's own, with what would show a write."""
@@ -872,15 +891,7 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
         pytest.fail(f"pipeline {' '.join(args)} did not end within 120 s")
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=FAILING[name]))
-        if name in FAILING
-        else name
-        for name in RUNS
-    ],
-)
+@pytest.mark.parametrize("case", list(RUNS))
 def test_bad_run(tmp_path: Path, case: str):
     row = RUNS[case]
     repo = tmp_path / "repo"
