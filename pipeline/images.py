@@ -21,7 +21,16 @@ from dagger import dag
 from pipeline import compat
 from pipeline.config import argv
 from pipeline.inputs import UV_VERSION, service_requirement_files, source_files, test_files
-from pipeline.layers import FIXED_MTIME, VENV, added, in_turn, with_bytecode, with_install
+from pipeline.layers import (
+    VENV,
+    added,
+    added_tree,
+    at_root,
+    in_turn,
+    with_bytecode,
+    with_install,
+    with_tree,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -57,16 +66,30 @@ def cache(scope: str, tool: str) -> dagger.CacheVolume:
     return compat.shared(dag.cache_volume(f"pipeline-{scope}-{tool}"))
 
 
+# How each tool's volume is mounted, wherever it is: since v0.21 a cache mount's sharing mode
+# is part of the volume's identity (the same name mounted LOCKED and SHARED is two volumes), so
+# a volume mounted with another mode elsewhere (a cache export or import) would be another,
+# empty one. apt's are LOCKED (apt refuses to run beside another apt on them); the rest SHARED.
+LOCKED_TOOLS = frozenset({"apt-cache", "apt-lists"})
+
+
+def with_cache(path: str, scope: str, tool: str) -> Callable[[dagger.Container], dagger.Container]:
+    """A step mounting the scope's volume of ``tool`` at ``path``, in that tool's mode."""
+    sharing = (
+        dagger.CacheSharingMode.LOCKED if tool in LOCKED_TOOLS else dagger.CacheSharingMode.SHARED
+    )
+    return lambda ctr: ctr.with_mounted_cache(path, cache(scope, tool), sharing=sharing)
+
+
 def with_apt(packages: Sequence[str], scope: str) -> Callable[[dagger.Container], dagger.Container]:
     """Install Debian packages with apt's caches in volumes: nothing of them reaches a layer."""
 
     def step(ctr: dagger.Container) -> dagger.Container:
         if not packages:
             return ctr
-        locked = dagger.CacheSharingMode.LOCKED
         return (
-            ctr.with_mounted_cache("/var/cache/apt", cache(scope, "apt-cache"), sharing=locked)
-            .with_mounted_cache("/var/lib/apt/lists", cache(scope, "apt-lists"), sharing=locked)
+            ctr.with_(with_cache("/var/cache/apt", scope, "apt-cache"))
+            .with_(with_cache("/var/lib/apt/lists", scope, "apt-lists"))
             .with_mounted_temp("/var/log")  # apt's and dpkg's logs stay out of the image
             .with_env_variable("DEBIAN_FRONTEND", "noninteractive")
             .with_(
@@ -103,17 +126,17 @@ def builder(
     )
     if secrets.ca_bundle is not None:
         ctr = (
-            ctr.with_mounted_cache(CA_DIR, cache(scope, "ca"))
+            ctr.with_(with_cache(CA_DIR, scope, "ca"))
             .with_env_variable("SSL_CERT_FILE", CA_BUNDLE)
             .with_env_variable("PIP_CERT", CA_BUNDLE)
         )
     ctr = (
-        ctr.with_mounted_cache("/root/.cache/pip", cache(scope, "pip"))
+        ctr.with_(with_cache("/root/.cache/pip", scope, "pip"))
         .with_env_variable("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         .with_(compat.run(["python3", "-m", "venv", "/opt/uv"]))
         .with_(compat.run(["/opt/uv/bin/pip", "install", "-q", f"uv=={UV_VERSION}"]))
         .with_env_variable("PATH", f"/opt/uv/bin:{SYSTEM_PATH}")
-        .with_mounted_cache(UV_CACHE, cache(scope, "uv"))
+        .with_(with_cache(UV_CACHE, scope, "uv"))
         .with_env_variable("UV_CACHE_DIR", UV_CACHE)
         .with_env_variable("UV_LINK_MODE", "copy")
         .with_env_variable("UV_PYTHON_DOWNLOADS", "never")
@@ -137,7 +160,7 @@ def stage_ca(settings: BuildSettings, secrets: Secrets, run: str) -> dagger.Cont
         dag.container()
         .from_(settings.base_image)
         .with_mounted_secret(source, secrets.ca_bundle)
-        .with_mounted_cache(CA_DIR, cache(settings.cache_scope, "ca"))
+        .with_(with_cache(CA_DIR, settings.cache_scope, "ca"))
         .with_env_variable("PIPELINE_RUN", run)
         .with_(compat.run(["sh", "-c", f"cp {source} {staged} && mv -f {staged} {CA_BUNDLE}"]))
     )
@@ -172,7 +195,7 @@ def runtime_os(settings: BuildSettings) -> dagger.Container:
     return (
         dag.container()
         .from_(settings.base_image)
-        .with_directory("/etc", compat.shared(accounts.with_timestamps(FIXED_MTIME)))
+        .with_(with_tree(compat.shared(at_root("/etc", accounts))))
         .with_env_variable("PATH", f"{VENV}/bin:{SYSTEM_PATH}")
         .with_env_variable("VIRTUAL_ENV", VENV)
         .with_env_variable("PYTHONUNBUFFERED", "1")
@@ -251,12 +274,12 @@ def tier_images(
             below = {p for t in project.chain(parent.tier.name) for p in t.spec.build_apt}
             extra = [p for p in tier.spec.build_apt if p not in below]
             build = parent.build.with_(with_apt(extra, settings.cache_scope))
-        build, layer = tier_venv(build, tier, parent is None, settings.compile_bytecode)
+        build, _ = tier_venv(build, tier, parent is None, settings.compile_bytecode)
         # A layer cannot delete, which is why children install on top of their parent's pins
         # instead of replacing them.
         below_image = parent.image if parent else runtime_os(settings)
-        image = below_image.with_(with_apt(tier.spec.apt, settings.cache_scope)).with_directory(
-            VENV, layer
+        image = below_image.with_(with_apt(tier.spec.apt, settings.cache_scope)).with_(
+            with_tree(added_tree(build))
         )
         out[name] = TierImage(tier, build, image)
     return out
@@ -334,12 +357,13 @@ def _with_service_files(ctr: dagger.Container, service: Service) -> dagger.Conta
 def service_layer(
     tier: TierImage, service: Service, compile_bytecode: bool = True
 ) -> dagger.Directory | None:
-    """What the service's own dependencies add to its tier's venv (None without any),
-    installed under the tier's pins so a service never silently replaces a tier package."""
+    """What the service's own dependencies add to its tier's venv (None without any), as a
+    tree from / for ``with_tree``, installed under the tier's pins so a service never silently
+    replaces a tier package."""
     if service.requirements is None:
         return None
     ctr = _with_service_files(tier.build, service)
-    return added(ctr.with_(with_install(_service_installs(service), compile_bytecode)))
+    return added_tree(ctr.with_(with_install(_service_installs(service), compile_bytecode)))
 
 
 def _files(folder: Path, names: Sequence[str]) -> dagger.Directory:
@@ -405,7 +429,7 @@ def service_image(
     if spec.apt:
         steps.append(with_apt(spec.apt, settings.cache_scope))
     if layer is not None:
-        steps.append(lambda ctr: ctr.with_directory(VENV, layer))
+        steps.append(with_tree(layer))
     # Source and build-info share the last layer: an edit (or a new commit) changes only it.
     app = _files(service.path, source_files(service, settings.root))
     if settings.compile_bytecode:
@@ -413,7 +437,7 @@ def service_image(
         compiled = dag.container().from_(settings.base_image).with_directory(APP, app)
         app = compiled.with_(with_bytecode(APP, "python3")).directory(APP)
     app = app.with_new_file("build-info.json", stamp.build_info(), permissions=0o644)
-    steps.append(lambda ctr: ctr.with_directory(APP, app.with_timestamps(FIXED_MTIME)))
+    steps.append(with_tree(at_root(APP, app)))
     ctr = tier.image
     for step in steps:
         ctr = ctr.with_(step)

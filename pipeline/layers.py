@@ -7,6 +7,8 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING
 
+from dagger import dag
+
 from pipeline import compat
 
 if TYPE_CHECKING:
@@ -60,7 +62,9 @@ def with_bytecode(folder: str, python: str) -> Callable[[dagger.Container], dagg
 # history, may keep files the lower layer already has). Within one exec a file nobody wrote
 # keeps its inode, size and time; a small file rewritten with the same bytes (uv's .lock) is
 # told apart by content. The layer's files are hard links to the venv's (no copy), and every
-# entry gets the fixed time there, so no copy is made for timestamps either.
+# entry gets the fixed time there, so no copy is made for timestamps either. The layer is kept
+# as a tree from / (its files under TOP/opt/venv), so that the folders above the venv carry the
+# fixed time too (see at_root).
 _SNAPSHOT = """
 import hashlib, json, os, sys
 root, out, small = sys.argv[1], {}, 1 << 16
@@ -80,7 +84,8 @@ json.dump(out, open(sys.argv[2], "w"))
 """
 _LAYER = """
 import hashlib, json, os, shutil, sys
-root, before, layer, when = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+root, before, top, when = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+layer = top + root
 old = json.load(open(before))
 
 def unchanged(path, st):
@@ -98,7 +103,7 @@ def unchanged(path, st):
     with open(path, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest() == was[4]
 
-shutil.rmtree(layer, ignore_errors=True)
+shutil.rmtree(top, ignore_errors=True)
 os.makedirs(layer)
 for base, dirs, files in os.walk(root):
     dirs.sort()
@@ -119,10 +124,10 @@ for base, dirs, files in os.walk(root):
                 os.link(path, target)
             except OSError:
                 shutil.copy2(path, target)
-for base, dirs, files in os.walk(layer, topdown=False):
+for base, dirs, files in os.walk(top, topdown=False):
     for name in files + dirs:
         os.utime(os.path.join(base, name), (when, when), follow_symlinks=False)
-os.utime(layer, (when, when))
+os.utime(top, (when, when))
 """
 
 
@@ -158,5 +163,28 @@ def with_install(
 
 
 def added(ctr: dagger.Container) -> dagger.Directory:
-    """What ``with_install`` kept: a layer of its own, with fixed mtimes."""
+    """What ``with_install`` kept: the files it added to the venv, with fixed mtimes."""
+    return compat.shared(ctr.directory(_LAYER_DIR + VENV))
+
+
+def added_tree(ctr: dagger.Container) -> dagger.Directory:
+    """What ``with_install`` kept, as a tree from / (its files under opt/venv), every folder
+    at the fixed time: the layer ``with_tree`` lays."""
     return compat.shared(ctr.directory(_LAYER_DIR))
+
+
+def with_tree(tree: dagger.Directory) -> Callable[[dagger.Container], dagger.Container]:
+    """A step laying ``tree`` (a directory holding paths from /) over the root: its folders'
+    times, those of the existing parents included, are the tree's. Copying a directory to a
+    path gives the folders it creates there, and on v0.21 the destination folder itself, the
+    time of the copy: /opt and /opt/venv would differ on every clean engine."""
+    return lambda ctr: ctr.with_directory("/", tree)
+
+
+def at_root(path: str, directory: dagger.Directory) -> dagger.Directory:
+    """``directory`` at ``path`` in a tree for ``with_tree``, every entry (``path``'s folders
+    included) at the fixed time. It copies ``directory``: for small ones (accounts, sources);
+    a venv's layer is made as a tree in its builder instead (added_tree)."""
+    return (
+        dag.directory().with_directory(path.strip("/"), directory).with_timestamps(FIXED_MTIME)
+    )
