@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.config import SCOPE_PATTERN
 from pipeline.errors import ConfigError, UsageError
 from pipeline.log import get_logger
 from pipeline.resultcache import ResultCache
@@ -47,8 +48,6 @@ MANIFEST = "manifest.json"
 MOUNT = "/carried"
 PACKED = "/volume.tar.gz"  # in the helper container's own filesystem, not in the volume
 MB = 1_000_000
-# A scope names a folder of DIR and of the result cache: one path component, never '.' or '..'.
-SCOPE = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -65,10 +64,12 @@ class Export:
 
 def scope_name(value: str, option: str) -> str:
     """``value`` as a scope, or a usage error naming ``option``."""
-    if not SCOPE.match(value):
+    # A scope names a folder of DIR and of the result cache: the config's rule, one path
+    # component that is never '.' or '..'.
+    if not re.match(SCOPE_PATTERN, value):
         raise UsageError(
             f"{option}: {value!r} cannot name a cache scope; fix: use 1 to 64 letters, digits, "
-            "'_', '.' and '-' (not '.' or '..'), e.g. main or feature-x"
+            "'_', '.' and '-', not starting with '.', e.g. main or feature-x"
         )
     return value
 

@@ -829,6 +829,11 @@ RUNS: dict[str, Row] = {
         "--fallback-scope: '..' cannot name a cache scope",
         make=_put("carried/"),
     ),
+    "import: --fallback-scope a hidden folder": Row(
+        (*IMPORT, "--fallback-scope", ".old"),
+        "--fallback-scope: '.old' cannot name a cache scope",
+        make=_put("carried/.old/"),
+    ),
     "import: PIPELINE_CACHE_SCOPE=../../x": Row(
         ("cache", "import", "{tmp}/carried"),
         "PIPELINE_CACHE_SCOPE: '../../x' cannot be a cache scope",
