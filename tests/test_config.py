@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import graph, inputs
+from pipeline import graph, inputs, settings
 from pipeline.errors import ConfigError, UsageError
 from pipeline.settings import build_settings
 from tests.conftest import ROOT
@@ -226,3 +226,58 @@ def test_apt_package_names_are_checked(repo: Path):
         manifest.read_text().replace('"libpq5; rm -rf /"', '"libpq5=15.8-0+deb12u1"')
     )
     assert graph.load(repo).services["api"].spec.apt == ["curl", "libpq5=15.8-0+deb12u1"]
+
+
+def test_what_a_requirements_file_may_say_still_loads(repo: Path):
+    """Refusing a nested -r or -c leaves every other line alone: index options, hashes,
+    comments, a byte-order mark, and a line that only mentions -r."""
+    (repo / "req/base.txt").write_bytes(
+        b"\xef\xbb\xbf--extra-index-url https://pypi.example.com/simple\n"
+        b"six==1.16.0 --hash=sha256:" + b"0" * 64 + b"  # see -r notes\n"
+        b"# -r other.txt, commented out\n"
+    )
+    project = graph.load(repo)
+    assert project.tiers["base"].requirements == (repo / "req/base.txt",)
+
+
+def test_commands_and_images_that_are_right_still_load(repo: Path):
+    (repo / "pipeline.toml").write_text(
+        'base_image = "localhost:5000/py/base:3.11@sha256:'
+        + "a" * 64
+        + '"\n'
+        + (repo / "pipeline.toml").read_text()
+    )
+    write(
+        repo / "apps/api/service.toml",
+        """
+        tier = "web"
+        command = "python -m api --greeting 'héllo \\t'"
+        smoke = ["python", "-c", "print('\\u00e9')"]
+        env = { A = "" }
+        port = 8000
+        health_path = "/health"
+    """,
+    )
+    project = graph.load(repo)
+    assert project.spec.base_image.startswith("localhost:5000/py/base:3.11@sha256:")
+    assert project.services["api"].spec.smoke == ["python", "-c", "print('\u00e9')"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://pypi.example.com/simple",
+        "http://ci:tok@127.0.0.1:9/simple",
+        "https://user:p%40ss@[::1]:8443/simple/",
+    ],
+)
+def test_index_urls_that_are_right_pass_the_check(url: str):
+    settings.check_secret_variables({settings.INDEX_URL_ENV: url})
+
+
+def test_a_pem_ca_bundle_passes_the_check(tmp_path: Path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(
+        "# Főtanúsítvány\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    )
+    settings.check_secret_variables({settings.CA_BUNDLE_ENV: str(bundle)})
