@@ -7,6 +7,10 @@ v0.11 (what this project's engine harness builds) and v0.12+ up to v0.21 (what u
 - ``as_service``: v0.11 runs the container's last exec; v0.15+ runs its default args
   (``args=`` overrides them). ``service`` starts what ``docker run IMAGE`` starts: the
   entrypoint, if any, with the default args.
+- A Docker ``HEALTHCHECK`` the image inherits: v0.20.1+ holds a service back until it passes
+  (and fails its start when it fails: a base image's check often needs a tool the slim
+  runtime lacks); v0.11 ignores it. ``service`` ignores it on every engine: the probes decide
+  when a service is up.
 Everything else the builders call is spelled the same by both SDKs (arguments positional
 where their names changed, as ``with_directory``'s did in v0.19).
 """
@@ -54,6 +58,8 @@ def run(args: Sequence[str]) -> Callable[[dagger.Container], dagger.Container]:
 def service(ctr: dagger.Container, command: Sequence[str]) -> dagger.Service:
     """The image started as ``docker run`` starts it, with ``command`` as its default args."""
     if "args" in _service_parameters():
+        if hasattr(ctr, "without_docker_healthcheck"):  # v0.20.1+
+            ctr = ctr.without_docker_healthcheck()
         options: dict[str, Any] = {"use_entrypoint": True}
         return ctr.with_default_args(list(command)).as_service(**options)
     # v0.11: the service is the last exec, run through the entrypoint as docker run does.
