@@ -162,6 +162,32 @@ def test_a_failure_while_moving_tags_puts_every_moving_tag_back(
     assert "moving tags left where they were" in done.stdout
 
 
+def test_a_first_release_that_fails_names_the_new_tags_it_could_not_remove(
+    tmp_path: Path, base_image: str, registry: str
+):
+    """No moving tag existed: a failure part-way cannot put back a tag this registry does not
+    let anyone delete (distribution 2.x answers 400), so the release names each one left."""
+    repo = tiny_repo(tmp_path / "repo", {"alpha": "print(1)", "beta": "print(2)"})
+    head = git(repo, "rev-parse", "HEAD")[:12]
+    fault = Fault("PUT", r"/beta/manifests/latest$", action="reset")
+    with FaultyRegistry(_host(registry), faults=[fault]) as proxy:
+        namespace, report = f"{proxy.address}/t{time.time_ns()}", tmp_path / "r.json"
+        done = pipeline_in(
+            repo, base_image, "publish", "--registry", namespace, "--report", str(report)
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    stored = namespace.replace(proxy.address, _host(registry))
+    release = json.loads(report.read_text())["release"]
+    assert release["moved"] == []
+    left = {ref.split(" ", 1)[0]: ref for ref in release["left"]}
+    now = {f"{namespace}/{s}:{t}" for s, t in MOVING if _digest(f"{stored}/{s}:{t}")}
+    assert set(left) == now == {f"{namespace}/{s}" for s in ("alpha:branch-main", "alpha:latest",
+                                                              "beta:branch-main")}  # fmt: skip
+    assert all("does not allow deleting a tag; fix: delete it" in text for text in left.values())
+    assert _tags(f"{stored}/beta") == sorted([head, "branch-main"])
+    assert "NOT put back" in done.stdout
+
+
 def test_moving_tags_ride_out_passing_429s(tmp_path: Path, base_image: str, registry: str):
     repo = tiny_repo(tmp_path / "repo", {"alpha": "print(1)", "beta": "print(2)"})
     head = git(repo, "rev-parse", "HEAD")[:12]
