@@ -258,7 +258,7 @@ def _describe(provenance: dict[str, Any], sbom: dict[str, Any]) -> list[str]:
     ]
     for dep in predicate["buildDefinition"]["resolvedDependencies"]:
         (algorithm, value), *_ = dep["digest"].items()
-        lines.append(f"  {dep['uri']} {algorithm}:{value}")
+        lines.append(f"  {dep.get('uri') or dep.get('name', '?')} {algorithm}:{value}")
     components = sbom.get("components", [])
     python = sorted(f"{c['name']} {c['version']}" for c in components if "pkg:pypi/" in c["purl"])
     debian = [c for c in components if "pkg:deb/" in c["purl"]]

@@ -218,7 +218,6 @@ def _release(client: Client, moves: Sequence[_Move]) -> tuple[list[_Move], str, 
 async def move_tags(
     results: Sequence[Result],
     jobs: Sequence[Job],
-    _images: dict[str, dagger.Container],
     target: Target,
 ) -> tuple[list[Result], Release]:
     """Move the moving tags of every service, only if every service passed and pushed, and

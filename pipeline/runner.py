@@ -127,7 +127,11 @@ def _reason(exc: BaseException, service: Service) -> str:
 async def _export(image: dagger.Container, folder: Path) -> tuple[ImageFacts, Path]:
     """Digest, compressed size and layers of an image, from an OCI tarball in ``folder``."""
     tarball = folder / "image.tar"
-    await image.export(str(tarball))
+    # Shielded: a sibling check's failure cancels this task, but the engine would go on
+    # writing the tarball into a staging folder that is being removed (a partial file left
+    # in --out, or a transfer still open when the session closes).
+    with anyio.CancelScope(shield=True):
+        await image.export(str(tarball))
     return ImageFacts.from_tarball(tarball), tarball
 
 
@@ -179,7 +183,6 @@ class _Context:
     tiers: dict[str, images.TierImage]
     secrets: images.Secrets
     target: publish.Target | None  # where to publish, or None
-    images: dict[str, dagger.Container]  # each service's image, once built
 
 
 async def _concurrently(*work: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -205,7 +208,7 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
     service, options = job.service, ctx.options
     spec = service.spec
     build = images.service_build(ctx.project, service, ctx.settings, ctx.tiers, job.stamp)
-    image = ctx.images[service.name] = build.image
+    image = build.image
 
     todo, progress.reused = _checks_to_run(job, options)
 
@@ -381,7 +384,6 @@ async def run(
         tiers,
         secrets,
         publish.target_for(options, secret),
-        {},
     )
     results: dict[str, Result] = {}
 
@@ -400,7 +402,7 @@ async def run(
     ordered = [results[j.service.name] for j in work]
     if ctx.target is None:
         return ordered, None
-    return await publish.move_tags(ordered, work, ctx.images, ctx.target)
+    return await publish.move_tags(ordered, work, ctx.target)
 
 
 async def _pullable(ref: str) -> None:
