@@ -26,7 +26,7 @@ from pipeline import attest, compat, images, jobs, probes, publish, sbom
 from pipeline.errors import BuildError, UsageError
 from pipeline.log import get_logger
 from pipeline.report import ImageFacts, Result, Status
-from pipeline.settings import INDEX_URL_ENV, PASSWORD_ENV
+from pipeline.settings import CA_BUNDLE_ENV, INDEX_URL_ENV, PASSWORD_ENV
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -37,21 +37,16 @@ if TYPE_CHECKING:
 
 log = get_logger()
 T = TypeVar("T")
-# Extra CA certificates for builder steps that fetch (an intercepting proxy's), as a file.
-CA_BUNDLE_ENV = "PIPELINE_CA_BUNDLE"
 
 
 def secrets_from_env(settings: BuildSettings) -> images.Secrets:
     """The run's secrets, from the environment into Dagger secrets; never anywhere else."""
     index = os.environ.get(INDEX_URL_ENV) if settings.private_index else None
     bundle = os.environ.get(CA_BUNDLE_ENV)
+    pem = Path(bundle).read_text(encoding="utf-8") if bundle else None
     return images.Secrets(
         index_url=compat.shared(dag.set_secret("pipeline-index-url", index)) if index else None,
-        ca_bundle=(
-            compat.shared(dag.set_secret("pipeline-ca-bundle", Path(bundle).read_text()))
-            if bundle
-            else None
-        ),
+        ca_bundle=compat.shared(dag.set_secret("pipeline-ca-bundle", pem)) if pem else None,
     )
 
 
