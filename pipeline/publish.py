@@ -15,28 +15,34 @@ named in the release.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
-import dagger
 
+from pipeline import ocilayout
 from pipeline.errors import BuildError
 from pipeline.log import get_logger
 from pipeline.provenance import immutable_tags, moving_tags
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+
+    import dagger
 
     from pipeline.jobs import Job
     from pipeline.referrers import Client
     from pipeline.report import Result
     from pipeline.settings import RunOptions
 
-# Seconds to wait before each retry; the engine itself retries a few times within a push.
+# Seconds to wait before each retry; each request is retried a few times within one already.
 BACKOFF = (1.0, 3.0)
 _TRANSIENT = re.compile(
     r"\b(5\d\d [A-Z]|429 )|\bEOF\b|connection reset|connection refused|broken pipe"
@@ -61,11 +67,6 @@ class Target:
     def repository(self, service: str) -> str:
         return f"{self.prefix.rstrip('/')}/{service}"
 
-    def authorized(self, image: dagger.Container) -> dagger.Container:
-        if self.username and self.password is not None:
-            return image.with_registry_auth(self.registry, self.username, self.password)
-        return image
-
     def explain(self, message: str) -> str:
         """The registry's refusal as the user can act on it."""
         who = f"user {self.username!r}" if self.username else "an anonymous client"
@@ -87,13 +88,33 @@ class Target:
         )
 
 
-async def _push(image: dagger.Container, service: str, ref: str, target: Target) -> str:
-    """Push ``service``'s image under one tag, retrying passing failures; returns the
-    reference with digest."""
+def _client(target: Target) -> Client:
+    from pipeline import referrers
+    from pipeline.settings import PASSWORD_ENV
+
+    return referrers.Client(target.registry, target.username, os.environ.get(PASSWORD_ENV))
+
+
+def _upload(client: Client, path: str, tarball: Path) -> ocilayout.Image:
+    """The image's blobs (layers, then config) into the repository, each unless there."""
+    image = ocilayout.read(tarball)
+    for layer in image.layers:
+        data = ocilayout.blob(tarball, layer["digest"])
+        client.push_blob(path, data, layer["mediaType"])
+    config_type = json.loads(image.manifest)["config"]["mediaType"]
+    client.push_blob(path, image.config, config_type)
+    return image
+
+
+async def _push(service: str, ref: str, target: Target, send: Callable[[], T]) -> T:
+    """One push of ``service``'s image (``send``, run in a thread), retrying passing failures;
+    returns what ``send`` returns."""
+    from pipeline.registry import RegistryError
+
     for attempt, delay in enumerate((*BACKOFF, None), start=1):
         try:
-            return await target.authorized(image).publish(ref)
-        except dagger.QueryError as exc:
+            return await anyio.to_thread.run_sync(send)
+        except (RegistryError, ValueError, OSError) as exc:
             message = str(exc).strip()
             if delay is None or not _TRANSIENT.search(message):
                 detail = target.explain(message)
@@ -107,13 +128,24 @@ async def _push(image: dagger.Container, service: str, ref: str, target: Target)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def push_immutable(image: dagger.Container, job: Job, target: Target) -> tuple[str, ...]:
-    """The image under its immutable tags (the commit, the version), one after the other so
-    that all carry one digest; returns references with that digest."""
+async def push_immutable(tarball: Path, job: Job, target: Target) -> tuple[str, ...]:
+    """The image exactly as tested and exported (the layout in ``tarball``, whose digest the
+    report names) under its immutable tags (the commit, the version): its blobs once, then
+    its manifest under each tag; returns references with its digest.
+
+    Pushed by the registry's API, not by the engine: an engine's push makes the image config
+    anew, with its own times, so what it pushes would not be the image that was measured."""
     name = job.service.name
     repo = target.repository(name)
-    tags = immutable_tags(job.stamp)
-    return tuple([await _push(image, name, f"{repo}:{tag}", target) for tag in tags])
+    path = repo.removeprefix(f"{target.registry}/")
+    client = _client(target)
+    image = await _push(name, repo, target, partial(_upload, client, path, tarball))
+    out = []
+    for tag in immutable_tags(job.stamp):
+        ref = f"{repo}:{tag}"
+        put = partial(client.put_manifest, path, tag, image.manifest, image.media_type)
+        out.append(f"{ref}@{await _push(name, ref, target, put)}")
+    return tuple(out)
 
 
 @dataclass(frozen=True)

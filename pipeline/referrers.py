@@ -146,6 +146,18 @@ class Client:
             raise RegistryError(f"blob upload to {repository}: {response.status_code}")
         return descriptor
 
+    def has_blob(self, repository: str, digest: str) -> bool:
+        """Whether the repository already holds a blob (a push then skips it)."""
+        response = self._request("HEAD", f"{self._base}/{repository}/blobs/{digest}")
+        return bool(response.status_code == OK)
+
+    def push_blob(self, repository: str, data: bytes, media_type: str) -> dict[str, Any]:
+        """A blob into the repository unless it is there already; returns its descriptor."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if self.has_blob(repository, digest):
+            return {"mediaType": media_type, "digest": digest, "size": len(data)}
+        return self._put_blob(repository, data, media_type)
+
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         """Store a manifest under a tag or its digest; returns its digest."""
         url = f"{self._base}/{repository}/manifests/{reference}"

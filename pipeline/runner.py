@@ -22,7 +22,7 @@ import anyio
 import dagger
 from dagger import dag
 
-from pipeline import attest, compat, images, jobs, probes, publish, sbom
+from pipeline import attest, compat, images, jobs, ocilayout, probes, publish, sbom
 from pipeline.errors import BuildError, UsageError
 from pipeline.log import get_logger
 from pipeline.report import ImageFacts, Result, Status
@@ -119,14 +119,17 @@ def _reason(exc: BaseException, service: Service) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
-async def _export(image: dagger.Container, folder: Path) -> tuple[ImageFacts, Path]:
-    """Digest, compressed size and layers of an image, from an OCI tarball in ``folder``."""
+async def _export(image: dagger.Container, folder: Path, created: str) -> tuple[ImageFacts, Path]:
+    """Digest, compressed size and layers of an image, from an OCI tarball in ``folder``
+    whose config says it was made at ``created`` (ocilayout.normalize): the same inputs give
+    the same digest on every engine."""
     tarball = folder / "image.tar"
     # Shielded: a sibling check's failure cancels this task, but the engine would go on
     # writing the tarball into a staging folder that is being removed (a partial file left
     # in --out, or a transfer still open when the session closes).
     with anyio.CancelScope(shield=True):
         await image.export(str(tarball))
+    await anyio.to_thread.run_sync(ocilayout.normalize, tarball, created)
     return ImageFacts.from_tarball(tarball), tarball
 
 
@@ -187,12 +190,13 @@ async def _concurrently(*work: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 async def _measure(
-    build: images.ServiceBuild, ctx: _Context, progress: _Progress, staging: Path
+    build: images.ServiceBuild, ctx: _Context, progress: _Progress, staging: Path, created: str
 ) -> None:
     """The image's facts from an export, its tier's (its bottom layers: a tier image is never
     exported on its own), and for an export what it holds."""
     progress.step = "export"
-    facts, progress.staged = await progress.timed("export", _export(build.image, staging))
+    exported = _export(build.image, staging, created)
+    facts, progress.staged = await progress.timed("export", exported)
     progress.facts = facts
     progress.tier_image = facts.bottom(len(facts.layers) - build.own_layers)
     if ctx.options.out_dir is not None or ctx.target is not None:
@@ -212,7 +216,7 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
             await progress.check("unit", build.unit_tests.sync())
 
     async def measure() -> None:
-        await _measure(build, ctx, progress, staging)
+        await _measure(build, ctx, progress, staging, job.stamp.created)
 
     async def smoke() -> None:
         if spec.smoke and "smoke" in todo:
@@ -231,7 +235,7 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
         todo, progress.reused = progress.reused, set()
         await _concurrently(unit, smoke, health)
     progress.tests.update(dict.fromkeys(progress.reused, True))
-    await _finish(job, ctx, progress, image)
+    await _finish(job, ctx, progress)
 
 
 def _checks_to_run(job: jobs.Job, options: RunOptions) -> tuple[set[str], set[str]]:
@@ -256,9 +260,7 @@ def _contradicted(job: jobs.Job, progress: _Progress) -> bool:
     return True
 
 
-async def _finish(
-    job: jobs.Job, ctx: _Context, progress: _Progress, image: dagger.Container
-) -> None:
+async def _finish(job: jobs.Job, ctx: _Context, progress: _Progress) -> None:
     """The size budget, then the tarball into place and the immutable tags: only images that
     passed every check are written or pushed."""
     progress.step = "size budget"
@@ -276,8 +278,8 @@ async def _finish(
         origin = attest.statement(ctx.project, job, subject, digest, progress.started, time.time())
         return bill, json.dumps(origin, indent=2, sort_keys=True) + "\n"
 
+    staged = progress.staged
     if out is not None:
-        staged = progress.staged
         for suffix, text in zip(
             (".cdx.json", ".provenance.json"), documents(name, facts.digest), strict=True
         ):
@@ -286,12 +288,12 @@ async def _finish(
             written.chmod(0o644)
             written.replace(out / f"{name}{suffix}")
         staged.chmod(0o644)
-        staged.replace(out / f"{name}.tar")  # whole or not at all, even beside another run
-        progress.tarball = str(out / f"{name}.tar")
+        staged = staged.replace(out / f"{name}.tar")  # whole or not at all, beside any run
+        progress.tarball = str(staged)
         progress.sbom = str(out / f"{name}.cdx.json")
     if ctx.target is not None:
         progress.step = "publish"
-        progress.published = await publish.push_immutable(image, job, ctx.target)
+        progress.published = await publish.push_immutable(staged, job, ctx.target)
         repository = ctx.target.repository(name)
         digest = progress.published[0].rsplit("@", 1)[-1]
         progress.step = "attest"
