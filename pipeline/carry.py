@@ -125,7 +125,7 @@ def _tool(settings: BuildSettings, tool: str) -> dagger.Container:
     return (
         dag.container()
         .from_(settings.base_image)
-        .with_mounted_cache(MOUNT, images.cache(settings.cache_scope, tool))
+        .with_(images.with_cache(MOUNT, settings.cache_scope, tool))
         .with_env_variable("PIPELINE_CARRIED_AT", str(time.time_ns()))
     )
 

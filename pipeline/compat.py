@@ -4,13 +4,14 @@ v0.11 (what this project's engine harness builds) and v0.12+ up to v0.21 (what u
 - ``with_exec`` and an image's ENTRYPOINT: v0.11 runs the command through the entrypoint
   unless told to skip it; v0.12+ skips it unless told to use it. ``run`` never uses it, on
   either, so a base image with an ENTRYPOINT changes no build step.
-- ``as_service``: v0.11 runs the container's last exec; v0.15+ runs its default args
-  (``args=`` overrides them). ``service`` starts what ``docker run IMAGE`` starts: the
-  entrypoint, if any, with the default args.
-- A Docker ``HEALTHCHECK`` the image inherits: v0.20.1+ holds a service back until it passes
-  (and fails its start when it fails: a base image's check often needs a tool the slim
-  runtime lacks); v0.11 ignores it. ``service`` ignores it on every engine: the probes decide
-  when a service is up.
+- Services (``as_service``) are not used: health probes run inside the image, so neither the
+  generations' different service start (v0.15: default args; v0.20.1: an inherited Docker
+  ``HEALTHCHECK`` holds the service back) nor their host-name resolution matters.
+- A cache volume mounted in two sharing modes is two volumes on v0.21 (one on v0.11):
+  ``images.with_cache`` mounts each tool's volume in one mode everywhere.
+- Image config times: both stamp each layer's history with the engine's cache-record time,
+  and neither lets a client set the source date epoch; ``ocilayout.normalize`` sets them to
+  the commit's time after the export.
 Everything else the builders call is spelled the same by both SDKs (arguments positional
 where their names changed, as ``with_directory``'s did in v0.19).
 """
@@ -35,11 +36,6 @@ def _exec_parameters() -> frozenset[str]:
     return frozenset(inspect.signature(dagger.Container.with_exec).parameters)
 
 
-@cache
-def _service_parameters() -> frozenset[str]:
-    return frozenset(inspect.signature(dagger.Container.as_service).parameters)
-
-
 def legacy() -> bool:
     """Whether the SDK speaks the v0.11 API (``skip_entrypoint``)."""
     return "skip_entrypoint" in _exec_parameters()
@@ -53,17 +49,6 @@ def run(args: Sequence[str]) -> Callable[[dagger.Container], dagger.Container]:
         return ctr.with_exec(list(args), **options)
 
     return step
-
-
-def service(ctr: dagger.Container, command: Sequence[str]) -> dagger.Service:
-    """The image started as ``docker run`` starts it, with ``command`` as its default args."""
-    if "args" in _service_parameters():
-        if hasattr(ctr, "without_docker_healthcheck"):  # v0.20.1+
-            ctr = ctr.without_docker_healthcheck()
-        options: dict[str, Any] = {"use_entrypoint": True}
-        return ctr.with_default_args(list(command)).as_service(**options)
-    # v0.11: the service is the last exec, run through the entrypoint as docker run does.
-    return ctr.with_exec(list(command)).as_service()
 
 
 def shared(obj: T) -> T:
