@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 # Seconds to wait before each retry; each request is retried a few times within one already.
 BACKOFF = (1.0, 3.0)
 _TRANSIENT = re.compile(
-    r"\b(5\d\d [A-Z]|429 )|\bEOF\b|connection reset|connection refused|broken pipe"
+    r"\b(5\d\d [A-Z]|429 )|: (5\d\d|429)\b|\bEOF\b|connection reset|connection refused|broken pipe"
     r"|i/o timeout|TLS handshake timeout|server misbehaving",
     re.IGNORECASE,
 )
