@@ -155,7 +155,9 @@ def stage_ca(settings: BuildSettings, secrets: Secrets, run: str) -> dagger.Cont
     if secrets.ca_bundle is None:
         return None
     source = "/run/secrets/pipeline-ca.pem"
-    staged = f"{CA_DIR}/.ca.pem.$$"
+    # named by the run, not by the shell's PID: every container's shell has the same few
+    # PIDs, and two runs of one scope share the volume
+    staged = f"{CA_DIR}/.ca.pem.$PIPELINE_RUN"
     return (
         dag.container()
         .from_(settings.base_image)

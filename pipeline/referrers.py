@@ -9,11 +9,11 @@ OCI distribution spec (as ORAS and cosign use it) keeps an index of referrers un
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
-import tempfile
-from pathlib import Path
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from pipeline.registry import RegistryError, endpoint, is_local, session, unreachable
@@ -55,8 +55,12 @@ class Client:
         self._oras.session = self._oras.auth.session = bounded
         unretried = type(self._oras).do_request.__wrapped__
         self._oras.do_request = lambda *a, **kw: unretried(self._oras, *a, **kw)
+        self._basic = ""
         if username and password:
             self._oras.auth.set_basic_auth(username, password)
+            pair = base64.b64encode(f"{username}:{password}".encode()).decode()
+            self._basic = f"Basic {pair}"
+        self._http = bounded
         self._base = f"{url}/v2"
 
     def _request(
@@ -66,8 +70,19 @@ class Client:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:  # noqa: ANN401 - requests' Response, imported lazily
+        # A registry that takes HTTP Basic credentials is asked with them at once; one that
+        # answers with a Bearer challenge gets oras-py's token exchange (a Basic challenge's
+        # realm is no URL, which oras-py would try to fetch).
+        sent = dict(headers or {})
+        if self._basic:
+            sent["Authorization"] = self._basic
         with self._answered(method, url):
-            response = self._oras.do_request(url, method, data=body, headers=dict(headers or {}))
+            response = self._http.request(method, url, data=body, headers=sent)
+            challenge = response.headers.get("WWW-Authenticate", "")
+            if response.status_code == UNAUTHORIZED and challenge.lower().startswith("bearer"):
+                response = self._oras.do_request(
+                    url, method, data=body, headers=dict(headers or {})
+                )
         return self._allowed(method, url, response)
 
     @contextlib.contextmanager
@@ -134,16 +149,20 @@ class Client:
         return bytes(response.content)
 
     def _put_blob(self, repository: str, data: bytes, media_type: str) -> dict[str, Any]:
+        """A blob uploaded whole: a session, then one PUT of its bytes with its digest."""
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         descriptor = {"mediaType": media_type, "digest": digest, "size": len(data)}
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "blob"
-            path.write_bytes(data)
-            target = f"{self.registry}/{repository}:x"
-            with self._answered("upload", f"{self._base}/{repository}/blobs/uploads/"):
-                response = self._oras.upload_blob(str(path), target, descriptor)
-        if response.status_code not in (OK, CREATED, ACCEPTED):
-            raise RegistryError(f"blob upload to {repository}: {response.status_code}")
+        start = f"{self._base}/{repository}/blobs/uploads/"
+        response = self._request("POST", start)
+        location = response.headers.get("Location")
+        if response.status_code != ACCEPTED or not location:
+            raise RegistryError(f"POST {start}: {response.status_code} {response.text[:300]}")
+        url = urllib.parse.urljoin(start, location)
+        url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
+        headers = {"Content-Type": "application/octet-stream"}
+        response = self._request("PUT", url, data, headers)
+        if response.status_code not in (OK, CREATED):
+            raise RegistryError(f"PUT blob {digest} to {repository}: {response.status_code}")
         return descriptor
 
     def has_blob(self, repository: str, digest: str) -> bool:

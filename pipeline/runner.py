@@ -369,7 +369,15 @@ async def run(
         options.out_dir.mkdir(parents=True, exist_ok=True)
         _sweep(options.out_dir)
     await _pullable(settings.base_image)
-    secrets = await prepare(settings)
+    try:
+        secrets = await prepare(settings)
+    except dagger.DaggerError as exc:
+        # nothing can be built without it: every service fails, and says why
+        why = f"prepare: the run's CA bundle could not be staged: {_reason(exc, work[0].service)}"
+        failed = [
+            Result(j.service.name, j.service.tier, Status.FAILED, 0.0, reason=why) for j in work
+        ]
+        return failed, None
     password = os.environ.get(PASSWORD_ENV) if options.publish_to else None
     tiers = images.tier_images(project, settings, secrets)
     secret = dag.set_secret("pipeline-registry-password", password) if password else None
