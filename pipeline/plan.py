@@ -47,29 +47,35 @@ def data(project: Project, services: Sequence[Service]) -> dict[str, Any]:
             }
             for t in project.tiers.values()
         ],
-        "services": [
-            {
-                "name": s.name,
-                "tier": s.tier,
-                "path": str(s.path.relative_to(project.root)),
-                "port": s.spec.port,
-                "requirements": s.spec.requirements,
-                "uploads": inputs.source_files(s, project.root),
-                "ignored": left_out(s.path, s.spec.include, s.spec.exclude, s.ignored),
-            }
-            for s in services
-        ],
+        "services": [_service(s, project.root) for s in services],
+    }
+
+
+def _service(s: Service, root: Path) -> dict[str, Any]:
+    uploads = inputs.source_files(s, root)
+    return {
+        "name": s.name,
+        "tier": s.tier,
+        "path": str(s.path.relative_to(root)),
+        "port": s.spec.port,
+        "requirements": s.spec.requirements,
+        "uploads": uploads,
+        "ignored": left_out(s.path, s.spec.include, s.spec.exclude, s.ignored, uploads),
     }
 
 
 def left_out(
-    folder: Path, include: Sequence[str], exclude: Sequence[str], ignored: frozenset[str]
+    folder: Path,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    ignored: frozenset[str],
+    uploads: Sequence[str],
 ) -> list[str]:
-    """The files the globs select that git ignores, and so are not uploaded."""
+    """The files the globs select that git ignores, and so are not among ``uploads`` (the
+    same globs' walk with ``ignored``)."""
     if not ignored:
         return []
-    every = inputs.walk(folder, folder, include, exclude)
-    return sorted(set(every) - set(inputs.walk(folder, folder, include, exclude, ignored)))
+    return sorted(set(inputs.walk(folder, folder, include, exclude)) - set(uploads))
 
 
 def render(plan: dict[str, Any], as_json: bool) -> str:
@@ -174,8 +180,9 @@ def replay(
         for svc in plan["services"]:
             folder, include, exclude = entry["walks"][svc["name"]]
             own = inputs.ignored_below(ignored, folder)
-            svc["uploads"] = inputs.walk(root / folder, root, include, exclude, own)
-            svc["ignored"] = left_out(root / folder, include, exclude, own)
+            uploads = inputs.walk(root / folder, root, include, exclude, own)
+            svc["uploads"] = uploads
+            svc["ignored"] = left_out(root / folder, include, exclude, own, uploads)
         chosen = [
             s
             for s in plan["services"]
