@@ -4,16 +4,26 @@
     eval "$(scripts/engine env)"
     .venv/bin/python benchmarks/peer.py [--runs N] [--out DIR]
 
-Every run works on a fresh copy of the example monorepo (a git repository in a temp dir) and
-times, pipeline and peer interleaved (A B, then B A on the next run), whole commands with
-time.monotonic. The table shows medians and the ratio pipeline / BuildKit (below 1: the
-pipeline is faster). Results go to DIR/peer.{json,md,png}. See benchmarks/README.md.
+    eval "$(PIPELINE_DAGGER_VERSION=v0.21.8 scripts/engine env)"
+    .venv-dagger-v021/bin/python benchmarks/peer.py [--runs N] [--out DIR]
+
+    python benchmarks/peer.py --compare A/peer.json B/peer.json   # side by side
+
+The pipeline runs as `python -m pipeline` under the interpreter running this script (so under
+its dagger-io) and on the engine the environment names; both versions are checked to be one
+generation and recorded. Every run works on a fresh copy of the example monorepo (a git
+repository in a temp dir) and times, pipeline and peer interleaved (A B, then B A on the next
+run), whole commands with time.monotonic. The table shows medians and the ratio
+pipeline / BuildKit (below 1: the pipeline is faster). Results go to
+DIR/peer.{json,md,png}, DIR by default benchmarks/results/dagger-<engine version>/. See
+benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.metadata
 import json
 import os
 import platform
@@ -33,7 +43,7 @@ import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, NoReturn, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -77,6 +87,10 @@ class Sizes:
     pushed: int | None = None  # the engine's own layer blobs, counted once (pipeline only)
 
 
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class Tool(Protocol):
     name: str
 
@@ -98,6 +112,76 @@ def run(cmd: Sequence[str], env: dict[str, str] | None = None) -> Outcome:
     return Outcome(seconds, done.returncode == 0, tail)
 
 
+# Run by the interpreter running this script: its dagger-io asks the engine the environment
+# names for the engine's version (the CLI's `version` would give only its own).
+ENGINE_PROBE = """
+import anyio, dagger
+
+async def main():
+    async with dagger.Connection(dagger.Config(log_output=None)) as client:
+        print(await client.version())
+
+anyio.run(main)
+"""
+
+
+def generation(version: str) -> tuple[int, int] | None:
+    """v0.21.8 and 0.21.8 -> (0, 21); None for what is no release number (a dev build)."""
+    parts = version.removeprefix("v").split(".")
+    if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):  # noqa: PLR2004
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def dagger_info() -> dict[str, Any]:
+    """Which Dagger the pipeline side runs on: this interpreter's dagger-io, the engine the
+    environment names (asked through that SDK), the CLI its sessions start, and the commit of
+    the pipeline measured. Stops when the SDK and the engine are not one generation."""
+    try:
+        sdk = importlib.metadata.version("dagger-io")
+    except importlib.metadata.PackageNotFoundError:
+        fail(
+            f"{sys.executable} has no dagger-io: run this script with the project's venv "
+            "(.venv for dagger.json's engine, .venv-dagger-v021 for v0.21)"
+        )
+    runner = os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", "")
+    probe = subprocess.run(
+        [sys.executable, "-c", ENGINE_PROBE],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=600,
+    )
+    lines = probe.stdout.split()
+    if probe.returncode != 0 or not lines:
+        tail = "\n".join(probe.stderr.splitlines()[-10:])
+        fail(f"the engine at {runner} did not tell its version to dagger-io {sdk}:\n{tail}")
+    engine = lines[-1]
+    if None not in (generation(sdk), generation(engine)) and generation(sdk) != generation(engine):
+        fail(
+            f"{sys.executable} has dagger-io {sdk}, the engine at {runner} is {engine}: not one "
+            "Dagger generation. Run the venv of the engine's generation (.venv-dagger-v021 for "
+            "v0.21), or eval the other engine's `scripts/engine env`"
+        )
+    commit = output("git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD")
+    dirty = bool(output("git", "-C", str(ROOT), "status", "--porcelain", "--", "pipeline"))
+    return {
+        "engine": engine,
+        "sdk": sdk,
+        "python": sys.executable,
+        "cli": os.environ.get("_EXPERIMENTAL_DAGGER_CLI_BIN", ""),
+        "runner_host": runner,
+        "pipeline_commit": commit + ("+changes" if dirty else ""),
+    }
+
+
+def fail(message: str) -> NoReturn:
+    """A setup problem: said on one line (no traceback), exit status 2."""
+    print(f"peer: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def find_docker() -> tuple[str, str]:
     """A docker CLI whose `docker build` runs on BuildKit, and why it qualifies."""
     candidates = [os.environ.get("PEER_DOCKER"), shutil.which("docker")]
@@ -112,8 +196,8 @@ def find_docker() -> tuple[str, str]:
         if 0 < major <= LAST_BUILDX_LESS_MAJOR:
             return cli, f"client {version}: BuildKit built in (DOCKER_BUILDKIT=1)"
         tried.append(f"{cli} (client {version or '?'}, no buildx plugin)")
-    raise SystemExit(
-        "peer: no docker CLI here builds with BuildKit; tried: "
+    fail(
+        "no docker CLI here builds with BuildKit; tried: "
         + ("; ".join(tried) or "none found")
         + ". Install the buildx plugin (Debian trixie: docker-buildx) or use Debian bookworm's "
         "docker.io (its /usr/bin/docker 20.10 has BuildKit built in), or set PEER_DOCKER."
@@ -331,7 +415,7 @@ def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
     return handle
 
 
-def _gzipped_size(stream: IO[bytes]) -> int:
+def _gzipped_size(stream: Readable) -> int:
     packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: gzip framing
     size = 0
     while chunk := stream.read(CHUNK):
@@ -405,20 +489,40 @@ def measure_sizes(pipeline: Pipeline, peer: Peer, work: Path) -> dict[str, Any]:
     }
 
 
-def table(data: dict[str, Any]) -> str:
-    def cell(value: float | None, outcomes: list[dict[str, Any]]) -> str:
-        if not outcomes:
-            return "n/a"
-        failed = sum(not o["ok"] for o in outcomes)
-        text = "failed" if value is None else f"{value:.2f} s"
-        return text + (f" ({failed} of {len(outcomes)} failed)" if failed and value else "")
+def cell(value: float | None, outcomes: list[dict[str, Any]]) -> str:
+    """A median, or why there is none; how many of the runs failed."""
+    if not outcomes:
+        return "n/a"
+    failed = sum(not o["ok"] for o in outcomes)
+    text = "failed" if value is None else f"{value:.2f} s"
+    return text + (f" ({failed} of {len(outcomes)} failed)" if failed and value else "")
 
+
+def which_dagger(data: dict[str, Any]) -> str:
+    """`Dagger v0.21.8 (dagger-io 0.21.8)`; results written before the versions were recorded
+    say they do not know."""
+    dagger = data.get("dagger")
+    if not dagger:
+        return "Dagger (version not recorded)"
+    return f"Dagger {dagger['engine']} (dagger-io {dagger['sdk']})"
+
+
+def table(data: dict[str, Any]) -> str:
     header = (
         f"Medians of {data['runs']} run(s); ratio = pipeline / BuildKit (below 1: the pipeline "
         "is faster or smaller)."
     )
+    machine = data.get("machine", {})
+    dagger = data.get("dagger", {})
+    about = (
+        f"{data.get('created', '?')}; pipeline on {which_dagger(data)}, commit "
+        f"{dagger.get('pipeline_commit', '?')}; BuildKit: dockerd "
+        f"{data.get('docker', {}).get('server', '?')}; {machine.get('cpus', '?')} CPUs."
+    )
     lines = [
         header,
+        "",
+        about,
         "",
         "| scenario | BuildKit | pipeline | ratio pipeline/BuildKit |",
         "|---|---|---|---|",
@@ -442,12 +546,60 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def side_by_side(results: list[dict[str, Any]]) -> str:
+    """The tables of several peer.json (one per Dagger generation) as one: per scenario, each
+    result's BuildKit and pipeline medians and their ratio, measured in the same run."""
+    names = [
+        (d.get("dagger") or {}).get("engine", f"result {i + 1}") for i, d in enumerate(results)
+    ]
+    ratio = "Ratio = pipeline / BuildKit, both measured in the same run (below 1: the pipeline "
+    lines = [ratio + "is faster or smaller).", ""]
+    lines += [
+        f"- {n}: {which_dagger(d)}, {d['runs']} run(s), {d.get('created', '?')}, "
+        f"pipeline commit {(d.get('dagger') or {}).get('pipeline_commit', '?')}, "
+        f"dockerd {d.get('docker', {}).get('server', '?')}"
+        for n, d in zip(names, results, strict=True)
+    ]
+    lines += [
+        "",
+        "| scenario | "
+        + " | ".join(f"{n} BuildKit | {n} pipeline | {n} ratio" for n in names)
+        + " |",
+    ]
+    lines.append("|---" * (1 + 3 * len(results)) + "|")
+    keys = dict.fromkeys(row["key"] for data in results for row in data["scenarios"])
+    for key in keys:
+        cells = [key]
+        for data in results:
+            row = next((r for r in data["scenarios"] if r["key"] == key), None)
+            if row is None:
+                cells += ["n/a", "n/a", ""]
+                continue
+            cells += [
+                cell(row["median_buildkit"], row["buildkit"]),
+                cell(row["median_pipeline"], row["pipeline"]),
+                f"{row['ratio']:.2f}x" if row["ratio"] else "",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    for key, label in (("total", "sum of image sizes"), ("distinct", "distinct registry bytes")):
+        cells = [f"{label} (gzip -6)"]
+        for data in results:
+            size = data.get("sizes", {}).get(key)
+            if not size:
+                cells += ["n/a", "n/a", ""]
+                continue
+            bk, pl = size["buildkit"] / 1e6, size["pipeline"] / 1e6
+            cells += [f"{bk:.1f} MB", f"{pl:.1f} MB", f"{pl / bk:.2f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def chart(data: dict[str, Any], target: Path) -> None:
     try:
-        import matplotlib as mpl
+        import matplotlib as mpl  # type: ignore[import-not-found,unused-ignore]
 
         mpl.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         print("warning: matplotlib is not installed; no chart", file=sys.stderr)
         return
@@ -462,26 +614,57 @@ def chart(data: dict[str, Any], target: Path) -> None:
     ax.set_xlabel("seconds (median, log scale)")
     ax.invert_yaxis()
     ax.legend()
-    ax.set_title("pipeline vs hand-written Dockerfiles on BuildKit")
+    ax.set_title(f"pipeline ({which_dagger(data)}) vs hand-written Dockerfiles on BuildKit")
     fig.tight_layout()
     fig.savefig(target, dpi=120)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A peer.json, or a clear stop naming the file."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"{path}: not a peer.json this script wrote ({exc})")
+    if not isinstance(data, dict) or "scenarios" not in data or "runs" not in data:
+        fail(f"{path}: no `scenarios` or `runs`: not a peer.json this script wrote")
+    return data
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where peer.{json,md,png} go (default: benchmarks/results/dagger-<engine version>)",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        type=Path,
+        metavar="PEER_JSON",
+        help="measure nothing: print the tables of these peer.json side by side",
+    )
     args = parser.parse_args()
+    if args.compare:
+        print(side_by_side([load(path) for path in args.compare]), end="")
+        return 0
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     base = os.environ.get("PIPELINE_BASE_IMAGE")
     if not base or not os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST"):
-        raise SystemExit('peer: run `eval "$(scripts/engine env)"` first')
+        fail('run `eval "$(scripts/engine env)"` first (PIPELINE_DAGGER_VERSION=... for another)')
+    dagger = dagger_info()
     docker, how = find_docker()
     if not run([docker, "info"]).ok:
-        raise SystemExit(f"peer: dockerd does not answer `{docker} info`")
+        fail(f"dockerd does not answer `{docker} info`")
     server = output(docker, "version", "--format", "{{.Server.Version}}")
     print(f"peer: {docker} ({how}), dockerd {server}, base {base}")
+    print(
+        f"peer: pipeline: {dagger['python']} -m pipeline, dagger-io {dagger['sdk']}, "
+        f"engine {dagger['engine']} at {dagger['runner_host']}"
+    )
+    out = args.out or ROOT / "benchmarks" / "results" / f"dagger-{dagger['engine']}"
     results: dict[str, Any] = {key: {"buildkit": [], "pipeline": []} for key in SCENARIOS}
     with tempfile.TemporaryDirectory(prefix="peer-bench-") as tmp:
         for index in range(args.runs):
@@ -494,17 +677,18 @@ def main() -> int:
     data = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runs": args.runs,
+        "dagger": dagger,
         "docker": {"cli": docker, "how": how, "server": server},
         "base_image": base,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "scenarios": scenarios,
         "sizes": sizes,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "peer.json").write_text(json.dumps(data, indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "peer.json").write_text(json.dumps(data, indent=2) + "\n")
     markdown = table(data)
-    (args.out / "peer.md").write_text(markdown)
-    chart(data, args.out / "peer.png")
+    (out / "peer.md").write_text(markdown)
+    chart(data, out / "peer.png")
     print(markdown)
     failed = any(not o["ok"] for row in scenarios for t in ("buildkit", "pipeline") for o in row[t])
     return 1 if failed else 0
