@@ -17,6 +17,7 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import tarfile
 import time
@@ -33,8 +34,9 @@ pytestmark = pytest.mark.generations
 # One service per tier: base (a TCP server), backend (HTTP), ai (numpy and scikit-learn).
 SERVICES = ("echo", "users", "inference")
 SHOWN = 25  # differing entries listed per part of an image, so a failure stays readable
-# What a CI runner sets that the pipeline reads; neither run may see it (as in conftest).
-RUNNER_ENV = re.compile(r"^(GITHUB_|RUNNER_|SOURCE_DATE_EPOCH$|PIPELINE_)")
+# What a CI runner sets that the pipeline reads (neither run may see it, as in conftest), and
+# the generation to pick, which each run sets for itself.
+RUNNER_ENV = re.compile(r"^(GITHUB_|RUNNER_|SOURCE_DATE_EPOCH$|PIPELINE_DAGGER_VERSION$)")
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,13 @@ def _missing(gen: Generation, env: dict[str, str]) -> str | None:
     if not gen.python.exists():
         return f"{gen.python.relative_to(ROOT)} is missing (scripts/test makes it)"
     host = env.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", "")
-    if host.startswith("unix://") and not Path(host.removeprefix("unix://")).exists():
-        return f"the {gen.name} engine is not up ({host}): scripts/engine up"
+    if host.startswith("unix://"):
+        # a socket file an engine left when it stopped refuses connections
+        with socket.socket(socket.AF_UNIX) as sock:
+            try:
+                sock.connect(host.removeprefix("unix://"))
+            except OSError as exc:
+                return f"the {gen.name} engine is not up ({host}: {exc}): scripts/engine up"
     return None
 
 
