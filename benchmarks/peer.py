@@ -507,6 +507,14 @@ def which_dagger(data: dict[str, Any]) -> str:
     return f"Dagger {dagger['engine']} (dagger-io {dagger['sdk']})"
 
 
+def load_text(data: dict[str, Any]) -> str:
+    """The machine's 1-minute load average at the start and end of each run."""
+    runs = data.get("machine", {}).get("load_1min_per_run")
+    if not runs:
+        return "load not recorded"
+    return "load (1 min) per run " + ", ".join(f"{a:.1f}-{b:.1f}" for a, b in runs)
+
+
 def table(data: dict[str, Any]) -> str:
     header = (
         f"Medians of {data['runs']} run(s); ratio = pipeline / BuildKit (below 1: the pipeline "
@@ -517,7 +525,8 @@ def table(data: dict[str, Any]) -> str:
     about = (
         f"{data.get('created', '?')}; pipeline on {which_dagger(data)}, commit "
         f"{dagger.get('pipeline_commit', '?')}; BuildKit: dockerd "
-        f"{data.get('docker', {}).get('server', '?')}; {machine.get('cpus', '?')} CPUs."
+        f"{data.get('docker', {}).get('server', '?')}; {machine.get('cpus', '?')} CPUs, "
+        f"{load_text(data)}."
     )
     lines = [
         header,
@@ -557,7 +566,7 @@ def side_by_side(results: list[dict[str, Any]]) -> str:
     lines += [
         f"- {n}: {which_dagger(d)}, {d['runs']} run(s), {d.get('created', '?')}, "
         f"pipeline commit {(d.get('dagger') or {}).get('pipeline_commit', '?')}, "
-        f"dockerd {d.get('docker', {}).get('server', '?')}"
+        f"dockerd {d.get('docker', {}).get('server', '?')}, {load_text(d)}"
         for n, d in zip(names, results, strict=True)
     ]
     lines += [
@@ -666,9 +675,12 @@ def main() -> int:
     )
     out = args.out or ROOT / "benchmarks" / "results" / f"dagger-{dagger['engine']}"
     results: dict[str, Any] = {key: {"buildkit": [], "pipeline": []} for key in SCENARIOS}
+    load_1min: list[list[float]] = []  # the machine's load average as each run began and ended
     with tempfile.TemporaryDirectory(prefix="peer-bench-") as tmp:
         for index in range(args.runs):
+            before = os.getloadavg()[0]
             pipeline, peer = one_run(index, docker, base, Path(tmp), results)
+            load_1min.append([round(before, 2), round(os.getloadavg()[0], 2)])
         sizes = measure_sizes(pipeline, peer, Path(tmp))
     scenarios = [
         {"key": key, "label": label, **results[key], **medians(results[key])}
@@ -680,7 +692,11 @@ def main() -> int:
         "dagger": dagger,
         "docker": {"cli": docker, "how": how, "server": server},
         "base_image": base,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_1min_per_run": load_1min,
+        },
         "scenarios": scenarios,
         "sizes": sizes,
     }
