@@ -311,7 +311,9 @@ class Peer:
     def _build(self, target: str, tag: str | None = None) -> Outcome:
         cmd = [self.docker, "build", "--progress", "plain", "-f", str(DOCKERFILE)]
         cmd += ["--secret", f"id=ca,src={CA_BUNDLE}", "--build-arg", f"BASE={self.base}"]
-        cmd += ["--target", target, *(["-t", tag, "--label", PEER_LABEL] if tag else [])]
+        # every image labelled, -test targets too: dockerd keeps each of those as an untagged
+        # image (0.5-1 GB apiece, tens of GB after a few runs) until prune_images removes it
+        cmd += ["--target", target, "--label", PEER_LABEL, *(["-t", tag] if tag else [])]
         cmd.append(str(self.repo))
         return run(cmd, self.env)
 
@@ -383,7 +385,11 @@ class Peer:
         subprocess.run(
             [self.docker, "builder", "prune", "-f", *scope], check=True, capture_output=True
         )
-        # the images an earlier build tagged and a later one untagged: tens of GB after a few runs
+        self.prune_images()
+
+    def prune_images(self) -> None:
+        """The peer's untagged images: the -test targets' and those an earlier build tagged and
+        a later one untagged. The five tagged ones stay."""
         subprocess.run(
             [self.docker, "image", "prune", "-f", "--filter", f"label={PEER_LABEL}"],
             check=True,
@@ -698,6 +704,7 @@ def main() -> int:
             pipeline, peer = one_run(index, docker, base, Path(tmp), results)
             load_1min.append([round(before, 2), round(os.getloadavg()[0], 2)])
         sizes = measure_sizes(pipeline, peer, Path(tmp))
+    peer.prune_images()
     scenarios = [
         {"key": key, "label": label, **results[key], **medians(results[key])}
         for key, label in SCENARIOS.items()
