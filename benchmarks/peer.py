@@ -501,7 +501,7 @@ def measure_sizes(pipeline: Pipeline, peer: Peer, work: Path) -> dict[str, Any]:
             measured[tool.name] = tool.sizes(work / tool.name)
     except (RuntimeError, subprocess.CalledProcessError, KeyError, ValueError) as exc:
         print(f"warning: sizes not measured: {exc}", file=sys.stderr)
-        return {}
+        return {"error": str(exc)[-1000:]}  # e.g. the disk full
     return {
         "images": {k: v.images for k, v in measured.items()},
         "total": {k: sum(v.images.values()) for k, v in measured.items()},
@@ -617,7 +617,7 @@ def side_by_side(results: list[dict[str, Any]]) -> str:
         for data in results:
             size = data.get("sizes", {}).get(key)
             if not size:
-                cells += ["n/a", "n/a", ""]
+                cells += ["not measured", "not measured", ""]
                 continue
             bk, pl = size["buildkit"] / 1e6, size["pipeline"] / 1e6
             cells += [f"{bk:.1f} MB", f"{pl:.1f} MB", f"{pl / bk:.2f}x"]
