@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 SCRIPT = ROOT / "scripts/engine"
 PINNED = json.loads((ROOT / "dagger.json").read_text())["engineVersion"]
-OTHER = "v0.21.8"  # the other generation scripts/engine builds
+OTHER = "v0.11.4"  # the other generation scripts/engine builds
+BASE_NAME = "pipeline-dagger-engine"
 RUNNER_SOCKET = re.compile(r"^unix:///run/([^/]+)/buildkitd\.sock$")
 
 
@@ -34,21 +35,26 @@ def engine_name() -> str:
 
 
 def engine(
-    *args: str, version: str | None = None, script: Path = SCRIPT
+    *args: str, version: str | None = None, script: Path = SCRIPT, path: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """The script as a user runs it (``path``: a folder put first on PATH)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
     if version:
         env["PIPELINE_DAGGER_VERSION"] = version
+    if path:
+        env["PATH"] = f"{path}{os.pathsep}{env.get('PATH', '')}"
     return subprocess.run(
         ["bash", str(script), *args], capture_output=True, text=True, env=env, check=False
     )
 
 
-def exports(version: str | None) -> dict[str, str]:
+def exports(version: str | None, path: Path | None = None) -> dict[str, str]:
     """What ``scripts/engine env`` exports for ``version`` (dagger.json's when None)."""
-    done = engine("env", version=version)
+    done = engine("env", version=version, path=path)
     assert done.returncode == 0, done.stderr
     return dict(re.findall(r"(\w+)=(\S+)", done.stdout))
+
+
 BASICS = ("bash", "sed", "dirname", "cat", "mkdir", "printf")
 TOOLS = ("dockerd", "debootstrap", "docker-registry", "git", "curl", "jq", "skopeo", "tar",
          "sha256sum", "go")  # fmt: skip
@@ -155,20 +161,55 @@ def test_the_engine_image_compacts_its_databases(tmp_path: Path):
     assert ".compact" not in done.stdout  # no half-written copy left behind
 
 
-def test_the_version_is_dagger_json_s_unless_one_is_chosen_and_each_has_its_own_engine():
-    default, other = exports(None), exports(OTHER)
+def docker_knowing(tmp_path: Path, containers: dict[str, str]) -> Path:
+    """A folder holding a ``docker`` that knows only ``containers`` (name: the Dagger version
+    its image is labelled with) and no volume."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    known = "".join(f'  *" {name}") echo {version} ;;\n' for name, version in containers.items())
+    (bin_dir / "docker").write_text(
+        f'#!/bin/sh\n[ "$1" = inspect ] || exit 1\ncase " $*" in\n{known}  *) exit 1 ;;\nesac\n'
+    )
+    (bin_dir / "docker").chmod(0o755)
+    return bin_dir
+
+
+def socket_of(name: str) -> str:
+    return f"unix:///run/{name}/buildkitd.sock"
+
+
+def test_the_version_is_dagger_json_s_unless_one_is_chosen_and_each_has_its_own_engine(
+    tmp_path: Path,
+):
+    fresh = docker_knowing(tmp_path, {})  # a machine with no engine yet
+    default, other = exports(None, fresh), exports(OTHER, fresh)
     assert default["_EXPERIMENTAL_DAGGER_CLI_BIN"].endswith(f"/bin/{PINNED}/dagger")
-    assert default["_EXPERIMENTAL_DAGGER_RUNNER_HOST"] == (
-        "unix:///run/pipeline-dagger-engine/buildkitd.sock"
-    )
-    assert exports(PINNED) == default  # naming dagger.json's version changes nothing
+    assert default["_EXPERIMENTAL_DAGGER_RUNNER_HOST"] == socket_of(BASE_NAME)
+    assert exports(PINNED, fresh) == default  # naming dagger.json's version changes nothing
     assert other["_EXPERIMENTAL_DAGGER_CLI_BIN"].endswith(f"/bin/{OTHER}/dagger")
-    assert other["_EXPERIMENTAL_DAGGER_RUNNER_HOST"] == (
-        f"unix:///run/pipeline-dagger-engine-{OTHER}/buildkitd.sock"
-    )
+    assert other["_EXPERIMENTAL_DAGGER_RUNNER_HOST"] == socket_of(f"{BASE_NAME}-{OTHER}")
     # one registry, one base image: what either engine pushes, the other and the host see
     for key in ("PIPELINE_BASE_IMAGE", "PIPELINE_REGISTRY", "PIPELINE_CA_BUNDLE"):
         assert other[key] == default[key]
+
+
+@pytest.mark.parametrize(
+    ("containers", "pinned_in", "other_in"),
+    [
+        ({BASE_NAME: PINNED}, BASE_NAME, f"{BASE_NAME}-{OTHER}"),
+        # started when the other version was dagger.json's: each engine keeps its container
+        ({BASE_NAME: OTHER}, f"{BASE_NAME}-{PINNED}", BASE_NAME),
+        ({BASE_NAME: OTHER, f"{BASE_NAME}-{PINNED}": PINNED}, f"{BASE_NAME}-{PINNED}", BASE_NAME),
+        # the other version's engine went down: dagger.json's keeps the one it runs in
+        ({f"{BASE_NAME}-{PINNED}": PINNED}, f"{BASE_NAME}-{PINNED}", f"{BASE_NAME}-{OTHER}"),
+    ],
+)
+def test_an_engine_keeps_its_container_when_dagger_json_s_version_changes(
+    tmp_path: Path, containers: dict[str, str], pinned_in: str, other_in: str
+):
+    docker = docker_knowing(tmp_path, containers)
+    assert exports(None, docker)["_EXPERIMENTAL_DAGGER_RUNNER_HOST"] == socket_of(pinned_in)
+    assert exports(OTHER, docker)["_EXPERIMENTAL_DAGGER_RUNNER_HOST"] == socket_of(other_in)
 
 
 @pytest.mark.parametrize(
@@ -235,9 +276,18 @@ def running(name: str) -> bool:
 
 @pytest.mark.engine
 def test_both_generations_answer_at_once_each_on_its_own_socket():
-    """With both engines up (scripts/engine up, and PIPELINE_DAGGER_VERSION=v0.21.8
-    scripts/engine up), each answers its own CLI at the same time with its own version."""
-    names = {PINNED: "pipeline-dagger-engine", OTHER: f"pipeline-dagger-engine-{OTHER}"}
+    """With both engines up (scripts/engine up, and PIPELINE_DAGGER_VERSION=v0.11.4
+    scripts/engine up), each answers its own CLI at the same time with its own version; the
+    one in the unsuffixed container uses the host's network, the other a namespace of its own."""
+    names = {}
+    for version in (PINNED, OTHER):
+        runner = RUNNER_SOCKET.match(exports(version)["_EXPERIMENTAL_DAGGER_RUNNER_HOST"])
+        assert runner, version
+        names[version] = runner[1]
+    # one holds the unsuffixed name, the other its version's
+    suffixed = [version for version, name in names.items() if name != BASE_NAME]
+    assert len(suffixed) == 1, names
+    assert names[suffixed[0]] == f"{BASE_NAME}-{suffixed[0]}"
     down = [name for name in names.values() if not running(name)]
     if down:
         pytest.skip(f"not up: {', '.join(down)} (scripts/engine up for each version)")
@@ -267,4 +317,4 @@ def test_both_generations_answer_at_once_each_on_its_own_socket():
         ).stdout.strip()
         for version, name in names.items()
     }
-    assert networks == {PINNED: "host", OTHER: "bridge"}
+    assert networks == {v: "host" if name == BASE_NAME else "bridge" for v, name in names.items()}

@@ -15,13 +15,13 @@ def extra_pin(extra: str, package: str = "dagger-io") -> str:
     return next(m[2] for m in pins if m and m[1] == package)
 
 
-def test_engine_version_matches_dagger_v011_pin():
+def test_engine_version_matches_dagger_v021_pin():
     engine = json.loads((ROOT / "dagger.json").read_text())["engineVersion"]
-    assert f"v{extra_pin('dagger-v011')}" == engine
+    assert f"v{extra_pin('dagger-v021')}" == engine
 
 
 def test_installed_dagger_io_is_one_of_the_extra_pins():
-    # .venv has dagger-v011 (this machine's engine), .venv-dagger-v021 the other one.
+    # .venv has dagger-v021 (dagger.json's engine), .venv-dagger-v011 the other one.
     installed = version("dagger-io")
     assert installed in {extra_pin("dagger-v011"), extra_pin("dagger-v021")}
     if installed == extra_pin("dagger-v011"):
