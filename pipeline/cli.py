@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.errors import PipelineError, UsageError
+from pipeline.core.errors import PipelineError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -170,8 +170,8 @@ def _project_dir(args: argparse.Namespace, find_root: Callable[[Path], Path]) ->
 
 def _dispatch(args: argparse.Namespace) -> int:
     # Imported after parsing: --help, usage errors and a replayed plan never load pydantic.
-    from pipeline import plan
-    from pipeline.locate import find_root
+    from pipeline.core.locate import find_root
+    from pipeline.edges import plan
 
     if args.command == "plan" and not args.changed_since:
         replayed = plan.replay(_project_dir(args, find_root), args.services, args.tier)
@@ -179,17 +179,19 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(plan.render(replayed, args.json))
             return 0
 
-    from pipeline import commands, graph, inputs, settings
-    from pipeline.log import configure
-    from pipeline.provenance import changed_since
+    from pipeline import session
+    from pipeline.core import inputs, settings
+    from pipeline.core import project as graph
+    from pipeline.core.log import configure
+    from pipeline.core.stamp import changed_since
 
     if args.command == "verify":  # an image in a registry: no project needed
         user = args.registry_username or os.environ.get("PIPELINE_REGISTRY_USERNAME")
-        return commands.verify(args.image, user)
+        return session.verify(args.image, user)
     project = graph.load(_project_dir(args, find_root))
     if args.command == "cache":
         configure(verbose=args.verbose)
-        return commands.carry(args, project)
+        return session.carry(args, project)
     changed, reads = None, None
     if args.changed_since:
         changed = changed_since(project.root, args.changed_since)
@@ -204,7 +206,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"nothing to do: no service is affected by changes since {args.changed_since}")
         return 0
     configure(verbose=args.verbose)
-    status = commands.run(args, project, services)
+    status = session.run(args, project, services)
     plan.record(project)  # a run that got this far read the project as plan would
     return status
 

@@ -7,9 +7,11 @@ import json
 import subprocess
 from typing import TYPE_CHECKING
 
-from pipeline import attest, graph, jobs
-from pipeline.resultcache import ResultCache
-from pipeline.settings import build_settings
+from pipeline.core import jobs
+from pipeline.core import project as graph
+from pipeline.core.settings import build_settings
+from pipeline.edges.resultcache import ResultCache
+from pipeline.supply import attest
 from tests.conftest import copy_example, git
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ from cyclonedx.validation.json import JsonStrictValidator
 from dagger import dag
 from packaging.utils import canonicalize_name
 
-from pipeline import referrers
-from pipeline.publish import PROVENANCE_TYPE
+from pipeline.edges import referrers
+from pipeline.edges.publish import PROVENANCE_TYPE
 from tests.conftest import ROOT, copy_example, git, pipeline_in, run_pipeline, tiny_repo
 
 if TYPE_CHECKING:

@@ -18,17 +18,18 @@ from typing import TYPE_CHECKING
 import pytest
 from dagger import dag
 
-from pipeline import graph, images, runner
-from pipeline import layers as venv_layers
-from pipeline.report import ImageFacts
-from pipeline.settings import RunOptions, build_settings
+from pipeline.core import project as graph
+from pipeline.core.settings import RunOptions, build_settings
+from pipeline.edges.report import ImageFacts
+from pipeline.engine import images, runner
+from pipeline.engine import layers as venv_layers
 from tests.conftest import copy_example, git, pipeline_in, skopeo, value_of
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from pipeline.report import Result
-    from pipeline.settings import BuildSettings
+    from pipeline.core.settings import BuildSettings
+    from pipeline.edges.report import Result
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 

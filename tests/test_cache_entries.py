@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 import pytest
 from structlog.testing import capture_logs
 
-from pipeline import graph, jobs
-from pipeline.report import ImageFacts, Result, Status
-from pipeline.resultcache import Kind, ResultCache, seal
-from pipeline.settings import build_settings, run_options
+from pipeline.core import jobs
+from pipeline.core import project as graph
+from pipeline.core.settings import build_settings, run_options
+from pipeline.edges.report import ImageFacts, Result, Status
+from pipeline.edges.resultcache import Kind, ResultCache, seal
 from tests.conftest import copy_example
 
 if TYPE_CHECKING:

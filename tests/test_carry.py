@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 from dagger import dag
 
-from pipeline import images
+from pipeline.engine import images
 from tests.conftest import copy_example, pipeline_in, run_pipeline
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from pipeline import compat
+from pipeline.engine import compat
 
 
 class _Counted:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import graph, inputs, settings
-from pipeline.errors import ConfigError, UsageError
-from pipeline.settings import build_settings
+from pipeline.core import inputs, settings
+from pipeline.core import project as graph
+from pipeline.core.errors import ConfigError, UsageError
+from pipeline.core.settings import build_settings
 from tests.conftest import ROOT
 
 
@@ -182,7 +183,7 @@ def test_selection_by_name_and_tier():
 
 
 def test_changed_since_selects_affected_services(tmp_path: Path):
-    from pipeline.provenance import changed_since
+    from pipeline.core.stamp import changed_since
     from tests.conftest import copy_example, git
 
     repo = copy_example(tmp_path / "repo")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pipeline.enginecheck import EngineUnreachableError, require_engine
+from pipeline.engine.enginecheck import EngineUnreachableError, require_engine
 from tests.conftest import copy_example, run_pipeline
 
 if TYPE_CHECKING:

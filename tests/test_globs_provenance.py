@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pipeline import globs, graph, jobs
-from pipeline.provenance import (
+from pipeline.core import globs, jobs
+from pipeline.core import project as graph
+from pipeline.core.settings import build_settings
+from pipeline.core.stamp import (
     Stamp,
     cache_scope_for,
     immutable_tags,
@@ -19,8 +21,7 @@ from pipeline.provenance import (
     read_provenance,
     tags_for,
 )
-from pipeline.resultcache import ResultCache
-from pipeline.settings import build_settings
+from pipeline.edges.resultcache import ResultCache
 from tests.conftest import copy_example, git
 
 if TYPE_CHECKING:

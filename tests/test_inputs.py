@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pipeline import graph, inputs, jobs
-from pipeline.errors import ConfigError
-from pipeline.resultcache import ResultCache
-from pipeline.settings import build_settings
+from pipeline.core import inputs, jobs
+from pipeline.core import project as graph
+from pipeline.core.errors import ConfigError
+from pipeline.core.settings import build_settings
+from pipeline.edges.resultcache import ResultCache
 from tests.conftest import copy_example, git
 
 if TYPE_CHECKING:
@@ -306,7 +307,7 @@ def test_a_service_at_the_root_never_reads_the_pipeline_folder(tmp_path: Path):
 def test_requirement_files_with_credentials_are_never_put_in_a_query(
     tmp_path: Path, text: str, inline: bool
 ):
-    from pipeline import images
+    from pipeline.engine import images
 
     path = tmp_path / "requirements.txt"
     path.write_text(text)
@@ -314,7 +315,7 @@ def test_requirement_files_with_credentials_are_never_put_in_a_query(
 
 
 def test_a_file_that_is_not_utf8_is_uploaded(tmp_path: Path):
-    from pipeline import images
+    from pipeline.engine import images
 
     path = tmp_path / "requirements.txt"
     path.write_bytes(b"caf\xe9==1.0\n")

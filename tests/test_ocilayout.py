@@ -9,8 +9,8 @@ import json
 import tarfile
 from typing import TYPE_CHECKING
 
-from pipeline import ocilayout
-from pipeline.report import ImageFacts
+from pipeline.edges.report import ImageFacts
+from pipeline.supply import ocilayout
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -1,5 +1,5 @@
-"""The health-check program that runs inside a service's image (pipeline/probe_main.py), run on
-the host as the image runs it: ``python -I probe_main.py PROBE_JSON``, against real servers and
+"""The health-check program that runs inside a service's image
+(pipeline/engine/programs/probe.py), run on the host as the image runs it: ``python -I probe.py PROBE_JSON``, against real servers and
 crashing processes. No engine: what the engine adds (the exec, the mounts) the engine tests in
 test_probes.py cover."""
 
@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from pipeline import probe_main, probes
+from pipeline.engine import probes
+from pipeline.engine.programs import probe as probe_main
 
 PROGRAM = Path(probe_main.__file__)
 PY = sys.executable
@@ -201,5 +202,6 @@ def test_a_probe_that_could_not_run_gives_its_exit_code_and_output_not_its_sourc
 
 
 def test_the_shipped_program_is_this_file():
-    text = resources.files("pipeline").joinpath("probe_main.py").read_text(encoding="utf-8")
+    shipped = resources.files("pipeline.engine.programs").joinpath("probe.py")
+    text = shipped.read_text(encoding="utf-8")
     assert probes.program_text() == text == PROGRAM.read_text(encoding="utf-8")

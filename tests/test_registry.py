@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Self
 
 import pytest
 
-from pipeline import errors, referrers, registry
+from pipeline.core import errors
+from pipeline.edges import referrers, registry
 from tests.conftest import run_pipeline
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pipeline import referrers
+from pipeline.edges import referrers
 from tests.conftest import git, pipeline_in, skopeo, tiny_repo
 from tests.faultyregistry import Fault, FaultyRegistry
 

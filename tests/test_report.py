@@ -3,8 +3,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from pipeline import report
-from pipeline.report import ImageFacts, Result, Status
+from pipeline.edges import report
+from pipeline.edges.report import ImageFacts, Result, Status
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -77,8 +77,8 @@ def test_sbom_document_is_valid_cyclonedx_and_complete():
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
 
-    from pipeline import sbom
-    from pipeline.provenance import Stamp
+    from pipeline.core.stamp import Stamp
+    from pipeline.supply import sbom
 
     stamp = Stamp("users", "backend", "0" * 40, "main", "2026-01-02T03:04:05Z", "", dirty=False)
     installed = {

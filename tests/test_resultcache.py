@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pipeline.registry import Reference, resolve
+from pipeline.edges.registry import Reference, resolve
 from tests.conftest import copy_example, pipeline_in
 
 if TYPE_CHECKING:

@@ -217,7 +217,7 @@ def write_step_summary(results: list[Result]) -> None:
 
 def log_line(result: Result) -> None:
     """One canonical line per service, with all its figures."""
-    from pipeline.log import get_logger
+    from pipeline.core.log import get_logger
 
     facts = result.image
     figures = {

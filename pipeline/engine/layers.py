@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from dagger import dag
 
-from pipeline import compat
+from pipeline.engine import compat
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

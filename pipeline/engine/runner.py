@@ -22,18 +22,21 @@ import anyio
 import dagger
 from dagger import dag
 
-from pipeline import attest, compat, images, jobs, ocilayout, probes, publish, sbom
-from pipeline.errors import BuildError, UsageError
-from pipeline.log import get_logger
-from pipeline.report import ImageFacts, Result, Status
-from pipeline.settings import CA_BUNDLE_ENV, INDEX_URL_ENV, PASSWORD_ENV
+from pipeline.core import jobs
+from pipeline.core.errors import BuildError, UsageError
+from pipeline.core.log import get_logger
+from pipeline.core.settings import CA_BUNDLE_ENV, INDEX_URL_ENV, PASSWORD_ENV
+from pipeline.edges import publish
+from pipeline.edges.report import ImageFacts, Result, Status
+from pipeline.engine import compat, images, probes
+from pipeline.supply import attest, ocilayout, sbom
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Sequence
 
-    from pipeline.graph import Project, Service
-    from pipeline.resultcache import ResultCache
-    from pipeline.settings import BuildSettings, RunOptions
+    from pipeline.core.project import Project, Service
+    from pipeline.core.settings import BuildSettings, RunOptions
+    from pipeline.edges.resultcache import ResultCache
 
 log = get_logger()
 T = TypeVar("T")
@@ -439,7 +442,7 @@ async def _prefetch(ahead: Sequence[dagger.Container]) -> None:
 
 
 def _uncached(project: Project, settings: BuildSettings) -> ResultCache:
-    from pipeline.resultcache import ResultCache
+    from pipeline.edges.resultcache import ResultCache
 
     return ResultCache(project.root, settings.cache_scope, read=False, write=False)
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import dagger
 from dagger import dag
 
-from pipeline import compat
-from pipeline.config import argv
-from pipeline.inputs import UV_VERSION, service_requirement_files, source_files, test_files
-from pipeline.layers import (
+from pipeline.core.config import argv
+from pipeline.core.inputs import UV_VERSION, service_requirement_files, source_files, test_files
+from pipeline.engine import compat
+from pipeline.engine.layers import (
     VENV,
     added,
     added_tree,
@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
     from pathlib import Path
 
-    from pipeline.graph import Project, Service, Tier
-    from pipeline.provenance import Stamp
-    from pipeline.settings import BuildSettings
+    from pipeline.core.project import Project, Service, Tier
+    from pipeline.core.settings import BuildSettings
+    from pipeline.core.stamp import Stamp
 
 APP = "/app"
 # Where a builder step finds the CA bundle it is given (a proxy's CA): a file in a cache

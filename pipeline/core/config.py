@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from pipeline.errors import ConfigError
-from pipeline.locate import read_toml
+from pipeline.core.errors import ConfigError
+from pipeline.core.locate import read_toml
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 # A cache scope names volumes and a folder of the result cache: one path component, never

@@ -11,13 +11,13 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pipeline import compat
-from pipeline.layers import VENV
+from pipeline.engine import compat
+from pipeline.engine.layers import VENV
 
 if TYPE_CHECKING:
     import dagger
 
-    from pipeline.provenance import Stamp
+    from pipeline.core.stamp import Stamp
 
 # Run by the image's venv Python: prints what is installed as JSON.
 _INVENTORY = r"""

@@ -10,7 +10,7 @@ import socket
 import urllib.parse
 from typing import TYPE_CHECKING
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -12,18 +12,18 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from pipeline.inputs import Inputs, service_inputs, tier_inputs, would_read
-from pipeline.log import get_logger
-from pipeline.report import Result
-from pipeline.resultcache import Kind
+from pipeline.core.inputs import Inputs, service_inputs, tier_inputs, would_read
+from pipeline.core.log import get_logger
+from pipeline.edges.report import Result
+from pipeline.edges.resultcache import Kind
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from pipeline.graph import Project, Service
-    from pipeline.provenance import Stamp
-    from pipeline.resultcache import ResultCache
-    from pipeline.settings import BuildSettings, RunOptions
+    from pipeline.core.project import Project, Service
+    from pipeline.core.settings import BuildSettings, RunOptions
+    from pipeline.core.stamp import Stamp
+    from pipeline.edges.resultcache import ResultCache
 
 CHECKS = ("unit", "smoke", "health")
 

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
-from pipeline import ocilayout
-from pipeline.errors import BuildError
-from pipeline.log import get_logger
-from pipeline.provenance import immutable_tags, moving_tags
+from pipeline.core.errors import BuildError
+from pipeline.core.log import get_logger
+from pipeline.core.stamp import immutable_tags, moving_tags
+from pipeline.supply import ocilayout
 
 T = TypeVar("T")
 
@@ -37,10 +37,10 @@ if TYPE_CHECKING:
 
     import dagger
 
-    from pipeline.jobs import Job
-    from pipeline.referrers import Client
-    from pipeline.report import Result
-    from pipeline.settings import RunOptions
+    from pipeline.core.jobs import Job
+    from pipeline.core.settings import RunOptions
+    from pipeline.edges.referrers import Client
+    from pipeline.edges.report import Result
 
 # Seconds to wait before each retry; each request is retried a few times within one already.
 BACKOFF = (1.0, 3.0)
@@ -89,8 +89,8 @@ class Target:
 
 
 def _client(target: Target) -> Client:
-    from pipeline import referrers
-    from pipeline.settings import PASSWORD_ENV
+    from pipeline.core.settings import PASSWORD_ENV
+    from pipeline.edges import referrers
 
     return referrers.Client(target.registry, target.username, os.environ.get(PASSWORD_ENV))
 
@@ -109,7 +109,7 @@ def _upload(client: Client, path: str, tarball: Path) -> ocilayout.Image:
 async def _push(service: str, ref: str, target: Target, send: Callable[[], T]) -> T:
     """One push of ``service``'s image (``send``, run in a thread), retrying passing failures;
     returns what ``send`` returns."""
-    from pipeline.registry import RegistryError
+    from pipeline.edges.registry import RegistryError
 
     for attempt, delay in enumerate((*BACKOFF, None), start=1):
         try:
@@ -198,7 +198,7 @@ Manifest = tuple[bytes, str, str]  # bytes, media type, digest
 
 def _put_back(client: Client, move: _Move, before: Manifest | None) -> str | None:
     """``move``'s tag pointed where it was; None when it is, else what is left to do."""
-    from pipeline.referrers import RegistryError
+    from pipeline.edges.referrers import RegistryError
 
     ref, was = move.ref(client.registry), before[2] if before else None
     try:
@@ -224,7 +224,7 @@ def _release(client: Client, moves: Sequence[_Move]) -> tuple[list[_Move], str, 
     failure left changed. Runs in a worker thread; an interruption of the run undoes too."""
     import anyio.from_thread
 
-    from pipeline.referrers import RegistryError
+    from pipeline.edges.referrers import RegistryError
 
     try:
         before = {m: client.find_manifest(m.repository, m.tag) for m in moves}
@@ -254,8 +254,8 @@ async def move_tags(
 ) -> tuple[list[Result], Release]:
     """Move the moving tags of every service, only if every service passed and pushed, and
     all of them or none."""
-    from pipeline import referrers
-    from pipeline.settings import PASSWORD_ENV
+    from pipeline.core.settings import PASSWORD_ENV
+    from pipeline.edges import referrers
 
     wanted = {
         job.service.name: [
@@ -298,9 +298,9 @@ PROVENANCE_TYPE = "application/vnd.in-toto+json"
 async def attach(target: Target, repository: str, digest: str, sbom: str, provenance: str) -> str:
     """The image's SBOM and provenance pushed as artifacts referring to it (referrers API, or
     the tag fallback); returns the provenance artifact's reference."""
-    from pipeline import referrers
-    from pipeline.attest import SLSA_PROVENANCE
-    from pipeline.settings import PASSWORD_ENV
+    from pipeline.core.settings import PASSWORD_ENV
+    from pipeline.edges import referrers
+    from pipeline.supply.attest import SLSA_PROVENANCE
 
     registry, _, path = repository.partition("/")
 

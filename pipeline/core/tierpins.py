@@ -16,15 +16,15 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from pipeline.errors import ConfigError
-from pipeline.locate import read_toml
+from pipeline.core.errors import ConfigError
+from pipeline.core.locate import read_toml
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from packaging.requirements import Requirement
 
-    from pipeline.graph import Project, Service
+    from pipeline.core.project import Project, Service
 
 # A requirement's project name, as PEP 508 starts it; enough to find the names two files share.
 _NAME = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")

@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline import config
-from pipeline.config import SCOPE_PATTERN
-from pipeline.errors import UsageError
-from pipeline.provenance import cache_scope_for, read_provenance
+from pipeline.core import config
+from pipeline.core.config import SCOPE_PATTERN
+from pipeline.core.errors import UsageError
+from pipeline.core.stamp import cache_scope_for, read_provenance
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from pipeline.graph import Project
-    from pipeline.provenance import Provenance
+    from pipeline.core.project import Project
+    from pipeline.core.stamp import Provenance
 
 INDEX_URL_ENV = "PIPELINE_INDEX_URL"
 # Extra CA certificates for builder steps that fetch (an intercepting proxy's), as a PEM file.

@@ -4,7 +4,7 @@ each probe ``timeout``, all within ``start_period + timeout``; a definite answer
 status) fails at once, and so does a service that stops.
 
 Like Docker's HEALTHCHECK, the probe runs inside the container it checks: one exec of the image
-runs ``probe_main`` (a program of this package, mounted), which starts the service (the
+runs ``programs/probe.py`` (a program of this package, mounted), which starts the service (the
 image's entrypoint and command) as its child and probes the container's own non-loopback
 address. So a service that crashes is reported by its own exit code and the tail of its own
 log, and no Dagger service is started: nothing waits on the engine's service start (its host
@@ -22,36 +22,37 @@ from typing import TYPE_CHECKING
 import dagger
 from dagger import dag
 
-from pipeline import compat, images, probe_main
-from pipeline.config import argv
-from pipeline.errors import BuildError
-from pipeline.layers import one_step
+from pipeline.core.config import argv
+from pipeline.core.errors import BuildError
+from pipeline.engine import compat, images, programs
+from pipeline.engine.layers import one_step
+from pipeline.engine.programs import probe
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from pipeline.config import HealthSpec
-    from pipeline.graph import Service
-    from pipeline.settings import BuildSettings
+    from pipeline.core.config import HealthSpec
+    from pipeline.core.project import Service
+    from pipeline.core.settings import BuildSettings
 
 GRPC_HEALTH = "grpcio-health-checking==1.85.1"
 LOG_LINES = 20
 PROBE_VENV = "/opt/probe"  # grpcio for the gRPC kind, built in the builder, mounted
 PROGRAM_DIR = "/opt/pipeline-probe"
-PROGRAM = f"{PROGRAM_DIR}/probe_main.py"
+PROGRAM = f"{PROGRAM_DIR}/probe.py"
 
 
 @cache
 def program_text() -> str:
     """The probe program's source, as the package ships it."""
-    return resources.files("pipeline").joinpath("probe_main.py").read_text(encoding="utf-8")
+    return resources.files(programs).joinpath("probe.py").read_text(encoding="utf-8")
 
 
 def _with_prober(
     probe: HealthSpec, settings: BuildSettings, secrets: images.Secrets
 ) -> tuple[Callable[[dagger.Container], dagger.Container], str]:
     """The step mounting what the probe needs into the image, and the python that runs it."""
-    program = dag.directory().with_new_file("probe_main.py", program_text(), permissions=0o444)
+    program = dag.directory().with_new_file("probe.py", program_text(), permissions=0o444)
     if probe.kind != "grpc":
 
         def plain(ctr: dagger.Container) -> dagger.Container:
@@ -110,7 +111,7 @@ def reason(stderr: str, exit_code: int) -> str:
     """The probe's report out of its stderr (the engine may print lines of its own around
     it); if the probe could not report, its exit code and its last lines."""
     lines = stderr.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith(probe_main.FAILED)]
+    starts = [i for i, line in enumerate(lines) if line.startswith(probe.FAILED)]
     if starts:
         block = [lines[starts[-1]]]
         for line in lines[starts[-1] + 1 :]:
@@ -119,4 +120,4 @@ def reason(stderr: str, exit_code: int) -> str:
             block.append(line)
         return "\n".join(block)
     last = [f"  {line}" for line in lines if line.strip()][-LOG_LINES:]
-    return "\n".join([f"{probe_main.FAILED}the probe could not run (exit code {exit_code})", *last])
+    return "\n".join([f"{probe.FAILED}the probe could not run (exit code {exit_code})", *last])

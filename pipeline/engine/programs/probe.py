@@ -234,7 +234,7 @@ def check(probe: Probe) -> int:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        sys.stderr.write("usage: probe_main.py PROBE_JSON\n")
+        sys.stderr.write("usage: probe.py PROBE_JSON\n")
         return 2
     return check(Probe(**json.loads(argv[0])))
 

@@ -30,15 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import SCOPE_PATTERN
-from pipeline.errors import ConfigError, UsageError
-from pipeline.log import get_logger
-from pipeline.resultcache import ResultCache
+from pipeline.core.config import SCOPE_PATTERN
+from pipeline.core.errors import ConfigError, UsageError
+from pipeline.core.log import get_logger
+from pipeline.edges.resultcache import ResultCache
 
 if TYPE_CHECKING:
     import dagger
 
-    from pipeline.settings import BuildSettings
+    from pipeline.core.settings import BuildSettings
 
 # The volumes worth carrying, most valuable first: uv's wheels and builds, pip's (uv's own
 # install), then apt's archives and lists.
@@ -120,7 +120,7 @@ def _tool(settings: BuildSettings, tool: str) -> dagger.Container:
     a volume's contents are not part of any cache key."""
     from dagger import dag  # the checks above need no SDK: a refused folder costs no import
 
-    from pipeline import images
+    from pipeline.engine import images
 
     return (
         dag.container()
@@ -167,7 +167,7 @@ def _pack_results(root: Path, scope: str, target: Path) -> int:
 
 async def export(settings: BuildSettings, folder: Path, max_mb: float) -> dict[str, Any]:
     """Write the scope's caches under ``folder/<scope>``, replacing an earlier export whole."""
-    from pipeline import compat
+    from pipeline.engine import compat
 
     scope = settings.cache_scope
     staging = _stage(folder, scope)
@@ -390,7 +390,7 @@ async def import_(settings: BuildSettings, checked: Export) -> None:
     """Fill the scope's volumes and result cache from a checked export."""
     from dagger import dag
 
-    from pipeline import compat
+    from pipeline.engine import compat
 
     results = _results(settings.root, settings.cache_scope)
     staging = _stage_results(checked, results)

@@ -16,14 +16,14 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline import globs
-from pipeline.errors import ConfigError
+from pipeline.core import globs
+from pipeline.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from pipeline.graph import Project, Service
-    from pipeline.settings import BuildSettings
+    from pipeline.core.project import Project, Service
+    from pipeline.core.settings import BuildSettings
 
 # Tool versions are inputs: a new uv may install the same requirements differently.
 UV_VERSION = "0.13.9"

@@ -14,11 +14,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pipeline.inputs import pipeline_version, sdk_version
+from pipeline.core.inputs import pipeline_version, sdk_version
 
 if TYPE_CHECKING:
-    from pipeline.graph import Project
-    from pipeline.jobs import Job
+    from pipeline.core.jobs import Job
+    from pipeline.core.project import Project
 
 STATEMENT = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"

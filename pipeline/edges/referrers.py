@@ -16,7 +16,7 @@ import json
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
-from pipeline.registry import RegistryError, endpoint, is_local, session, unreachable
+from pipeline.edges.registry import RegistryError, endpoint, is_local, session, unreachable
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline import tierpins
-from pipeline.config import (
+from pipeline.core import tierpins
+from pipeline.core.config import (
     MANIFEST,
     NAME_PATTERN,
     ROOT_TIER,
@@ -21,9 +21,9 @@ from pipeline.config import (
     load_project,
     load_service,
 )
-from pipeline.errors import ConfigError, UsageError
-from pipeline.inputs import ignored_below, source_files
-from pipeline.provenance import ignored_paths
+from pipeline.core.errors import ConfigError, UsageError
+from pipeline.core.inputs import ignored_below, source_files
+from pipeline.core.stamp import ignored_paths
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

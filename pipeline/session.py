@@ -13,11 +13,17 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
-from pipeline import jobs, registry, report, settings
-from pipeline.enginecheck import RUNNER_HOST, START_ONE, EngineUnreachableError, require_engine
-from pipeline.errors import PipelineError, UsageError
-from pipeline.log import get_logger
-from pipeline.resultcache import ResultCache
+from pipeline.core import jobs, settings
+from pipeline.core.errors import PipelineError, UsageError
+from pipeline.core.log import get_logger
+from pipeline.edges import registry, report
+from pipeline.edges.resultcache import ResultCache
+from pipeline.engine.enginecheck import (
+    RUNNER_HOST,
+    START_ONE,
+    EngineUnreachableError,
+    require_engine,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -26,10 +32,10 @@ if TYPE_CHECKING:
 
     import anyio
 
-    from pipeline.graph import Project, Service
-    from pipeline.publish import Release
-    from pipeline.report import Result
-    from pipeline.settings import BuildSettings, RunOptions
+    from pipeline.core.project import Project, Service
+    from pipeline.core.settings import BuildSettings, RunOptions
+    from pipeline.edges.publish import Release
+    from pipeline.edges.report import Result
 
 
 @contextlib.asynccontextmanager
@@ -63,7 +69,7 @@ async def _engine_run(
     """The engine part of a run, cancelled cleanly by Ctrl-C or a CI runner's SIGTERM."""
     import anyio
 
-    from pipeline import runner  # the engine's SDK is needed only from here on
+    from pipeline.engine import runner  # the engine's SDK is needed only from here on
 
     outcome: tuple[list[Result], Release | None] = ([], None)
     interrupted = False
@@ -215,8 +221,8 @@ def _check_attestations(
 ) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """Every SBOM and provenance referring to ``digest``, and what is wrong with them (an
     artifact that is no JSON document of the expected shape is a problem, not a crash)."""
-    from pipeline import attest
-    from pipeline.publish import PROVENANCE_TYPE, SBOM_TYPE
+    from pipeline.edges.publish import PROVENANCE_TYPE, SBOM_TYPE
+    from pipeline.supply import attest
 
     found: dict[str, list[dict[str, Any]]] = {SBOM_TYPE: [], PROVENANCE_TYPE: []}
     problems = []
@@ -269,7 +275,7 @@ def _describe(provenance: dict[str, Any], sbom: dict[str, Any]) -> list[str]:
 
 def verify(ref: str, username: str | None) -> int:
     """Check the attestations of an image in its registry and say what it is made of."""
-    from pipeline import referrers
+    from pipeline.edges import referrers
 
     if not settings.IMAGE_REFERENCE.match(ref):
         raise UsageError(
@@ -291,7 +297,7 @@ def verify(ref: str, username: str | None) -> int:
         for problem in problems:
             print(f"FAILED   {problem}", file=sys.stderr)
         return 1
-    from pipeline.publish import PROVENANCE_TYPE, SBOM_TYPE
+    from pipeline.edges.publish import PROVENANCE_TYPE, SBOM_TYPE
 
     provenance = found[PROVENANCE_TYPE][-1]
     try:
@@ -313,7 +319,7 @@ def carry(args: argparse.Namespace, project: Project) -> int:
     an engine session starts."""
     import anyio
 
-    from pipeline import carry as carried
+    from pipeline.edges import carry as carried
 
     build = settings.build_settings(project, args.base_image, args.cache_scope)
     scope = carried.scope_name(build.cache_scope, "--cache-scope (or PIPELINE_CACHE_SCOPE)")

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.log import get_logger
+from pipeline.core.log import get_logger
 
 FORMAT = 2
 FOLDER = ".pipeline"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from pipeline.errors import UsageError
-from pipeline.inputs import is_ignored
+from pipeline.core.errors import UsageError
+from pipeline.core.inputs import is_ignored
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

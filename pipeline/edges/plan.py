@@ -19,14 +19,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline import inputs
-from pipeline.provenance import ignored_paths
-from pipeline.resultcache import FOLDER, FORMAT, write_entry
+from pipeline.core import inputs
+from pipeline.core.stamp import ignored_paths
+from pipeline.edges.resultcache import FOLDER, FORMAT, write_entry
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from pipeline.graph import Project, Service
+    from pipeline.core.project import Project, Service
 
 ENTRY = "plan.json"
 TIER_KEYS = ("name", "image", "extends", "requirements")
@@ -114,7 +114,7 @@ def record(project: Project) -> dict[str, Any]:
     """Store the plan of every service of a project just loaded, with what it was read from,
     and return it. Never fails the command: a project folder that cannot be written is
     planned each time."""
-    from pipeline.graph import manifest_glob
+    from pipeline.core.project import manifest_glob
 
     root = project.root
     files = {project.config_file, root / "pipeline.toml", root / "pyproject.toml"}
