@@ -1,7 +1,7 @@
 """The health-check program that runs inside a service's image
-(pipeline/engine/programs/probe.py), run on the host as the image runs it: ``python -I probe.py PROBE_JSON``, against real servers and
-crashing processes. No engine: what the engine adds (the exec, the mounts) the engine tests in
-test_probes.py cover."""
+(pipeline/engine/programs/probe.py), run on the host as the image runs it:
+``python -I probe.py PROBE_JSON``, against real servers and crashing processes. No engine:
+what the engine adds (the exec, the mounts) the engine tests in test_probes.py cover."""
 
 from __future__ import annotations
 
