@@ -29,6 +29,7 @@ from pipeline.core.settings import CA_BUNDLE_ENV, INDEX_URL_ENV, PASSWORD_ENV
 from pipeline.edges import publish
 from pipeline.edges.report import ImageFacts, Result, Status
 from pipeline.engine import compat, images, probes
+from pipeline.engine.inventory import inventory
 from pipeline.supply import attest, ocilayout, sbom
 
 if TYPE_CHECKING:
@@ -203,7 +204,7 @@ async def _measure(
     progress.facts = facts
     progress.tier_image = facts.bottom(len(facts.layers) - build.own_layers)
     if ctx.options.out_dir is not None or ctx.target is not None:
-        progress.installed = await progress.timed("sbom", sbom.inventory(build.image))
+        progress.installed = await progress.timed("sbom", inventory(build.image))
 
 
 async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Path) -> None:

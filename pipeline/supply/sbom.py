@@ -6,60 +6,17 @@ CycloneDX 1.6 schema with cyclonedx-python-lib.
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pipeline.engine import compat
-from pipeline.engine.layers import VENV
-
 if TYPE_CHECKING:
-    import dagger
-
     from pipeline.core.stamp import Stamp
 
-# Run by the image's venv Python: prints what is installed as JSON.
-_INVENTORY = r"""
-import hashlib, json, importlib.metadata as md
-python = []
-for dist in md.distributions():
-    meta = dist.metadata
-    record = dist.read_text("RECORD")
-    python.append({
-        "name": meta["Name"],
-        "version": dist.version,
-        "expression": meta.get("License-Expression") or "",
-        "license": (meta.get("License") or "").strip(),
-        "classifiers": [c.rsplit(" :: ", 1)[-1] for c in meta.get_all("Classifier") or []
-                        if c.startswith("License :: OSI Approved :: ")],
-        "record_sha256": hashlib.sha256(record.encode()).hexdigest() if record else "",
-    })
-debian = []
-try:
-    status = open("/var/lib/dpkg/status", encoding="utf-8").read()
-except FileNotFoundError:
-    status = ""
-for paragraph in status.split("\n\n"):
-    fields = {}
-    for line in paragraph.splitlines():
-        if line[:1] not in (" ", "\t") and ": " in line:
-            key, value = line.split(": ", 1)
-            fields[key] = value
-    if fields.get("Status", "").endswith(" installed"):
-        debian.append({k: fields.get(v, "") for k, v in
-                       (("name", "Package"), ("version", "Version"), ("arch", "Architecture"))})
-print(json.dumps({"python": python, "debian": debian}))
-"""
+VENV = "/opt/venv"  # where every image holds its Python distributions
 
 # A License field longer than this is a license's text, not its name.
 _SHORT_LICENSE = 80
-
-
-async def inventory(image: dagger.Container) -> dict[str, Any]:
-    """What is installed in ``image``: its venv's distributions and dpkg's packages."""
-    out = await image.with_(compat.run([f"{VENV}/bin/python", "-c", _INVENTORY])).stdout()
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def _licenses(dist: dict[str, Any]) -> list[Any]:

@@ -1,0 +1,34 @@
+"""What is installed in an image, read by the image's own Python (programs/inventory.py):
+the facts an SBOM is made of."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from pipeline.engine import compat, programs
+from pipeline.engine.layers import VENV
+
+if TYPE_CHECKING:
+    import dagger
+
+PROGRAM = "/tmp/pipeline-inventory.py"  # noqa: S108 - in the container, not on the host
+
+
+@cache
+def program_text() -> str:
+    return resources.files(programs).joinpath("inventory.py").read_text(encoding="utf-8")
+
+
+async def inventory(image: dagger.Container) -> dict[str, Any]:
+    """What is installed in ``image``: its venv's distributions and dpkg's packages."""
+    from dagger import dag
+
+    program = dag.directory().with_new_file("inventory.py", program_text()).file("inventory.py")
+    ran = image.with_mounted_file(PROGRAM, program).with_(
+        compat.run([f"{VENV}/bin/python", PROGRAM])
+    )
+    out = await ran.stdout()
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
