@@ -14,9 +14,6 @@ from pipeline.engine.layers import VENV
 if TYPE_CHECKING:
     import dagger
 
-PROGRAM = "/tmp/pipeline-inventory.py"  # noqa: S108 - in the container, not on the host
-
-
 @cache
 def program_text() -> str:
     return resources.files(programs).joinpath("inventory.py").read_text(encoding="utf-8")
