@@ -3,12 +3,17 @@ image runs them: no engine, the same file."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
+import os
+import stat
 import subprocess
 import sys
 from importlib import resources
+from pathlib import Path
 
-from pipeline.engine import inventory
+from pipeline.engine import inventory, layers
 from pipeline.engine.programs import inventory as inventory_program
 
 DPKG_STATUS = """\
@@ -48,3 +53,185 @@ def test_inventory_run_as_a_program_prints_what_this_python_has_installed():
     assert len(names["pytest"]["record_sha256"]) == 64
     assert "MIT" in names["pytest"]["classifiers"] or names["pytest"]["expression"]
     assert isinstance(found["debian"], list)
+
+
+# The venv layer's programs (snapshot.py before an install, layer.py after it) and the
+# bytecode compiler, each run as the builder runs it: `python -c TEXT ARGS`.
+
+WHEN = 315532800  # the fixed time layers.py gives (1980-01-01)
+OLD = 1_000_000_000  # the files' time before the "install": any rewrite gets another
+
+
+def _run(program: str, *args: object, env: tuple[str, ...] = ()) -> None:
+    """The program as the builder runs it: its text as ``-c`` (``env`` as ``env`` sets it)."""
+    text = layers.program_text(program)
+    command = [*(["env", *env] if env else []), sys.executable, "-c", text, *map(str, args)]
+    subprocess.run(command, check=True, capture_output=True)
+
+
+def test_the_shipped_layer_programs_are_these_files():
+    for name in ("compile.py", "snapshot.py", "layer.py"):
+        shipped = resources.files("pipeline.engine.programs").joinpath(name)
+        assert layers.program_text(name) == shipped.read_text(encoding="utf-8")
+
+
+def _tree(top: Path) -> set[str]:
+    """Every entry under ``top``, relative to it."""
+    return {str(p.relative_to(top)) for p in top.rglob("*")}
+
+
+def _venv(root: Path) -> None:
+    """A venv-like folder as a lower layer left it, every entry at OLD."""
+    site = root / "lib/site"
+    site.mkdir(parents=True)
+    (root / "share").mkdir()
+    (root / "share/doc.txt").write_text("doc\n")
+    (root / "bin").mkdir()
+    (root / "bin/python").symlink_to("/usr/bin/python3")
+    (root / "bin/py").symlink_to("python")
+    (site / "keep.py").write_text("K = 1\n")
+    (site / "same.lock").write_text("locked\n")
+    (site / "size.txt").write_text("aaaa")
+    (site / "big.bin").write_bytes(b"x" * 70_000)
+    (site / "big2.bin").write_bytes(b"y" * 70_000)
+    (site / "mode.sh").write_text("#!/bin/sh\n")
+    (site / "mode.sh").chmod(0o644)
+    for path in (root, *root.rglob("*")):
+        os.utime(path, (OLD, OLD), follow_symlinks=False)
+
+
+def _install(root: Path) -> None:
+    """What an install does to the folder: each kind of change the layer must tell."""
+    site = root / "lib/site"
+    (root / "bin/python").unlink()
+    (root / "bin/python").symlink_to("python3.11")  # a link retargeted
+    (site / "same.lock").write_text("locked\n")  # rewritten, the same bytes
+    (site / "size.txt").write_text("bbbb")  # rewritten, the same size, other bytes
+    (site / "big2.bin").write_bytes(b"y" * 70_000)  # rewritten, the same bytes, too big to hash
+    (site / "mode.sh").chmod(0o755)  # a mode changed
+    (site / "added.py").write_text("A = 1\n")  # a new file in an old folder
+    (site / "pkg").mkdir()  # a new folder
+    (site / "pkg").chmod(0o750)
+    (site / "pkg/__init__.py").write_text("")
+
+
+CHANGED_FILES = ("lib/site/size.txt", "lib/site/big2.bin", "lib/site/mode.sh")
+NEW_FILES = ("lib/site/added.py", "lib/site/pkg/__init__.py")
+
+
+def test_a_layer_holds_exactly_what_changed_since_the_snapshot(tmp_path: Path):
+    root, snap, top = tmp_path / "opt/venv", tmp_path / "snap.json", tmp_path / "layer"
+    _venv(root)
+    (top / "stale").mkdir(parents=True)  # a former layer's: emptied first
+    _run("snapshot.py", root, snap)
+    _install(root)
+    _run("layer.py", root, snap, top, WHEN)
+
+    layer = Path(f"{top}{root}")  # the tree from /: the venv's entries under TOP/opt/venv
+    assert _tree(layer) == {
+        "bin",
+        "bin/python",
+        "lib",
+        "lib/site",
+        "lib/site/pkg",
+        *CHANGED_FILES,
+        *NEW_FILES,
+    }
+    assert (layer / "bin/python").readlink() == Path("python3.11")
+    for name in (*CHANGED_FILES, *NEW_FILES):  # hard links to the venv's files: no copy
+        assert (layer / name).samefile(root / name), name
+    assert (layer / "lib/site/size.txt").read_text() == "bbbb"
+    assert stat.S_IMODE((layer / "lib/site/mode.sh").stat().st_mode) == 0o755
+    assert stat.S_IMODE((layer / "lib/site/pkg").stat().st_mode) == 0o750
+    everything = [top, *top.rglob("*")]
+    assert Path(f"{top}{root.parent}") in everything  # the folders above the venv's too
+    assert not (top / "stale").exists()
+    assert {p.lstat().st_mtime for p in everything} == {WHEN}
+
+
+def test_a_layer_of_an_install_that_changed_nothing_is_empty(tmp_path: Path):
+    root, snap, top = tmp_path / "venv", tmp_path / "snap.json", tmp_path / "layer"
+    _venv(root)
+    _run("snapshot.py", root, snap)
+    (root / "lib/site/same.lock").write_text("locked\n")  # uv rewrites its lock as it was
+    _run("layer.py", root, snap, top, WHEN)
+    assert _tree(Path(f"{top}{root}")) == set()
+
+
+def test_the_snapshot_records_links_folders_and_small_files_content(tmp_path: Path):
+    root, snap = tmp_path / "venv", tmp_path / "snap.json"
+    _venv(root)
+    _run("snapshot.py", root, snap)
+    taken = json.loads(snap.read_text())
+    assert set(taken) == {str(p) for p in root.rglob("*")}
+    assert taken[str(root / "bin/python")] == ["link", "/usr/bin/python3"]
+    assert taken[str(root / "share")] == ["dir", (root / "share").lstat().st_mode]
+    small, big = taken[str(root / "lib/site/keep.py")], taken[str(root / "lib/site/big.bin")]
+    assert small[4] == hashlib.sha256(b"K = 1\n").hexdigest()
+    assert big[1:3] == [70_000, OLD * 10**9]
+    assert big[4] == ""
+
+
+def _sources(root: Path) -> None:
+    for name, text in {
+        "app/main.py": "NAMES = {'a', 'b', 'c', 'd'}\nX = 'a' in NAMES\n",
+        "app/sub/util.py": "def f():\n    return 1\n",
+        "app/tests/test_main.py": "import app.main\n",
+        "app/sub/test/test_util.py": "import app.sub.util\n",
+        "app/done.py": "DONE = 1\n",
+    }.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def _pyc(source: Path) -> Path:
+    return Path(importlib.util.cache_from_source(str(source)))
+
+
+def _compile(root: Path) -> None:
+    _run("compile.py", root, *layers.PACKAGE_TESTS, env=("PYTHONHASHSEED=0",))
+
+
+def test_compile_writes_unchecked_hash_pycs_but_for_test_folders_and_compiled_files(
+    tmp_path: Path,
+):
+    _sources(tmp_path)
+    done = _pyc(tmp_path / "app/done.py")
+    done.parent.mkdir()
+    done.write_bytes(b"a lower layer's pyc")
+    _compile(tmp_path)
+
+    compiled = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.pyc")}
+    assert compiled == {
+        str(_pyc(Path("app/main.py"))),
+        str(_pyc(Path("app/sub/util.py"))),
+        str(_pyc(Path("app/done.py"))),
+    }
+    assert done.read_bytes() == b"a lower layer's pyc"  # never compiled again
+    for name in ("app/main.py", "app/sub/util.py"):
+        source, pyc = tmp_path / name, _pyc(tmp_path / name).read_bytes()
+        assert pyc[:4] == importlib.util.MAGIC_NUMBER
+        assert int.from_bytes(pyc[4:8], "little") == 0b01  # hash-based, source never checked
+        assert pyc[8:16] == importlib.util.source_hash(source.read_bytes())
+
+
+def test_compile_gives_the_same_bytes_every_time(tmp_path: Path):
+    _sources(tmp_path)
+    _compile(tmp_path)
+    first = {p: p.read_bytes() for p in tmp_path.rglob("*.pyc")}
+    for pyc in first:
+        pyc.unlink()
+    _compile(tmp_path)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.pyc")} == first
+    assert len(first) == 3
+
+
+def test_the_compiled_code_runs_from_its_pycs_alone(tmp_path: Path):
+    _sources(tmp_path)
+    _compile(tmp_path)
+    (tmp_path / "app/__init__.py").write_text("")
+    code = "import app.main, app.sub.util; print(app.main.X, app.main.__cached__)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["True", str(_pyc(tmp_path / "app/main.py"))]
