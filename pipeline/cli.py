@@ -181,21 +181,20 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     from pipeline import session
     from pipeline.core import inputs, settings
-    from pipeline.core import project as graph
     from pipeline.core.log import configure
-    from pipeline.core.stamp import changed_since
+    from pipeline.edges.git import changed_since
 
     if args.command == "verify":  # an image in a registry: no project needed
         user = args.registry_username or os.environ.get("PIPELINE_REGISTRY_USERNAME")
         return session.verify(args.image, user)
-    project = graph.load(_project_dir(args, find_root))
+    project = session.load(_project_dir(args, find_root))
     if args.command == "cache":
         configure(verbose=args.verbose)
         return session.carry(args, project)
     changed, reads = None, None
     if args.changed_since:
         changed = changed_since(project.root, args.changed_since)
-        reads = inputs.reads(project, settings.build_settings(project))
+        reads = inputs.reads(project, session.build_settings(project))
     services = project.select(args.services, args.tier, changed, reads)
     if args.command == "plan":
         whole = plan.record(project)  # the next plan replays it

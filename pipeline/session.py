@@ -3,7 +3,6 @@ each service needs, the engine only if some service needs it, then the results."
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -18,44 +17,44 @@ from pipeline.core.errors import PipelineError, UsageError
 from pipeline.core.log import get_logger
 from pipeline.edges import registry, report
 from pipeline.edges.resultcache import ResultCache
-from pipeline.engine.enginecheck import (
-    RUNNER_HOST,
-    START_ONE,
-    EngineUnreachableError,
-    require_engine,
-)
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import AsyncIterator
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
 
     import anyio
 
-    from pipeline.core.project import Project, Service
+    from pipeline.core.model import Project, Service
+    from pipeline.core.outcomes import Result
     from pipeline.core.settings import BuildSettings, RunOptions
     from pipeline.edges.publish import Release
-    from pipeline.edges.report import Result
+    from pipeline.supply.kinds import Kind
 
 
-@contextlib.asynccontextmanager
-async def engine_session(verbose: bool) -> AsyncIterator[None]:
-    """One connection to the engine, for the whole run. Whether an engine can be reached is
-    asked first (enginecheck), and a session that still fails to start is one clear error
-    naming the runner, never a traceback."""
-    import dagger
+def load(root: Path) -> Project:
+    """The project under ``root``, with what git ignores there."""
+    from pipeline.core import project
+    from pipeline.edges import git
 
-    require_engine()
-    config = dagger.Config(log_output=sys.stderr if verbose else None)
-    try:
-        async with dagger.connection(config):
-            yield
-    except dagger.ProvisionError as exc:
-        where = os.environ.get(RUNNER_HOST) or "the Dagger CLI's default engine"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EngineUnreachableError(
-            f"no engine session could be started with {where}: {first}; fix: {START_ONE}"
-        ) from None
+    return project.load(root, git.ignored_paths(root))
+
+
+def build_settings(
+    project: Project,
+    base_image: str | None = None,
+    cache_scope: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    release: str | None = None,
+) -> BuildSettings:
+    """The run's builder settings: arguments > environment > the config file, with what git
+    says of the project's commit."""
+    from pipeline.edges import git
+
+    env = os.environ if environ is None else environ
+    version = settings.release_from(release or env.get("PIPELINE_VERSION"))
+    prov = git.read_provenance(project.root, project.spec.source_url, version, project.ignored)
+    return settings.build_settings(project, prov, base_image, cache_scope, env)
 
 
 async def _engine_run(
@@ -66,13 +65,22 @@ async def _engine_run(
     cache: ResultCache,
     verbose: bool,
 ) -> tuple[list[Result], Release | None]:
-    """The engine part of a run, cancelled cleanly by Ctrl-C or a CI runner's SIGTERM."""
+    """The engine part of a run, cancelled cleanly by Ctrl-C or a CI runner's SIGTERM: every
+    job built, each result recorded as it comes, each image delivered; then the release's
+    moving tags."""
     import anyio
 
-    from pipeline.engine import runner  # the engine's SDK is needed only from here on
+    from pipeline.edges import publish
+    from pipeline.edges.deliver import Delivery
+    from pipeline.engine import connection, runner  # the engine's SDK only from here on
 
-    outcome: tuple[list[Result], Release | None] = ([], None)
+    outcome: list[Result] = []
     interrupted = False
+    target = publish.target_for(options)
+    deliver = Delivery(project, options.out_dir, target)
+
+    def record(job: jobs.Job, result: Result) -> None:
+        jobs.record(job, result, cache, tested=options.test)
 
     async def stop_on_signal(scope: anyio.CancelScope) -> None:
         nonlocal interrupted
@@ -85,14 +93,34 @@ async def _engine_run(
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_on_signal, tg.cancel_scope)
-            async with engine_session(verbose):
-                outcome = await runner.run(project, work, build, options, cache)
+            async with connection.engine_session(verbose):
+                outcome = await runner.run(project, work, build, options, deliver, record)
             tg.cancel_scope.cancel()
     except* PipelineError as group:
         raise group.exceptions[0] from None  # one expected error, said as such
     if interrupted:
         raise KeyboardInterrupt
-    return outcome
+    if target is None:
+        return outcome, None
+    return await publish.move_tags(outcome, work, target)
+
+
+async def build(
+    project: Project,
+    services: Sequence[Service],
+    settings: BuildSettings,
+    options: RunOptions,
+) -> list[Result]:
+    """Build, check and deliver these services now, replaying and recording nothing: for
+    library use inside an engine connection (the CLI's runs replay)."""
+    from pipeline.edges import publish
+    from pipeline.edges.deliver import Delivery
+    from pipeline.engine import runner
+
+    cache = ResultCache(project.root, settings.cache_scope, read=False, write=False)
+    work = jobs.plan(project, services, settings, settings.base_image, cache)
+    deliver = Delivery(project, options.out_dir, publish.target_for(options))
+    return await runner.run(project, work, settings, options, deliver)
 
 
 def _writable_folder(folder: Path, what: str) -> None:
@@ -158,9 +186,7 @@ def run(args: argparse.Namespace, project: Project, services: list[Service]) -> 
     )
     if args.command == "publish" and not options.publish_to:
         raise UsageError("publish needs --registry (or PIPELINE_REGISTRY), e.g. ghcr.io/acme")
-    build = settings.build_settings(
-        project, args.base_image, args.cache_scope, release=args.release
-    )
+    build = build_settings(project, args.base_image, args.cache_scope, release=args.release)
     _preflight(args, options, build)
     cache = ResultCache(project.root, build.cache_scope, read=options.use_cache)
     base = registry.resolve(build.base_image)
@@ -218,17 +244,16 @@ def _check_attestations(
     client: Any,  # noqa: ANN401 - referrers.Client, imported lazily
     repository: str,
     digest: str,
-) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
-    """Every SBOM and provenance referring to ``digest``, and what is wrong with them (an
+) -> tuple[dict[Kind, list[dict[str, Any]]], list[str]]:
+    """Every artifact of a known kind referring to ``digest``, and what is wrong with them (an
     artifact that is no JSON document of the expected shape is a problem, not a crash)."""
-    from pipeline.edges.publish import PROVENANCE_TYPE, SBOM_TYPE
-    from pipeline.supply import attest
+    from pipeline.supply import kinds
 
-    found: dict[str, list[dict[str, Any]]] = {SBOM_TYPE: [], PROVENANCE_TYPE: []}
+    found: dict[Kind, list[dict[str, Any]]] = {kind: [] for kind in kinds.KINDS}
     problems = []
     for desc in client.referrers(repository, digest):
-        kind = desc.get("artifactType") if isinstance(desc, dict) else None
-        if kind not in found:
+        kind = kinds.by_media_type(desc.get("artifactType") if isinstance(desc, dict) else None)
+        if kind is None:
             continue
         try:
             manifest = json.loads(client.manifest(repository, desc["digest"])[0])
@@ -236,7 +261,7 @@ def _check_attestations(
                 problems.append(f"artifact {desc['digest']} refers to another image")
                 continue
             doc = json.loads(client.blob(repository, manifest["layers"][0]["digest"]))
-            problem = attest.problem(doc, desc["digest"], digest, kind == PROVENANCE_TYPE)
+            problem = kind.problem(doc, desc["digest"], digest)
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             problems.append(f"artifact {desc.get('digest')} is malformed ({exc!r})")
             continue
@@ -244,33 +269,8 @@ def _check_attestations(
             problems.append(problem)
             continue
         found[kind].append(doc)
-    for kind, what in ((PROVENANCE_TYPE, "provenance"), (SBOM_TYPE, "SBOM")):
-        if not found[kind]:
-            problems.append(f"no {what} refers to this image")
+    problems += [f"no {kind.name} refers to this image" for kind, docs in found.items() if not docs]
     return found, problems
-
-
-def _describe(provenance: dict[str, Any], sbom: dict[str, Any]) -> list[str]:
-    predicate = provenance["predicate"]
-    params = predicate["buildDefinition"]["externalParameters"]
-    run = predicate["runDetails"]
-    lines = [
-        f"service  {params['service']} (tier {params['tier']}), version {params['version']}",
-        (
-            f"built by {run['builder']['id']}, {run['metadata']['startedOn']} to "
-            f"{run['metadata']['finishedOn']} (pipeline {run['builder']['version']['pipeline']})"
-        ),
-        "from:",
-    ]
-    for dep in predicate["buildDefinition"]["resolvedDependencies"]:
-        (algorithm, value), *_ = dep["digest"].items()
-        lines.append(f"  {dep.get('uri') or dep.get('name', '?')} {algorithm}:{value}")
-    components = sbom.get("components", [])
-    python = sorted(f"{c['name']} {c['version']}" for c in components if "pkg:pypi/" in c["purl"])
-    debian = [c for c in components if "pkg:deb/" in c["purl"]]
-    lines.append(f"contains: {len(python)} Python distributions, {len(debian)} Debian packages")
-    lines.append(f"  python: {', '.join(python)}")
-    return lines
 
 
 def verify(ref: str, username: str | None) -> int:
@@ -297,17 +297,17 @@ def verify(ref: str, username: str | None) -> int:
         for problem in problems:
             print(f"FAILED   {problem}", file=sys.stderr)
         return 1
-    from pipeline.edges.publish import PROVENANCE_TYPE, SBOM_TYPE
-
-    provenance = found[PROVENANCE_TYPE][-1]
-    try:
-        # a commit with no public source (a local-path remote) is named, not located
-        for dep in provenance["predicate"]["buildDefinition"]["resolvedDependencies"]:
-            dep.setdefault("uri", f"({dep.get('name', 'unnamed')})")
-        described = _describe(provenance, found[SBOM_TYPE][-1])
-    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
-        print(f"FAILED   the provenance lacks {exc} (or has it in another shape)", file=sys.stderr)
-        return 1
+    described = []
+    # who made it and from what first, then what it holds: the kinds in reverse
+    for kind in reversed(found):
+        try:
+            described += kind.describe(found[kind][-1])
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            print(
+                f"FAILED   the {kind.name} lacks {exc} (or has it in another shape)",
+                file=sys.stderr,
+            )
+            return 1
     print("\n".join(described))
     print("verified: every attestation refers to this image and names its digest")
     return 0
@@ -320,8 +320,9 @@ def carry(args: argparse.Namespace, project: Project) -> int:
     import anyio
 
     from pipeline.edges import carry as carried
+    from pipeline.engine import connection, volumes
 
-    build = settings.build_settings(project, args.base_image, args.cache_scope)
+    build = build_settings(project, args.base_image, args.cache_scope)
     scope = carried.scope_name(build.cache_scope, "--cache-scope (or PIPELINE_CACHE_SCOPE)")
     if args.action == "import":
         fallback = args.fallback_scope
@@ -336,14 +337,14 @@ def carry(args: argparse.Namespace, project: Project) -> int:
         carried.check_target(args.folder, scope, args.max_size_mb)
 
     async def work() -> None:
-        async with engine_session(args.verbose):
+        async with connection.engine_session(args.verbose):
             if args.action == "export":
-                manifest = await carried.export(build, args.folder, args.max_size_mb)
+                manifest = await carried.export(build, args.folder, args.max_size_mb, volumes.pack)
                 total = sum(manifest["sizes"].values()) / 1e6
                 left = ", ".join(manifest["left_out"]) or "nothing"
                 print(f"exported {scope}: {total:.1f} MB, left out: {left}")
             else:
-                await carried.import_(build, checked)
+                await carried.import_(build, checked, volumes.unpack)
                 print(f"imported {checked.folder} into scope {scope}")
 
     anyio.run(work)

@@ -7,10 +7,10 @@ import json
 import subprocess
 from typing import TYPE_CHECKING
 
+from pipeline import session
 from pipeline.core import jobs
-from pipeline.core import project as graph
-from pipeline.core.settings import build_settings
 from pipeline.edges.resultcache import ResultCache
+from pipeline.session import build_settings
 from pipeline.supply import attest
 from tests.conftest import copy_example, git
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def _statement(repo: Path) -> tuple[dict[str, object], jobs.Job]:
-    project = graph.load(repo)
+    project = session.load(repo)
     build = build_settings(project, "base:1", "tests")
     cache = ResultCache(repo, "tests", read=False, write=False)
     services = [project.services["worker"]]

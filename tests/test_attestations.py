@@ -17,7 +17,7 @@ from dagger import dag
 from packaging.utils import canonicalize_name
 
 from pipeline.edges import referrers
-from pipeline.edges.publish import PROVENANCE_TYPE
+from pipeline.supply.attest import MEDIA_TYPE as PROVENANCE_TYPE
 from tests.conftest import ROOT, copy_example, git, pipeline_in, run_pipeline, tiny_repo
 
 if TYPE_CHECKING:

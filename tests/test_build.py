@@ -15,43 +15,63 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import dagger
 import pytest
 from dagger import dag
 
-from pipeline.core import project as graph
-from pipeline.core.settings import RunOptions, build_settings
-from pipeline.edges.report import ImageFacts
+from pipeline import session
+from pipeline.core import jobs
+from pipeline.core.outcomes import ImageFacts
+from pipeline.core.settings import RunOptions
+from pipeline.edges.resultcache import ResultCache
 from pipeline.engine import images, runner
 from pipeline.engine import layers as venv_layers
+from pipeline.session import build_settings
 from tests.conftest import copy_example, git, pipeline_in, skopeo, value_of
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from pipeline.core import model
+    from pipeline.core.outcomes import Result
     from pipeline.core.settings import BuildSettings
-    from pipeline.edges.report import Result
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 
 
 @pytest.fixture(scope="session")
-def example(tmp_path_factory: pytest.TempPathFactory) -> graph.Project:
-    return graph.load(copy_example(tmp_path_factory.mktemp("example")))
+def example(tmp_path_factory: pytest.TempPathFactory) -> model.Project:
+    return session.load(copy_example(tmp_path_factory.mktemp("example")))
 
 
 @pytest.fixture(scope="session")
-def settings(example: graph.Project, base_image: str) -> BuildSettings:
+def settings(example: model.Project, base_image: str) -> BuildSettings:
     return build_settings(example, base_image, "tests")
 
 
 @pytest.fixture(scope="session")
 async def built(
-    example: graph.Project, settings: BuildSettings, tmp_path_factory: pytest.TempPathFactory
+    example: model.Project, settings: BuildSettings, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Result]:
     out = tmp_path_factory.mktemp("out")
     options = RunOptions(jobs=3, out_dir=out, test=True)
-    results = await runner.build(example, list(example.services.values()), settings, options)
+    results = await session.build(example, list(example.services.values()), settings, options)
     return {r.service: r for r in results}
+
+
+async def _containers(
+    project: model.Project, services: list[model.Service], settings: BuildSettings
+) -> dict[str, dagger.Container]:
+    """The runtime image of each service, lazily (nothing is built until asked)."""
+    cache = ResultCache(project.root, settings.cache_scope, read=False, write=False)
+    secrets = await runner.prepare(settings)
+    tiers = images.tier_images(project, settings, secrets)
+    return {
+        job.service.name: images.service_build(
+            project, job.service, settings, tiers, job.stamp
+        ).image
+        for job in jobs.plan(project, services, settings, settings.base_image, cache)
+    }
 
 
 def _fresh_tier_inputs(repo: Path) -> Path:
@@ -75,9 +95,9 @@ def test_every_service_builds_and_passes_its_tests(built: dict[str, Result]):
 
 
 async def test_runtime_images_are_non_root_without_compilers(
-    example: graph.Project, settings: BuildSettings
+    example: model.Project, settings: BuildSettings
 ):
-    ctrs = await runner.containers(example, list(example.services.values()), settings)
+    ctrs = await _containers(example, list(example.services.values()), settings)
     for name, ctr in ctrs.items():
         out = await ctr.with_exec(
             [
@@ -94,7 +114,7 @@ async def test_runtime_images_are_non_root_without_compilers(
 
 
 async def test_tier_layers_are_shared_byte_for_byte(
-    example: graph.Project, settings: BuildSettings, built: dict[str, Result], tmp_path: Path
+    example: model.Project, settings: BuildSettings, built: dict[str, Result], tmp_path: Path
 ):
     tiers = images.tier_images(example, settings, await runner.prepare(settings))
     layers = {}
@@ -153,12 +173,12 @@ async def test_source_edit_changes_only_the_last_layer_of_that_service(
     tmp_path: Path, base_image: str
 ):
     repo = copy_example(tmp_path / "repo", services=("users", "worker"))
-    project = graph.load(repo)
+    project = session.load(repo)
     options = RunOptions(jobs=2, out_dir=tmp_path / "one", test=False)
     settings = build_settings(project, base_image, "tests")
     before = {
         r.service: r.image
-        for r in await runner.build(project, list(project.services.values()), settings, options)
+        for r in await session.build(project, list(project.services.values()), settings, options)
     }
     app = repo / "services/users/users/app.py"
     app.write_text(app.read_text() + "\n# a comment that changes nothing but the file\n")
@@ -166,7 +186,7 @@ async def test_source_edit_changes_only_the_last_layer_of_that_service(
     options = replace(options, out_dir=tmp_path / "two")
     after = {
         r.service: r.image
-        for r in await runner.build(project, list(project.services.values()), settings, options)
+        for r in await session.build(project, list(project.services.values()), settings, options)
     }
     b, a = before["users"], after["users"]
     assert b is not None and a is not None
@@ -236,7 +256,7 @@ async def test_downloads_ahead_fill_uv_cache_and_leave_nothing_else(
     """The downloads ahead of the tier installs (images.prefetch): the ai chain's one exec
     puts the ai tier's wheels into uv's cache of the scope before any tier installs, and
     leaves no folder of its own there; a tier alone (no parent to wait for) gets none."""
-    project = graph.load(_fresh_tier_inputs(copy_example(tmp_path / "repo", ("inference",))))
+    project = session.load(_fresh_tier_inputs(copy_example(tmp_path / "repo", ("inference",))))
     settings = build_settings(project, base_image, f"tests-ahead-{time.time_ns()}")
     secrets = await runner.prepare(settings)
     assert images.prefetch(project, {"base"}, settings, secrets) == []
@@ -255,7 +275,7 @@ async def test_downloads_ahead_fill_uv_cache_and_leave_nothing_else(
     assert ".pipeline-prefetch" not in listing
 
 
-async def test_labels_and_build_info(built: dict[str, Result], example: graph.Project):
+async def test_labels_and_build_info(built: dict[str, Result], example: model.Project):
     head = git(example.root, "rev-parse", "HEAD")
     tarball = built["users"].tarball
     config = skopeo("inspect", "--config", f"oci-archive:{tarball}")
@@ -443,10 +463,10 @@ async def test_two_checkouts_of_one_commit_give_the_same_image(tmp_path: Path, b
         repo = copy_example(tmp_path / f"checkout-{i}", services=("users",))
         for path in (repo / "services").rglob("*"):
             os.utime(path, (stamp, stamp))
-        project = graph.load(repo)
+        project = session.load(repo)
         settings = build_settings(project, base_image, "tests")
         options = RunOptions(jobs=1, test=False)
-        [result] = await runner.build(project, list(project.services.values()), settings, options)
+        [result] = await session.build(project, list(project.services.values()), settings, options)
         assert result.ok, result.reason
         assert result.image is not None
         digests.append(result.image.digest)
@@ -457,12 +477,12 @@ async def test_two_checkouts_of_one_commit_give_the_same_image(tmp_path: Path, b
 
 
 async def test_service_apt_packages_are_a_layer_without_apt_caches(
-    built: dict[str, Result], example: graph.Project, settings: BuildSettings
+    built: dict[str, Result], example: model.Project, settings: BuildSettings
 ):
     worker, users = built["worker"].image, built["users"].image
     assert worker is not None and users is not None
     assert len(worker.layers) == len(users.layers) + 1  # tini, on top of the same tier layers
-    ctr = (await runner.containers(example, [example.services["worker"]], settings))["worker"]
+    ctr = (await _containers(example, [example.services["worker"]], settings))["worker"]
     out = await ctr.with_exec(
         [
             "sh",
@@ -517,7 +537,7 @@ def test_sigterm_stops_the_run_with_130_and_no_partial_tarballs(tmp_path: Path, 
 
 
 async def test_a_fresh_install_gives_a_byte_identical_venv_layer(
-    example: graph.Project, settings: BuildSettings, tmp_path: Path
+    example: model.Project, settings: BuildSettings, tmp_path: Path
 ):
     """Not the engine's cache: the install really runs twice, and the layers still match
     (fixed mtimes, deterministic unchecked-hash pyc)."""

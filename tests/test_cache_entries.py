@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 import pytest
 from structlog.testing import capture_logs
 
+from pipeline import session
 from pipeline.core import jobs
-from pipeline.core import project as graph
-from pipeline.core.settings import build_settings, run_options
-from pipeline.edges.report import ImageFacts, Result, Status
-from pipeline.edges.resultcache import Kind, ResultCache, seal
+from pipeline.core.outcomes import ImageFacts, Kind, Result, Status
+from pipeline.core.settings import run_options
+from pipeline.edges.resultcache import ResultCache, seal
+from pipeline.session import build_settings
 from tests.conftest import copy_example
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ DIGEST = "sha256:" + "ab" * 32
 @pytest.fixture
 def job_and_cache(tmp_path: Path) -> tuple[jobs.Job, ResultCache]:
     repo = copy_example(tmp_path / "repo", services=("worker",))
-    project = graph.load(repo)
+    project = session.load(repo)
     build = build_settings(project, "python:3.11-slim-bookworm", "tests")
     cache = ResultCache(repo, "tests")
     (job,) = jobs.plan(project, list(project.services.values()), build, BASE, cache)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import session
 from pipeline.core import inputs, settings
-from pipeline.core import project as graph
 from pipeline.core.errors import ConfigError, UsageError
-from pipeline.core.settings import build_settings
+from pipeline.session import build_settings
 from tests.conftest import ROOT
 
 
@@ -46,7 +46,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def test_example_monorepo_loads():
-    project = graph.load(ROOT)
+    project = session.load(ROOT)
     assert list(project.tiers) == ["base", "backend", "ai"]
     assert [t.image_name for t in project.tiers.values()] == ["base", "backend-base", "ai-base"]
     services = {"gateway", "users", "worker", "inference", "reports", "greeter", "echo"}
@@ -58,7 +58,7 @@ def test_example_monorepo_loads():
 
 
 def test_other_layout_and_defaults(repo: Path):
-    project = graph.load(repo)
+    project = session.load(repo)
     api = project.services["api"]
     assert api.path == repo / "apps" / "api"
     assert api.spec.include == ["**"]
@@ -70,12 +70,12 @@ def test_tool_pipeline_in_pyproject(repo: Path):
     text = (repo / "pipeline.toml").read_text().replace("[tiers.", "[tool.pipeline.tiers.")
     (repo / "pipeline.toml").unlink()
     write(repo / "pyproject.toml", "[tool.pipeline]\n" + text)
-    assert graph.load(repo).config_file.name == "pyproject.toml"
+    assert session.load(repo).config_file.name == "pyproject.toml"
 
 
 def error_of(repo: Path) -> ConfigError:
     with pytest.raises(ConfigError) as info:
-        graph.load(repo)
+        session.load(repo)
     return info.value
 
 
@@ -167,11 +167,11 @@ def test_invalid_toml(repo: Path):
 
 def test_no_config_at_all(tmp_path: Path):
     with pytest.raises(ConfigError, match="no pipeline configuration found"):
-        graph.load(tmp_path)
+        session.load(tmp_path)
 
 
 def test_selection_by_name_and_tier():
-    project = graph.load(ROOT)
+    project = session.load(ROOT)
     assert [s.name for s in project.select(tiers=["ai"])] == ["inference"]
     assert [s.name for s in project.select(["worker", "users"])] == ["users", "worker"]
     with pytest.raises(UsageError, match="unknown service 'nope'"):
@@ -183,14 +183,14 @@ def test_selection_by_name_and_tier():
 
 
 def test_changed_since_selects_affected_services(tmp_path: Path):
-    from pipeline.core.stamp import changed_since
+    from pipeline.edges.git import changed_since
     from tests.conftest import copy_example, git
 
     repo = copy_example(tmp_path / "repo")
     first = git(repo, "rev-parse", "HEAD")
 
     def selected() -> list[str]:
-        project = graph.load(repo)
+        project = session.load(repo)
         reads = inputs.reads(project, build_settings(project))
         return [s.name for s in project.select(changed=changed_since(repo, first), reads=reads)]
 
@@ -226,7 +226,7 @@ def test_apt_package_names_are_checked(repo: Path):
     manifest.write_text(
         manifest.read_text().replace('"libpq5; rm -rf /"', '"libpq5=15.8-0+deb12u1"')
     )
-    assert graph.load(repo).services["api"].spec.apt == ["curl", "libpq5=15.8-0+deb12u1"]
+    assert session.load(repo).services["api"].spec.apt == ["curl", "libpq5=15.8-0+deb12u1"]
 
 
 def test_what_a_requirements_file_may_say_still_loads(repo: Path):
@@ -237,7 +237,7 @@ def test_what_a_requirements_file_may_say_still_loads(repo: Path):
         b"six==1.16.0 --hash=sha256:" + b"0" * 64 + b"  # see -r notes\n"
         b"# -r other.txt, commented out\n"
     )
-    project = graph.load(repo)
+    project = session.load(repo)
     assert project.tiers["base"].requirements == (repo / "req/base.txt",)
 
 
@@ -259,7 +259,7 @@ def test_commands_and_images_that_are_right_still_load(repo: Path):
         health_path = "/health"
     """,
     )
-    project = graph.load(repo)
+    project = session.load(repo)
     assert project.spec.base_image.startswith("localhost:5000/py/base:3.11@sha256:")
     assert project.services["api"].spec.smoke == ["python", "-c", "print('\u00e9')"]
 

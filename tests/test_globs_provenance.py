@@ -9,19 +9,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pipeline import session
 from pipeline.core import globs, jobs
-from pipeline.core import project as graph
-from pipeline.core.settings import build_settings
-from pipeline.core.stamp import (
-    Stamp,
-    cache_scope_for,
-    immutable_tags,
-    moving_tags,
-    public_url,
-    read_provenance,
-    tags_for,
-)
+from pipeline.core.stamp import Stamp, cache_scope_for, public_url
+from pipeline.edges.git import read_provenance
 from pipeline.edges.resultcache import ResultCache
+from pipeline.session import build_settings
+from pipeline.supply.release import immutable_tags, moving_tags
 from tests.conftest import copy_example, git
 
 if TYPE_CHECKING:
@@ -53,7 +47,7 @@ def test_cache_scope_from_branch():
 
 def _stamps(repo: Path) -> dict[str, Stamp]:
     """Each service's stamp, through the same inputs model the builders use."""
-    project = graph.load(repo)
+    project = session.load(repo)
     build = build_settings(project, "base:1", "tests")
     cache = ResultCache(repo, "tests", read=False, write=False)
     work = jobs.plan(project, list(project.services.values()), build, "base@sha256:0", cache)
@@ -98,6 +92,11 @@ def test_dirty_means_any_input_of_the_image_changed(tmp_path: Path):
     stamps = _stamps(repo)
     assert not stamps["worker"].dirty
     assert stamps["users"].dirty  # it reaches the unit-test upload
+
+
+def tags_for(stamp: Stamp) -> list[str]:
+    """Every tag an image is published under: immutable ones first."""
+    return [*immutable_tags(stamp), *moving_tags(stamp)]
 
 
 def test_tag_strategy():

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pipeline import session
 from pipeline.core import inputs, jobs
-from pipeline.core import project as graph
 from pipeline.core.errors import ConfigError
-from pipeline.core.settings import build_settings
 from pipeline.edges.resultcache import ResultCache
+from pipeline.session import build_settings
 from tests.conftest import copy_example, git
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ BASE = "localhost:5000/bookworm-python@sha256:" + "0" * 64
 
 def keys(repo: Path, base: str = BASE, **env: str) -> dict[str, str]:
     """Each service's content key (what checks depend on) for the repo as it is now."""
-    project = graph.load(repo)
+    project = session.load(repo)
     build = build_settings(project, "python:3.11-slim-bookworm", "tests", environ=env)
     cache = ResultCache(repo, "tests", read=False, write=False)
     work = jobs.plan(project, list(project.services.values()), build, base, cache)
@@ -117,7 +117,7 @@ def test_excluded_files_reach_neither_image_nor_unit_tests(repo: Path):
     (repo / "services/users/secrets.env").write_text("TOKEN=1\n")
     (repo / "services/users/big").mkdir()
     (repo / "services/users/big/blob.bin").write_bytes(b"0" * 10)
-    svc = graph.load(repo).services["users"]
+    svc = session.load(repo).services["users"]
     for listed in (inputs.source_files(svc, repo), inputs.test_files(svc, repo)):
         assert "secrets.env" not in listed
         assert not any(p.startswith("big/") for p in listed)
@@ -151,7 +151,7 @@ def test_a_symlink_the_image_cannot_carry_is_a_config_error(
     }[target]
     (users / "users/leak.py").symlink_to(to)
     with pytest.raises(ConfigError) as info:
-        graph.load(repo)
+        session.load(repo)
     message = str(info.value)
     assert "service.toml: include:" in message
     assert "users/leak.py is a symlink" in message
@@ -164,7 +164,7 @@ def test_a_symlink_to_a_carried_file_is_carried_and_its_target_is_an_input(repo:
     (users / "a.py").write_text("A = 1\n")
     (users / "b.py").write_text("A = 1\n")  # the same bytes
     (users / "alias.py").symlink_to("a.py")
-    svc = graph.load(repo).services["users"]
+    svc = session.load(repo).services["users"]
     assert "users/alias.py" in inputs.source_files(svc, repo)
     before = keys(repo)
     (users / "alias.py").unlink()
@@ -207,7 +207,7 @@ def test_what_git_ignores_is_never_uploaded_unless_named(repo: Path):
     (users / "users/.env").write_text("TOKEN=secret\n")
     (users / "build").mkdir()
     (users / "build/out.py").write_text("X = 1\n")
-    svc = graph.load(repo).services["users"]
+    svc = session.load(repo).services["users"]
     for listed in (inputs.source_files(svc, repo), inputs.test_files(svc, repo)):
         assert "users/.env" not in listed
         assert "build/out.py" not in listed
@@ -220,13 +220,13 @@ def test_what_git_ignores_is_never_uploaded_unless_named(repo: Path):
             'include = ["users/**"]', 'include = ["users/**", "users/.env"]'
         )
     )
-    svc = graph.load(repo).services["users"]
+    svc = session.load(repo).services["users"]
     assert "users/.env" in inputs.source_files(svc, repo)
     assert _stamps_dirty(repo)["users"]
 
 
 def _stamps_dirty(repo: Path) -> dict[str, bool]:
-    project = graph.load(repo)
+    project = session.load(repo)
     build = build_settings(project, "python:3.11-slim-bookworm", "tests")
     cache = ResultCache(repo, "tests", read=False, write=False)
     work = jobs.plan(project, list(project.services.values()), build, BASE, cache)
@@ -279,7 +279,7 @@ def test_a_name_that_is_not_utf8_is_a_config_error(repo: Path):
     with open(bad, "wb") as fh:  # noqa: PTH123 - a bytes path
         fh.write(b"X = 1\n")
     with pytest.raises(ConfigError, match=r"not UTF-8"):
-        graph.load(repo)
+        session.load(repo)
 
 
 def test_a_service_at_the_root_never_reads_the_pipeline_folder(tmp_path: Path):
@@ -290,7 +290,7 @@ def test_a_service_at_the_root_never_reads_the_pipeline_folder(tmp_path: Path):
     (repo / "app.py").write_text("X = 1\n")
     (repo / ".pipeline/cache/x").mkdir(parents=True)
     (repo / ".pipeline/cache/x/entry.json").write_text("{}")
-    svc = graph.load(repo).services["app"]
+    svc = session.load(repo).services["app"]
     assert inputs.source_files(svc, repo) == ["app.py", "pipeline.toml", "service.toml"]
 
 

@@ -9,7 +9,7 @@ import json
 import tarfile
 from typing import TYPE_CHECKING
 
-from pipeline.edges.report import ImageFacts
+from pipeline.core.outcomes import ImageFacts
 from pipeline.supply import ocilayout
 
 if TYPE_CHECKING:
@@ -22,8 +22,9 @@ def _sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _layout(path: Path, when: str) -> Path:
-    """A one-layer OCI layout as an engine exports it, its times all ``when``."""
+def _layout(path: Path, when: str, step: str = "buildkit") -> Path:
+    """A one-layer OCI layout as an engine exports it, its times all ``when``, its history
+    describing the layer as ``step``."""
     layer = b"layer bytes"
     config = json.dumps(
         {
@@ -32,7 +33,7 @@ def _layout(path: Path, when: str) -> Path:
             "os": "linux",
             "config": {"Env": ["A=1"]},
             "rootfs": {"type": "layers", "diff_ids": [_sha(layer)]},
-            "history": [{"created": when, "created_by": "buildkit"}],
+            "history": [{"created": when, "created_by": step, "comment": step}],
         }
     ).encode()
     manifest = json.dumps(
@@ -96,3 +97,13 @@ def test_engine_times_give_way_to_the_commit_time(tmp_path: Path):
         names = tar.getnames()
     assert "oci-layout" in names
     assert len([n for n in names if n.startswith("blobs/sha256/")]) == 3  # old ones gone
+
+
+def test_each_engines_words_for_a_step_give_way(tmp_path: Path):
+    """v0.11 and v0.21 describe the same layer in their own words: after normalize their
+    images are one image."""
+    old = _layout(tmp_path / "v011.tar", COMMIT, "copy /tmp/pipeline-layer /")
+    new = _layout(tmp_path / "v021.tar", COMMIT, "Directory.withDirectory")
+    assert ImageFacts.from_tarball(old).digest != ImageFacts.from_tarball(new).digest
+    assert ocilayout.normalize(old, COMMIT).digest == ocilayout.normalize(new, COMMIT).digest
+    assert json.loads(ocilayout.read(old).config)["history"] == [{"created": COMMIT}]

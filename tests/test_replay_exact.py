@@ -158,7 +158,8 @@ def test_checks_are_reused_only_for_the_image_a_stored_result_names(
 ):
     """An export rebuilds through the engine and would reuse the checks stored for its key;
     when the image it gets is not the one the stored result names, the checks run again."""
-    from pipeline.edges.resultcache import Kind, seal
+    from pipeline.core.outcomes import Kind
+    from pipeline.edges.resultcache import seal
 
     repo = _repo(tmp_path)
     scope = f"tests-exact-{time.time_ns()}"

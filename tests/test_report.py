@@ -3,8 +3,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from pipeline.core.outcomes import ImageFacts, Result, Status
 from pipeline.edges import report
-from pipeline.edges.report import ImageFacts, Result, Status
 
 if TYPE_CHECKING:
     from pathlib import Path

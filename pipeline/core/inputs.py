@@ -22,7 +22,7 @@ from pipeline.core.errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from pipeline.core.project import Project, Service
+    from pipeline.core.model import Project, Service
     from pipeline.core.settings import BuildSettings
 
 # Tool versions are inputs: a new uv may install the same requirements differently.

@@ -14,18 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.core.inputs import Inputs, service_inputs, tier_inputs, would_read
 from pipeline.core.log import get_logger
-from pipeline.edges.report import Result
-from pipeline.edges.resultcache import Kind
+from pipeline.core.outcomes import Check, Kind, Result
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from pipeline.core.project import Project, Service
+    from pipeline.core.model import Project, Service
+    from pipeline.core.outcomes import Store
     from pipeline.core.settings import BuildSettings, RunOptions
     from pipeline.core.stamp import Stamp
-    from pipeline.edges.resultcache import ResultCache
 
-CHECKS = ("unit", "smoke", "health")
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ def plan(
     services: Sequence[Service],
     settings: BuildSettings,
     base_digest: str,
-    cache: ResultCache,
+    cache: Store,
 ) -> list[Job]:
     tiers = tier_inputs(project, settings, base_digest)
     out = []
@@ -61,7 +59,7 @@ def plan(
         )
         content = inputs.key()
         entry = cache.get(Kind.CHECKS, content) or {}
-        passed = frozenset(k for k in CHECKS if entry.get(k) is True)
+        passed = frozenset(k for k in Check if entry.get(k) is True)
         key = _key(content, stamp)
         stored = cache.get(Kind.RESULTS, key) or {}
         recorded = (stored.get("image") or {}).get("digest") if passed else None
@@ -70,7 +68,7 @@ def plan(
     return out
 
 
-def replay(job: Job, cache: ResultCache, options: RunOptions) -> Result | None:
+def replay(job: Job, cache: Store, options: RunOptions) -> Result | None:
     """The stored result of an identical build, when this run needs nothing more of it: no
     tarball to write, nothing to publish, and every check it asks for already passed."""
     if options.out_dir is not None or options.publish_to is not None:
@@ -111,13 +109,17 @@ def _unfit(job: Job, stored: Result, tested: bool) -> str:
     return ""
 
 
-def expected_checks(job: Job) -> list[str]:
+def expected_checks(job: Job) -> list[Check]:
     spec = job.service.spec
-    wanted = {"unit": bool(spec.tests), "smoke": bool(spec.smoke), "health": spec.probe is not None}
-    return [name for name in CHECKS if wanted[name]]
+    wanted = {
+        Check.UNIT: bool(spec.tests),
+        Check.SMOKE: bool(spec.smoke),
+        Check.HEALTH: spec.probe is not None,
+    }
+    return [check for check in Check if wanted[check]]
 
 
-def record(job: Job, result: Result, cache: ResultCache, tested: bool) -> None:
+def record(job: Job, result: Result, cache: Store, tested: bool) -> None:
     """Store what this build proved: passed checks by content, a whole verified result by key."""
     passed = {name: True for name, ok in result.tests.items() if ok}
     if passed:
@@ -145,7 +147,7 @@ def _inputs_from(data: dict[str, Any] | None) -> Inputs | None:
     return Inputs(data["name"], data["files"], data["values"], _inputs_from(data.get("parent")))
 
 
-def _explain(job: Job, cache: ResultCache) -> None:
+def _explain(job: Job, cache: Store) -> None:
     """Say which inputs changed since the service's last build."""
     try:
         before = _inputs_from(cache.get(Kind.INPUTS, job.service.name))

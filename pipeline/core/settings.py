@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 from pipeline.core import config
 from pipeline.core.config import SCOPE_PATTERN
 from pipeline.core.errors import UsageError
-from pipeline.core.stamp import cache_scope_for, read_provenance
+from pipeline.core.stamp import cache_scope_for
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from pipeline.core.project import Project
+    from pipeline.core.model import Project
     from pipeline.core.stamp import Provenance
 
 INDEX_URL_ENV = "PIPELINE_INDEX_URL"
@@ -184,15 +184,14 @@ def check_secret_variables(environ: Mapping[str, str] | None = None) -> None:
 
 def build_settings(
     project: Project,
+    prov: Provenance,
     base_image: str | None = None,
     cache_scope: str | None = None,
     environ: Mapping[str, str] | None = None,
-    release: str | None = None,
 ) -> BuildSettings:
-    """Builder settings by precedence: arguments > environment > the config file."""
+    """Builder settings by precedence: arguments > environment > the config file; what git
+    says (``prov``) comes in read."""
     env = os.environ if environ is None else environ
-    version = release_from(release or env.get("PIPELINE_VERSION"))
-    prov = read_provenance(project.root, project.spec.source_url, version, project.ignored)
     if cache_scope:
         scope = cache_scope_from(cache_scope, "--cache-scope")
     elif env.get("PIPELINE_CACHE_SCOPE"):

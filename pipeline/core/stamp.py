@@ -4,15 +4,12 @@ stamp each image carries of it (build-info.json, OCI labels, tags)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from pipeline.core.errors import UsageError
 from pipeline.core.inputs import is_ignored
 
 if TYPE_CHECKING:
@@ -124,51 +121,6 @@ class Stamp:
         return {k: v for k, v in labels.items() if v}
 
 
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, check=False, timeout=20
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def _git_paths(root: Path, *args: str) -> list[str] | None:
-    """NUL-separated paths a git command prints (``-z``): every name as it is, whatever its
-    characters (a plain listing quotes non-ASCII names)."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, check=False, timeout=20
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
-        return None
-    return [os.fsdecode(p) for p in done.stdout.split(b"\0") if p]
-
-
-def ignored_paths(root: Path) -> frozenset[str]:
-    """What git ignores under ``root``, relative to it: files, and folders as "dir/" (not
-    entered). Empty outside a git checkout."""
-    listed = _git_paths(
-        root, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"
-    )
-    return frozenset(listed or ())
-
-
-def _modified(root: Path) -> frozenset[str]:
-    """Every path under ``root`` (relative to it) that differs from the commit: changed,
-    added, deleted or untracked, staged or not, named exactly."""
-    prefix = _git(root, "rev-parse", "--show-prefix") or ""
-    entries = _git_paths(
-        root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames", "--", "."
-    )
-    # each entry is "XY path", paths relative to the top of the checkout
-    paths = (e[3:] for e in entries or ())
-    return frozenset(p.removeprefix(prefix) for p in paths if p.startswith(prefix))
-
-
 # scp-like remotes: [user[:password]@]host:path, with no scheme
 _SCP_LIKE = re.compile(r"^(?:[^@/]+@)?(?P<host>[A-Za-z0-9.-]+):(?P<path>(?!//).+)$")
 
@@ -191,75 +143,6 @@ def public_url(remote: str) -> str:
     port = f":{parts.port}" if parts.port and scheme == parts.scheme else ""
     path = parts.path.rstrip("/").removesuffix(".git")
     return f"{scheme}://{parts.hostname}{port}{path}"
-
-
-def read_provenance(
-    root: Path,
-    source_url: str | None = None,
-    release: str | None = None,
-    ignored: frozenset[str] = frozenset(),
-) -> Provenance:
-    env = os.environ
-    revision = _git(root, "rev-parse", "HEAD") or env.get("GITHUB_SHA") or UNKNOWN
-    branch = (
-        env.get("GITHUB_HEAD_REF")
-        or _git(root, "symbolic-ref", "--short", "-q", "HEAD")
-        or env.get("GITHUB_REF_NAME")
-        or "detached"
-    )
-    modified = _modified(root)
-    # SOURCE_DATE_EPOCH wins; else the commit time, so two builds of one commit agree.
-    epoch_text = env.get("SOURCE_DATE_EPOCH") or _git(root, "log", "-1", "--format=%ct")
-    epoch = int(epoch_text) if epoch_text and epoch_text.isdigit() else None
-    if source_url is None:
-        remote = _git(root, "remote", "get-url", "origin")
-        if remote:
-            source_url = remote
-        elif env.get("GITHUB_REPOSITORY"):
-            server = env.get("GITHUB_SERVER_URL", "https://github.com")
-            source_url = f"{server}/{env['GITHUB_REPOSITORY']}"
-        else:
-            source_url = ""
-    return Provenance(
-        revision, branch, epoch, public_url(source_url), modified, release or "", root, ignored
-    )
-
-
-def changed_since(root: Path, ref: str) -> list[str]:
-    """Files that differ between ``ref`` and the working tree, untracked ones included,
-    relative to the project root."""
-    base = _git(root, "merge-base", ref, "HEAD")
-    if base is None:
-        raise UsageError(f"--changed-since {ref}: git knows no such commit in {root}")
-    diff = _git_paths(root, "diff", "-z", "--name-only", "--relative", "--no-renames", base)
-    untracked = _git_paths(root, "ls-files", "-z", "--others", "--exclude-standard")
-    return [*(diff or ()), *(untracked or ())]
-
-
-DEFAULT_BRANCHES = frozenset({"main", "master"})
-
-
-def immutable_tags(stamp: Stamp) -> list[str]:
-    """Tags that name one build: the commit ('-dirty' when any input of the image differs
-    from it) and the explicit version. A dirty build gets only its commit tag."""
-    if stamp.dirty:
-        return [stamp.commit_tag]
-    tags = [stamp.commit_tag] if stamp.revision != UNKNOWN else []
-    return [*tags, stamp.release] if stamp.release else tags
-
-
-def moving_tags(stamp: Stamp) -> list[str]:
-    """Tags that follow a line of builds: the branch, and 'latest' from a default branch.
-    Only a clean build of a known commit moves them."""
-    if stamp.dirty or stamp.revision == UNKNOWN:
-        return []
-    tags = [f"branch-{cache_scope_for(stamp.branch)}"]
-    return [*tags, "latest"] if stamp.branch in DEFAULT_BRANCHES else tags
-
-
-def tags_for(stamp: Stamp) -> list[str]:
-    """Every tag an image is published under: immutable ones first."""
-    return [*immutable_tags(stamp), *moving_tags(stamp)]
 
 
 def cache_scope_for(branch: str) -> str:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from packaging.requirements import Requirement
 
-    from pipeline.core.project import Project, Service
+    from pipeline.core.model import Project, Service
 
 # A requirement's project name, as PEP 508 starts it; enough to find the names two files share.
 _NAME = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")

@@ -36,17 +36,19 @@ from pipeline.core.log import get_logger
 from pipeline.edges.resultcache import ResultCache
 
 if TYPE_CHECKING:
-    import dagger
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from pipeline.core.settings import BuildSettings
+
+    # engine/volumes.py's pack and unpack
+    Pack = Callable[[BuildSettings, Sequence[str], Path], Awaitable[dict[str, Path]]]
+    Unpack = Callable[[BuildSettings, Mapping[str, Path]], Awaitable[None]]
 
 # The volumes worth carrying, most valuable first: uv's wheels and builds, pip's (uv's own
 # install), then apt's archives and lists.
 VOLUMES = ("uv", "pip", "apt-cache", "apt-lists")
 RESULTS = "results"
 MANIFEST = "manifest.json"
-MOUNT = "/carried"
-PACKED = "/volume.tar.gz"  # in the helper container's own filesystem, not in the volume
 MB = 1_000_000
 
 
@@ -115,21 +117,6 @@ def check_target(folder: Path, scope: str, max_mb: float) -> None:
         ) from None
 
 
-def _tool(settings: BuildSettings, tool: str) -> dagger.Container:
-    """A container with the scope's volume of ``tool`` mounted; never cached itself, since
-    a volume's contents are not part of any cache key."""
-    from dagger import dag  # the checks above need no SDK: a refused folder costs no import
-
-    from pipeline.engine import images
-
-    return (
-        dag.container()
-        .from_(settings.base_image)
-        .with_(images.with_cache(MOUNT, settings.cache_scope, tool))
-        .with_env_variable("PIPELINE_CARRIED_AT", str(time.time_ns()))
-    )
-
-
 def _results(root: Path, scope: str) -> Path:
     """The scope's result cache folder."""
     return ResultCache(root, scope).dir
@@ -165,21 +152,16 @@ def _pack_results(root: Path, scope: str, target: Path) -> int:
     return target.stat().st_size
 
 
-async def export(settings: BuildSettings, folder: Path, max_mb: float) -> dict[str, Any]:
-    """Write the scope's caches under ``folder/<scope>``, replacing an earlier export whole."""
-    from pipeline.engine import compat
-
+async def export(
+    settings: BuildSettings, folder: Path, max_mb: float, pack: Pack
+) -> dict[str, Any]:
+    """Write the scope's caches under ``folder/<scope>``, replacing an earlier export whole;
+    ``pack`` writes the volumes' tarballs (engine/volumes.py)."""
     scope = settings.cache_scope
     staging = _stage(folder, scope)
     try:
-        sizes: dict[str, int] = {}
-        for tool in VOLUMES:
-            packed = _tool(settings, tool).with_(
-                compat.run(["tar", "-C", MOUNT, "-czf", PACKED, "."])
-            )
-            target = staging / f"{tool}.tar.gz"
-            await packed.file(PACKED).export(str(target))
-            sizes[tool] = target.stat().st_size
+        packed = await pack(settings, VOLUMES, staging)
+        sizes = {tool: path.stat().st_size for tool, path in packed.items()}
         sizes[RESULTS] = _pack_results(settings.root, scope, staging / f"{RESULTS}.tar.gz")
         left_out = _bound(staging, sizes, max_mb)
         manifest = {"scope": scope, "sizes": sizes, "left_out": left_out}
@@ -386,23 +368,13 @@ def _move_in(staging: Path, results: Path) -> None:
     shutil.rmtree(staging)
 
 
-async def import_(settings: BuildSettings, checked: Export) -> None:
-    """Fill the scope's volumes and result cache from a checked export."""
-    from dagger import dag
-
-    from pipeline.engine import compat
-
+async def import_(settings: BuildSettings, checked: Export, unpack: Unpack) -> None:
+    """Fill the scope's volumes (``unpack``: engine/volumes.py) and result cache from a
+    checked export."""
     results = _results(settings.root, settings.cache_scope)
     staging = _stage_results(checked, results)
     try:
-        for tool in checked.volumes:
-            unpack = ["tar", "-xzf", PACKED, "-C", MOUNT]
-            await (
-                _tool(settings, tool)
-                .with_mounted_file(PACKED, dag.host().file(str(checked.tarball(tool))))
-                .with_(compat.run(unpack))
-                .sync()
-            )
+        await unpack(settings, {tool: checked.tarball(tool) for tool in checked.volumes})
         _move_in(staging, results)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

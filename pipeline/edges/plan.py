@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.core import inputs
-from pipeline.core.stamp import ignored_paths
+from pipeline.edges.git import ignored_paths
 from pipeline.edges.resultcache import FOLDER, FORMAT, write_entry
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from pipeline.core.project import Project, Service
+    from pipeline.core.model import Project, Service
 
 ENTRY = "plan.json"
 TIER_KEYS = ("name", "image", "extends", "requirements")

@@ -26,21 +26,20 @@ import anyio
 
 from pipeline.core.errors import BuildError
 from pipeline.core.log import get_logger
-from pipeline.core.stamp import immutable_tags, moving_tags
 from pipeline.supply import ocilayout
+from pipeline.supply.release import immutable_tags, moving_tags
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
 
-    import dagger
-
     from pipeline.core.jobs import Job
+    from pipeline.core.outcomes import Result
     from pipeline.core.settings import RunOptions
     from pipeline.edges.referrers import Client
-    from pipeline.edges.report import Result
+    from pipeline.supply.kinds import Kind
 
 # Seconds to wait before each retry; each request is retried a few times within one already.
 BACKOFF = (1.0, 3.0)
@@ -58,7 +57,6 @@ class Target:
 
     prefix: str  # registry/namespace, e.g. ghcr.io/acme
     username: str | None
-    password: dagger.Secret | None
 
     @property
     def registry(self) -> str:
@@ -291,34 +289,39 @@ async def move_tags(
     return out, Release(moved=moved)
 
 
-SBOM_TYPE = "application/vnd.cyclonedx+json"
-PROVENANCE_TYPE = "application/vnd.in-toto+json"
-
-
-async def attach(target: Target, repository: str, digest: str, sbom: str, provenance: str) -> str:
-    """The image's SBOM and provenance pushed as artifacts referring to it (referrers API, or
-    the tag fallback); returns the provenance artifact's reference."""
+async def attach(
+    target: Target, repository: str, digest: str, documents: Mapping[Kind, str]
+) -> dict[Kind, str]:
+    """The image's documents pushed as artifacts referring to it (referrers API, or the tag
+    fallback), in their kinds' order; returns each artifact's reference."""
     from pipeline.core.settings import PASSWORD_ENV
     from pipeline.edges import referrers
-    from pipeline.supply.attest import SLSA_PROVENANCE
 
     registry, _, path = repository.partition("/")
 
-    def push() -> str:
+    def push() -> dict[Kind, str]:
         client = referrers.Client(registry, target.username, os.environ.get(PASSWORD_ENV))
-        client.attach(path, digest, SBOM_TYPE, sbom.encode(), SBOM_TYPE)
-        annotations = {"in-toto.io/predicate-type": SLSA_PROVENANCE}
-        payload = provenance.encode()
-        return client.attach(path, digest, PROVENANCE_TYPE, payload, PROVENANCE_TYPE, annotations)
+        return {
+            kind: client.attach(
+                path,
+                digest,
+                kind.media_type,
+                text.encode(),
+                kind.media_type,
+                dict(kind.annotations),
+            )
+            for kind, text in documents.items()
+        }
 
     try:
-        return f"{repository}@{await anyio.to_thread.run_sync(push)}"
+        pushed = await anyio.to_thread.run_sync(push)
     except referrers.RegistryError as exc:
         service = repository.rsplit("/", 1)[-1]
         raise BuildError(service, "attest", target.explain(str(exc))) from exc
+    return {kind: f"{repository}@{ref}" for kind, ref in pushed.items()}
 
 
-def target_for(options: RunOptions, password: dagger.Secret | None) -> Target | None:
+def target_for(options: RunOptions) -> Target | None:
     if options.publish_to is None:
         return None
-    return Target(options.publish_to, options.registry_username, password)
+    return Target(options.publish_to, options.registry_username)

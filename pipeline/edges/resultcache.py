@@ -15,26 +15,20 @@ change.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.core.log import get_logger
 
+if TYPE_CHECKING:
+    from pipeline.core.outcomes import Kind
+
 FORMAT = 2
 FOLDER = ".pipeline"
-
-
-class Kind(enum.StrEnum):
-    """The kinds of entry, each a folder of the scope."""
-
-    RESULTS = "results"  # a service's whole verified result, by the key of all its inputs
-    CHECKS = "checks"  # checks passed on an image of this content (its key less the stamp)
-    INPUTS = "inputs"  # the inputs of a service's last build, to say why it rebuilds
 
 
 def seal(kind: str, key: str, value: Any) -> str:  # noqa: ANN401 - any JSON value

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
     from pathlib import Path
 
-    from pipeline.core.project import Project, Service, Tier
+    from pipeline.core.model import Project, Service, Tier
     from pipeline.core.settings import BuildSettings
     from pipeline.core.stamp import Stamp
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pipeline.core.config import HealthSpec
-    from pipeline.core.project import Service
+    from pipeline.core.model import Service
     from pipeline.core.settings import BuildSettings
 
 GRPC_HEALTH = "grpcio-health-checking==1.85.1"

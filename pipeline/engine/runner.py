@@ -8,7 +8,6 @@ image of identical content is not run again.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -16,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 import dagger
@@ -25,19 +24,17 @@ from dagger import dag
 from pipeline.core import jobs
 from pipeline.core.errors import BuildError, UsageError
 from pipeline.core.log import get_logger
-from pipeline.core.settings import CA_BUNDLE_ENV, INDEX_URL_ENV, PASSWORD_ENV
-from pipeline.edges import publish
-from pipeline.edges.report import ImageFacts, Result, Status
+from pipeline.core.outcomes import ImageFacts, Result, Status
+from pipeline.core.settings import CA_BUNDLE_ENV, INDEX_URL_ENV
 from pipeline.engine import compat, images, probes
 from pipeline.engine.inventory import inventory
-from pipeline.supply import attest, ocilayout, sbom
+from pipeline.supply import ocilayout
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Sequence
 
-    from pipeline.core.project import Project, Service
+    from pipeline.core.model import Project, Service
     from pipeline.core.settings import BuildSettings, RunOptions
-    from pipeline.edges.resultcache import ResultCache
 
 log = get_logger()
 T = TypeVar("T")
@@ -175,6 +172,40 @@ class _Progress:
 
 
 @dataclass(frozen=True)
+class Built:
+    """An image that passed every check asked of it, staged as an OCI tarball: what is
+    delivered (written out, published, attested) by the run's ``Deliver``."""
+
+    job: jobs.Job
+    facts: ImageFacts
+    staged: Path  # the tarball, in a staging folder of --out (or a temporary one)
+    installed: dict[str, Any] | None  # what the image holds (its SBOM's facts), if asked
+    started: float  # when its build started (epoch seconds)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """Where a built image went."""
+
+    tarball: str = ""
+    sbom: str = ""
+    published: tuple[str, ...] = ()  # references with digest, one per tag
+    attested: str = ""  # the provenance artifact pushed beside the image
+
+
+class Deliver(Protocol):
+    """Takes a built image where the run sends it; names each step it enters (``step``), so
+    that a failure says where it failed."""
+
+    async def __call__(self, built: Built, step: Callable[[str], None]) -> Delivered: ...
+
+
+async def keep_nothing(built: Built, step: Callable[[str], None]) -> Delivered:  # noqa: ARG001
+    """The delivery of a run that only builds and checks."""
+    return Delivered()
+
+
+@dataclass(frozen=True)
 class _Context:
     """What every service task of one run shares."""
 
@@ -184,7 +215,8 @@ class _Context:
     limiter: anyio.CapacityLimiter
     tiers: dict[str, images.TierImage]
     secrets: images.Secrets
-    target: publish.Target | None  # where to publish, or None
+    deliver: Deliver
+    documents: bool  # whether the delivery needs what the image holds (an SBOM)
 
 
 async def _concurrently(*work: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -203,7 +235,7 @@ async def _measure(
     facts, progress.staged = await progress.timed("export", exported)
     progress.facts = facts
     progress.tier_image = facts.bottom(len(facts.layers) - build.own_layers)
-    if ctx.options.out_dir is not None or ctx.target is not None:
+    if ctx.documents:
         progress.installed = await progress.timed("sbom", inventory(build.image))
 
 
@@ -244,7 +276,7 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
 
 def _checks_to_run(job: jobs.Job, options: RunOptions) -> tuple[set[str], set[str]]:
     """The checks this build runs, and those it reuses: passed on an image of equal content."""
-    expected = set(jobs.expected_checks(job)) if options.test else set()
+    expected = {c.value for c in jobs.expected_checks(job)} if options.test else set()
     return expected - job.passed, expected & job.passed
 
 
@@ -265,8 +297,8 @@ def _contradicted(job: jobs.Job, progress: _Progress) -> bool:
 
 
 async def _finish(job: jobs.Job, ctx: _Context, progress: _Progress) -> None:
-    """The size budget, then the tarball into place and the immutable tags: only images that
-    passed every check are written or pushed."""
+    """The size budget, then the delivery: only images that passed every check are written
+    or pushed."""
     progress.step = "size budget"
     assert progress.facts is not None  # noqa: S101 - exported before
     assert progress.staged is not None  # noqa: S101
@@ -274,36 +306,14 @@ async def _finish(job: jobs.Job, ctx: _Context, progress: _Progress) -> None:
     if budget is not None and size > budget:
         msg = f"image is {size:.1f} MB, over its size_budget_mb of {budget:g}"
         raise BuildError(job.service.name, "size budget", msg)
-    out, name, facts = ctx.options.out_dir, job.service.name, progress.facts
+    built = Built(job, progress.facts, progress.staged, progress.installed, progress.started)
 
-    def documents(subject: str, digest: str) -> tuple[str, str]:
-        assert progress.installed is not None  # noqa: S101 - read when exporting or publishing
-        bill = sbom.document(job.stamp, digest, progress.installed)
-        origin = attest.statement(ctx.project, job, subject, digest, progress.started, time.time())
-        return bill, json.dumps(origin, indent=2, sort_keys=True) + "\n"
+    def step(name: str) -> None:
+        progress.step = name
 
-    staged = progress.staged
-    if out is not None:
-        for suffix, text in zip(
-            (".cdx.json", ".provenance.json"), documents(name, facts.digest), strict=True
-        ):
-            written = staged.with_name(f"document{suffix}")
-            written.write_text(text)
-            written.chmod(0o644)
-            written.replace(out / f"{name}{suffix}")
-        staged.chmod(0o644)
-        staged = staged.replace(out / f"{name}.tar")  # whole or not at all, beside any run
-        progress.tarball = str(staged)
-        progress.sbom = str(out / f"{name}.cdx.json")
-    if ctx.target is not None:
-        progress.step = "publish"
-        progress.published = await publish.push_immutable(staged, job, ctx.target)
-        repository = ctx.target.repository(name)
-        digest = progress.published[0].rsplit("@", 1)[-1]
-        progress.step = "attest"
-        progress.attested = await publish.attach(
-            ctx.target, repository, digest, *documents(repository, digest)
-        )
+    delivered = await ctx.deliver(built, step)
+    progress.tarball, progress.sbom = delivered.tarball, delivered.sbom
+    progress.published, progress.attested = delivered.published, delivered.attested
 
 
 def _staging(service: str) -> str:
@@ -365,10 +375,12 @@ async def run(
     work: Sequence[jobs.Job],
     settings: BuildSettings,
     options: RunOptions,
-    cache: ResultCache,
-) -> tuple[list[Result], publish.Release | None]:
-    """Build every job's service, at most ``options.jobs`` at once, then move the release's
-    moving tags when publishing. Needs a connection."""
+    deliver: Deliver = keep_nothing,
+    on_result: Callable[[jobs.Job, Result], None] | None = None,
+) -> list[Result]:
+    """Build every job's service, at most ``options.jobs`` at once; each image that passes
+    its checks goes to ``deliver``, each result to ``on_result`` as it comes. Needs a
+    connection."""
     if options.out_dir is not None:
         options.out_dir.mkdir(parents=True, exist_ok=True)
         _sweep(options.out_dir)
@@ -378,13 +390,10 @@ async def run(
     except dagger.DaggerError as exc:
         # nothing can be built without it: every service fails, and says why
         why = f"prepare: the run's CA bundle could not be staged: {_reason(exc, work[0].service)}"
-        failed = [
+        return [
             Result(j.service.name, j.service.tier, Status.FAILED, 0.0, reason=why) for j in work
         ]
-        return failed, None
-    password = os.environ.get(PASSWORD_ENV) if options.publish_to else None
     tiers = images.tier_images(project, settings, secrets)
-    secret = dag.set_secret("pipeline-registry-password", password) if password else None
     ctx = _Context(
         project,
         settings,
@@ -392,13 +401,15 @@ async def run(
         anyio.CapacityLimiter(max(1, options.jobs)),
         tiers,
         secrets,
-        publish.target_for(options, secret),
+        deliver,
+        documents=options.out_dir is not None or options.publish_to is not None,
     )
     results: dict[str, Result] = {}
 
     async def one(job: jobs.Job) -> None:
         result = await _build_one(job, ctx)
-        jobs.record(job, result, cache, tested=options.test)
+        if on_result is not None:
+            on_result(job, result)
         results[job.service.name] = result
 
     ahead = images.prefetch(project, {job.service.tier for job in work}, settings, secrets)
@@ -408,10 +419,7 @@ async def run(
             for job in work:
                 tg.start_soon(one, job)
         outer.cancel_scope.cancel()  # downloads ahead are of no use once every build is done
-    ordered = [results[j.service.name] for j in work]
-    if ctx.target is None:
-        return ordered, None
-    return await publish.move_tags(ordered, work, ctx.target)
+    return [results[j.service.name] for j in work]
 
 
 async def _pullable(ref: str) -> None:
@@ -440,38 +448,3 @@ async def _prefetch(ahead: Sequence[dagger.Container]) -> None:
     async with anyio.create_task_group() as tg:
         for ctr in ahead:
             tg.start_soon(one, ctr)
-
-
-def _uncached(project: Project, settings: BuildSettings) -> ResultCache:
-    from pipeline.edges.resultcache import ResultCache
-
-    return ResultCache(project.root, settings.cache_scope, read=False, write=False)
-
-
-async def build(
-    project: Project,
-    services: Sequence[Service],
-    settings: BuildSettings,
-    options: RunOptions,
-    cache: ResultCache | None = None,
-) -> list[Result]:
-    """Build these services now, replaying nothing (for library use; the CLI replays)."""
-    cache = cache or _uncached(project, settings)
-    work = jobs.plan(project, services, settings, settings.base_image, cache)
-    results, _ = await run(project, work, settings, options, cache)
-    return results
-
-
-async def containers(
-    project: Project, services: Sequence[Service], settings: BuildSettings
-) -> dict[str, dagger.Container]:
-    """The runtime image of each service, lazily (nothing is built until asked)."""
-    work = jobs.plan(project, services, settings, settings.base_image, _uncached(project, settings))
-    secrets = await prepare(settings)
-    tiers = images.tier_images(project, settings, secrets)
-    return {
-        job.service.name: images.service_build(
-            project, job.service, settings, tiers, job.stamp
-        ).image
-        for job in work
-    }

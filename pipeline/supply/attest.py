@@ -18,10 +18,11 @@ from pipeline.core.inputs import pipeline_version, sdk_version
 
 if TYPE_CHECKING:
     from pipeline.core.jobs import Job
-    from pipeline.core.project import Project
+    from pipeline.core.model import Project
 
 STATEMENT = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
+MEDIA_TYPE = "application/vnd.in-toto+json"
 BUILD_TYPE = "urn:pipeline:buildtype:service-image:v1"
 # One id per run: every image of a run shares it.
 RUN_ID = str(uuid.uuid4())
@@ -125,17 +126,33 @@ def statement(
     }
 
 
-def problem(doc: dict[str, Any], artifact: str, digest: str, provenance: bool) -> str | None:
-    """What is wrong with an attestation ``artifact`` (an in-toto provenance statement, else a
-    CycloneDX SBOM) that refers to the image ``digest``: None when it is about that image."""
-    if provenance:
-        named = [f"sha256:{s['digest'].get('sha256')}" for s in doc.get("subject", [])]
-        if doc.get("_type") != STATEMENT or doc.get("predicateType") != SLSA_PROVENANCE:
-            return f"provenance {artifact} is no SLSA v1 in-toto statement"
-        if digest not in named:
-            return f"provenance {artifact} is about {', '.join(named)}, not this image"
-        return None
-    hashes = doc.get("metadata", {}).get("component", {}).get("hashes", [])
-    if not any(f"sha256:{h.get('content')}" == digest for h in hashes):
-        return f"SBOM {artifact} describes another image"
+def problem(doc: dict[str, Any], artifact: str, digest: str) -> str | None:
+    """What is wrong with a provenance ``artifact`` that refers to the image ``digest``:
+    None when it is an in-toto SLSA statement about that image."""
+    named = [f"sha256:{s['digest'].get('sha256')}" for s in doc.get("subject", [])]
+    if doc.get("_type") != STATEMENT or doc.get("predicateType") != SLSA_PROVENANCE:
+        return f"provenance {artifact} is no SLSA v1 in-toto statement"
+    if digest not in named:
+        return f"provenance {artifact} is about {', '.join(named)}, not this image"
     return None
+
+
+def describe(provenance: dict[str, Any]) -> list[str]:
+    """What the provenance says: the service, who built it when, and from what."""
+    predicate = provenance["predicate"]
+    params = predicate["buildDefinition"]["externalParameters"]
+    run = predicate["runDetails"]
+    lines = [
+        f"service  {params['service']} (tier {params['tier']}), version {params['version']}",
+        (
+            f"built by {run['builder']['id']}, {run['metadata']['startedOn']} to "
+            f"{run['metadata']['finishedOn']} (pipeline {run['builder']['version']['pipeline']})"
+        ),
+        "from:",
+    ]
+    for dep in predicate["buildDefinition"]["resolvedDependencies"]:
+        (algorithm, value), *_ = dep["digest"].items()
+        # a commit with no public source (a local-path remote) is named, not located
+        where = dep.get("uri") or f"({dep.get('name', 'unnamed')})"
+        lines.append(f"  {where} {algorithm}:{value}")
+    return lines

@@ -75,11 +75,16 @@ def read(tarball: Path) -> Image:
 
 
 def dated(config: bytes, created: str) -> bytes:
-    """The config with ``created`` as its creation time and every history entry's."""
+    """The config with ``created`` as its creation time and every history entry's, and no
+    engine's words in its history: each generation describes a step its own way ("copy / /"
+    or "pulled from <ref>" on v0.11, "Directory.withDirectory" on v0.21), which would make the
+    digest the engine's. Both fields are optional in the OCI image spec."""
     data = _json(config)
     data["created"] = created
     for entry in data.get("history") or []:
         entry["created"] = created
+        entry.pop("created_by", None)
+        entry.pop("comment", None)
     return _canonical(data)
 
 

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 VENV = "/opt/venv"  # where every image holds its Python distributions
 
+MEDIA_TYPE = "application/vnd.cyclonedx+json"
+
 # A License field longer than this is a license's text, not its name.
 _SHORT_LICENSE = 80
 
@@ -85,3 +87,23 @@ def document(stamp: Stamp, digest: str, installed: dict[str, Any]) -> str:
     if error is not None:
         raise ValueError(f"SBOM of {stamp.service} fails the CycloneDX 1.6 schema: {error}")
     return text
+
+
+def problem(doc: dict[str, Any], artifact: str, digest: str) -> str | None:
+    """What is wrong with an SBOM ``artifact`` that refers to the image ``digest``: None when
+    it describes that image."""
+    hashes = doc.get("metadata", {}).get("component", {}).get("hashes", [])
+    if not any(f"sha256:{h.get('content')}" == digest for h in hashes):
+        return f"SBOM {artifact} describes another image"
+    return None
+
+
+def describe(bom: dict[str, Any]) -> list[str]:
+    """What the SBOM says the image holds."""
+    components = bom.get("components", [])
+    python = sorted(f"{c['name']} {c['version']}" for c in components if "pkg:pypi/" in c["purl"])
+    debian = [c for c in components if "pkg:deb/" in c["purl"]]
+    return [
+        f"contains: {len(python)} Python distributions, {len(debian)} Debian packages",
+        f"  python: {', '.join(python)}",
+    ]
