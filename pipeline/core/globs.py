@@ -41,3 +41,21 @@ def compile_all(patterns: Iterable[str]) -> list[re.Pattern[str]]:
 
 def matches(compiled: list[re.Pattern[str]], path: str) -> bool:
     return any(rx.fullmatch(path) for rx in compiled)
+
+
+def is_ignored(ignored: frozenset[str], rel: str) -> bool:
+    """Whether git ignores ``rel``: named itself, or below a folder it ignores ("dir/")."""
+    if rel in ignored:
+        return True
+    cut = rel.find("/")
+    while cut != -1:
+        if rel[: cut + 1] in ignored:
+            return True
+        cut = rel.find("/", cut + 1)
+    return False
+
+
+def ignored_below(ignored: frozenset[str], folder: str) -> frozenset[str]:
+    """The root-relative ``ignored`` paths below ``folder``, relative to it."""
+    prefix = "" if folder in ("", ".") else f"{folder}/"
+    return frozenset(p[len(prefix) :] for p in ignored if p.startswith(prefix) and p != prefix)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.core import globs
 from pipeline.core.errors import ConfigError
+from pipeline.core.globs import is_ignored
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -86,24 +87,6 @@ def file_digest(path: Path) -> str:
         kind, body = b"file", path.read_bytes()
     head = kind + b"\0" + oct(stat.S_IMODE(st.st_mode)).encode() + b"\0"
     return hashlib.sha256(head + body).hexdigest()
-
-
-def is_ignored(ignored: frozenset[str], rel: str) -> bool:
-    """Whether git ignores ``rel``: named itself, or below a folder it ignores ("dir/")."""
-    if rel in ignored:
-        return True
-    cut = rel.find("/")
-    while cut != -1:
-        if rel[: cut + 1] in ignored:
-            return True
-        cut = rel.find("/", cut + 1)
-    return False
-
-
-def ignored_below(ignored: frozenset[str], folder: str) -> frozenset[str]:
-    """The root-relative ``ignored`` paths below ``folder``, relative to it."""
-    prefix = "" if folder in ("", ".") else f"{folder}/"
-    return frozenset(p[len(prefix) :] for p in ignored if p.startswith(prefix) and p != prefix)
 
 
 def _literal(patterns: Iterable[str]) -> frozenset[str]:

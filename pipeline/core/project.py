@@ -16,7 +16,8 @@ from pipeline.core.config import (
     load_service,
 )
 from pipeline.core.errors import ConfigError, UsageError
-from pipeline.core.inputs import ignored_below, source_files
+from pipeline.core.globs import ignored_below
+from pipeline.core.inputs import source_files
 from pipeline.core.model import Project, Service, Tier
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from pipeline.core.inputs import is_ignored
+from pipeline.core.globs import is_ignored
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

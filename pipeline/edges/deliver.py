@@ -8,16 +8,16 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from pipeline.core.delivery import Delivered
 from pipeline.edges import publish
-from pipeline.engine.runner import Delivered
 from pipeline.supply import kinds
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from pipeline.core.delivery import Built
     from pipeline.core.model import Project
-    from pipeline.engine.runner import Built
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.core import inputs
+from pipeline.core import globs, inputs
 from pipeline.edges.git import ignored_paths
 from pipeline.edges.resultcache import FOLDER, FORMAT, write_entry
 
@@ -179,7 +179,7 @@ def replay(
         ignored = ignored_paths(root)
         for svc in plan["services"]:
             folder, include, exclude = entry["walks"][svc["name"]]
-            own = inputs.ignored_below(ignored, folder)
+            own = globs.ignored_below(ignored, folder)
             uploads = inputs.walk(root / folder, root, include, exclude, own)
             svc["uploads"] = uploads
             svc["ignored"] = left_out(root / folder, include, exclude, own, uploads)

@@ -15,13 +15,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import dagger
 from dagger import dag
 
 from pipeline.core import jobs
+from pipeline.core.delivery import Built, Deliver, keep_nothing
 from pipeline.core.errors import BuildError, UsageError
 from pipeline.core.log import get_logger
 from pipeline.core.outcomes import ImageFacts, Result, Status
@@ -169,40 +170,6 @@ class _Progress:
                 self.step = name
             raise
         self.tests[name] = True
-
-
-@dataclass(frozen=True)
-class Built:
-    """An image that passed every check asked of it, staged as an OCI tarball: what is
-    delivered (written out, published, attested) by the run's ``Deliver``."""
-
-    job: jobs.Job
-    facts: ImageFacts
-    staged: Path  # the tarball, in a staging folder of --out (or a temporary one)
-    installed: dict[str, Any] | None  # what the image holds (its SBOM's facts), if asked
-    started: float  # when its build started (epoch seconds)
-
-
-@dataclass(frozen=True)
-class Delivered:
-    """Where a built image went."""
-
-    tarball: str = ""
-    sbom: str = ""
-    published: tuple[str, ...] = ()  # references with digest, one per tag
-    attested: str = ""  # the provenance artifact pushed beside the image
-
-
-class Deliver(Protocol):
-    """Takes a built image where the run sends it; names each step it enters (``step``), so
-    that a failure says where it failed."""
-
-    async def __call__(self, built: Built, step: Callable[[str], None]) -> Delivered: ...
-
-
-async def keep_nothing(built: Built, step: Callable[[str], None]) -> Delivered:  # noqa: ARG001
-    """The delivery of a run that only builds and checks."""
-    return Delivered()
 
 
 @dataclass(frozen=True)
