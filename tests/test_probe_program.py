@@ -205,3 +205,14 @@ def test_the_shipped_program_is_this_file():
     shipped = resources.files("pipeline.engine.programs").joinpath("probe.py")
     text = shipped.read_text(encoding="utf-8")
     assert probes.program_text() == text == PROGRAM.read_text(encoding="utf-8")
+
+
+def test_every_probe_kind_a_config_can_name_is_one_the_program_probes():
+    from pipeline.core.config import PROBE_KINDS, HealthSpec
+
+    assert set(probe_main.ATTEMPTS) == set(PROBE_KINDS)
+    assert set(probe_main.REQUIRES) <= set(PROBE_KINDS)
+    assert HealthSpec(http="/healthz").target == "/healthz"
+    assert HealthSpec(grpc="").target == ""
+    assert HealthSpec(tcp=True).kind == "tcp"
+    assert HealthSpec(tcp=True).target == ""

@@ -115,6 +115,11 @@ class ProjectSpec(_Strict):
         return value
 
 
+# The probe kinds: each a field of HealthSpec below (its value: the kind's target, or true),
+# each probed by the function of the same name in engine/programs/probe.py's ATTEMPTS.
+PROBE_KINDS = ("http", "grpc", "tcp")
+
+
 class HealthSpec(_Strict):
     """How a running image proves it is healthy; bounded like Docker's HEALTHCHECK."""
 
@@ -135,8 +140,14 @@ class HealthSpec(_Strict):
 
     @property
     def kind(self) -> str:
-        kinds = [k for k in ("http", "grpc", "tcp") if getattr(self, k) not in (None, False)]
+        kinds = [k for k in PROBE_KINDS if getattr(self, k) not in (None, False)]
         return kinds[0] if len(kinds) == 1 else ""
+
+    @property
+    def target(self) -> str:
+        """What the kind asks for: an HTTP path, a gRPC service name; "" for none."""
+        value = getattr(self, self.kind, None) if self.kind else None
+        return value if isinstance(value, str) else ""
 
 
 class ServiceSpec(_Strict):

@@ -26,7 +26,7 @@ from pipeline.core.config import argv
 from pipeline.core.errors import BuildError
 from pipeline.engine import compat, images, programs
 from pipeline.engine.layers import one_step
-from pipeline.engine.programs import probe
+from pipeline.engine.programs import probe as probe_program
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,9 +35,8 @@ if TYPE_CHECKING:
     from pipeline.core.model import Service
     from pipeline.core.settings import BuildSettings
 
-GRPC_HEALTH = "grpcio-health-checking==1.85.1"
 LOG_LINES = 20
-PROBE_VENV = "/opt/probe"  # grpcio for the gRPC kind, built in the builder, mounted
+PROBE_VENV = "/opt/probe"  # what a probe kind requires, built in the builder, mounted
 PROGRAM_DIR = "/opt/pipeline-probe"
 PROGRAM = f"{PROGRAM_DIR}/probe.py"
 
@@ -53,7 +52,8 @@ def _with_prober(
 ) -> tuple[Callable[[dagger.Container], dagger.Container], str]:
     """The step mounting what the probe needs into the image, and the python that runs it."""
     program = dag.directory().with_new_file("probe.py", program_text(), permissions=0o444)
-    if probe.kind != "grpc":
+    requires = probe_program.REQUIRES.get(probe.kind, ())
+    if not requires:
 
         def plain(ctr: dagger.Container) -> dagger.Container:
             return ctr.with_mounted_directory(PROGRAM_DIR, program)
@@ -62,19 +62,19 @@ def _with_prober(
     python = f"{PROBE_VENV}/bin/python"
     install = one_step(
         ["uv", "venv", "-q", "--python", "python3", PROBE_VENV],
-        ["uv", "pip", "install", "-q", "--python", python, GRPC_HEALTH],
+        ["uv", "pip", "install", "-q", "--python", python, *requires],
     )
     # built from the same base image, so its python is the image's own interpreter
     venv = (
         images.builder(settings, secrets=secrets).with_(compat.run(install)).directory(PROBE_VENV)
     )
 
-    def grpc(ctr: dagger.Container) -> dagger.Container:
+    def with_venv(ctr: dagger.Container) -> dagger.Container:
         return ctr.with_mounted_directory(PROGRAM_DIR, program).with_mounted_directory(
             PROBE_VENV, venv
         )
 
-    return grpc, python
+    return with_venv, python
 
 
 async def health(
@@ -89,7 +89,7 @@ async def health(
         "kind": probe.kind,
         "port": spec.port,
         "command": [*entrypoint, *argv(spec.command)],
-        "target": {"http": probe.http, "grpc": probe.grpc, "tcp": ""}[probe.kind] or "",
+        "target": probe.target,
         "timeout": probe.timeout,
         "interval": probe.interval,
         "start_period": probe.start_period,
@@ -111,7 +111,7 @@ def reason(stderr: str, exit_code: int) -> str:
     """The probe's report out of its stderr (the engine may print lines of its own around
     it); if the probe could not report, its exit code and its last lines."""
     lines = stderr.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith(probe.FAILED)]
+    starts = [i for i, line in enumerate(lines) if line.startswith(probe_program.FAILED)]
     if starts:
         block = [lines[starts[-1]]]
         for line in lines[starts[-1] + 1 :]:
@@ -120,4 +120,6 @@ def reason(stderr: str, exit_code: int) -> str:
             block.append(line)
         return "\n".join(block)
     last = [f"  {line}" for line in lines if line.strip()][-LOG_LINES:]
-    return "\n".join([f"{probe.FAILED}the probe could not run (exit code {exit_code})", *last])
+    return "\n".join(
+        [f"{probe_program.FAILED}the probe could not run (exit code {exit_code})", *last]
+    )

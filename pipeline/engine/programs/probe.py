@@ -34,6 +34,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import IO, Any
 
 FAILED = "health check failed: "
@@ -45,7 +46,7 @@ _GRACE = 2.0  # seconds the service gets to stop after SIGTERM
 
 @dataclasses.dataclass(frozen=True)
 class Probe:
-    kind: str  # "http", "grpc" or "tcp"
+    kind: str  # a key of ATTEMPTS
     port: int
     command: list[str]  # the service: the image's entrypoint and command
     target: str = ""  # the HTTP path or the gRPC service name
@@ -105,14 +106,16 @@ def own_address() -> str:
 def attempt(probe: Probe, host: str, timeout: float) -> tuple[bool, str]:
     """One probe: (True, _) healthy, (False, why) an answer that is not healthy yet.
     Raises OSError while nothing listens, Unhealthy on an answer that fails at once."""
-    if probe.kind == "tcp":
-        socket.create_connection((host, probe.port), timeout=timeout).close()
-        return True, ""
-    if probe.kind == "http":
-        return _http(probe, host, timeout)
-    if probe.kind == "grpc":
-        return _grpc(probe, host, timeout)
-    raise Unhealthy(f"unknown probe kind {probe.kind!r}")
+    try:
+        kind = ATTEMPTS[probe.kind]
+    except KeyError:
+        raise Unhealthy(f"unknown probe kind {probe.kind!r}") from None
+    return kind(probe, host, timeout)
+
+
+def _tcp(probe: Probe, host: str, timeout: float) -> tuple[bool, str]:
+    socket.create_connection((host, probe.port), timeout=timeout).close()
+    return True, ""
 
 
 def _http(probe: Probe, host: str, timeout: float) -> tuple[bool, str]:
@@ -151,6 +154,16 @@ def _grpc(probe: Probe, host: str, timeout: float) -> tuple[bool, str]:
             return False, f"gRPC {code.name}: {exc.details()}"
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
     return status == "SERVING", f"gRPC health of {probe.target!r}: {status}"
+
+
+# How each probe kind (core/config.py's PROBE_KINDS) asks a running service, and what the
+# image needs installed beside this program for it (into a venv of its own, mounted).
+ATTEMPTS: dict[str, Callable[[Probe, str, float], tuple[bool, str]]] = {
+    "http": _http,
+    "grpc": _grpc,
+    "tcp": _tcp,
+}
+REQUIRES: dict[str, tuple[str, ...]] = {"grpc": ("grpcio-health-checking==1.85.1",)}
 
 
 def _stopped(probe: Probe, code: int) -> str:
