@@ -8,14 +8,13 @@ named in the further arguments are skipped wherever they are: in a venv, the tes
 packages ship (numpy/_core/tests, sklearn/*/tests: a third of the ai tier's modules), which a
 service never imports.
 
-Usage: ``python -c TEXT FOLDER [SKIPPED_FOLDER_NAME ...]``. Standard library only. The pool's
-workers are forked (Linux's default), so they find ``compile_one`` in ``__main__`` even when
-the program is ``-c`` text.
+Usage: ``python -c TEXT FOLDER [SKIPPED_FOLDER_NAME ...]``. Standard library only.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
 import os
 import pathlib
 import py_compile
@@ -45,7 +44,12 @@ def to_compile(root: pathlib.Path, skip: set[str]) -> list[str]:
 
 def main(argv: list[str]) -> None:
     todo = to_compile(pathlib.Path(argv[0]), set(argv[1:]))
-    with ProcessPoolExecutor() as pool:  # every core: a tier like scipy's holds thousands of files
+    # Forked workers (Linux's default before Python 3.14, named so as not to depend on it)
+    # have ``compile_one`` in their ``__main__`` even though the program is ``-c`` text, which
+    # a spawned or forkserver worker could not import.
+    fork = multiprocessing.get_context("fork")
+    # every core: a tier like scipy's holds thousands of files
+    with ProcessPoolExecutor(mp_context=fork) as pool:
         list(pool.map(compile_one, todo, chunksize=CHUNK))
 
 
