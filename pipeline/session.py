@@ -15,17 +15,19 @@ from typing import TYPE_CHECKING, Any
 from pipeline.core import jobs, settings
 from pipeline.core.errors import PipelineError, UsageError
 from pipeline.core.log import get_logger
+from pipeline.core.names import IMAGE_REFERENCE
+from pipeline.core.options import chosen as resolve_options
 from pipeline.edges import registry, report
 from pipeline.edges.resultcache import ResultCache
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Mapping, Sequence
     from pathlib import Path
 
     import anyio
 
     from pipeline.core.model import Project, Service
+    from pipeline.core.options import Chosen
     from pipeline.core.outcomes import Result
     from pipeline.core.settings import BuildSettings, RunOptions
     from pipeline.edges.publish import Release
@@ -46,15 +48,20 @@ def build_settings(
     cache_scope: str | None = None,
     environ: Mapping[str, str] | None = None,
     release: str | None = None,
+    chosen: Chosen | None = None,
 ) -> BuildSettings:
-    """The run's builder settings: arguments > environment > the config file, with what git
-    says of the project's commit."""
+    """The run's builder settings: its options (``chosen``, else these arguments > the
+    environment) > the config file, with what git says of the project's commit."""
     from pipeline.edges import git
 
     env = os.environ if environ is None else environ
-    version = settings.release_from(release or env.get("PIPELINE_VERSION"))
-    prov = git.read_provenance(project.root, project.spec.source_url, version, project.ignored)
-    return settings.build_settings(project, prov, base_image, cache_scope, env)
+    if chosen is None:
+        given = {"base_image": base_image, "cache_scope": cache_scope, "release": release}
+        chosen = resolve_options("build", given, env, only=given)
+    prov = git.read_provenance(
+        project.root, project.spec.source_url, chosen.values.get("release"), project.ignored
+    )
+    return settings.build_settings(project, prov, chosen, env)
 
 
 async def _engine_run(
@@ -137,7 +144,7 @@ def _writable_folder(folder: Path, what: str) -> None:
         ) from None
 
 
-def _preflight(args: argparse.Namespace, options: RunOptions, build: BuildSettings) -> None:
+def _preflight(chosen: Chosen, options: RunOptions, build: BuildSettings) -> None:
     """What would make the run fail at its end, or publish wrongly, found before it starts.
     Checks that only read come first: the places for results are made last, so a refused
     run leaves nothing behind."""
@@ -164,30 +171,22 @@ def _preflight(args: argparse.Namespace, options: RunOptions, build: BuildSettin
             else ("a registry username", "PIPELINE_REGISTRY_PASSWORD")
         )
         raise UsageError(f"publish: {given} is set but {missing} is not; fix: set both, or neither")
-    if args.report is not None and args.report.is_dir():
-        raise UsageError(f"--report: {args.report} is a folder; fix: name a file")
+    if chosen.report is not None and chosen.report.is_dir():
+        raise UsageError(f"--report: {chosen.report} is a folder; fix: name a file")
     if options.out_dir is not None:
         _writable_folder(options.out_dir, "--out")
-    if args.report is not None:
-        _writable_folder(args.report.parent, "--report")
+    if chosen.report is not None:
+        _writable_folder(chosen.report.parent, "--report")
 
 
-def run(args: argparse.Namespace, project: Project, services: list[Service]) -> int:
+def run(chosen: Chosen, project: Project, services: list[Service]) -> int:
     log = get_logger()
     started = time.monotonic()
-    options = settings.run_options(
-        jobs=args.jobs,
-        out_dir=getattr(args, "out", None),
-        test=not args.no_test,
-        publish=args.command == "publish",
-        registry=getattr(args, "registry", None),
-        registry_username=getattr(args, "registry_username", None),
-        use_cache=not args.no_cache,
-    )
-    if args.command == "publish" and not options.publish_to:
+    options = settings.run_options(chosen)
+    if chosen.command == "publish" and not options.publish_to:
         raise UsageError("publish needs --registry (or PIPELINE_REGISTRY), e.g. ghcr.io/acme")
-    build = build_settings(project, args.base_image, args.cache_scope, release=args.release)
-    _preflight(args, options, build)
+    build = build_settings(project, chosen=chosen)
+    _preflight(chosen, options, build)
     cache = ResultCache(project.root, build.cache_scope, read=options.use_cache)
     base = registry.resolve(build.base_image)
     if base is None:
@@ -200,7 +199,7 @@ def run(args: argparse.Namespace, project: Project, services: list[Service]) -> 
     work = jobs.plan(project, services, build, base_ref, cache)
     log.info(
         "run_started",
-        command=args.command,
+        command=chosen.command,
         services=len(services),
         base_image=base_ref,
         cache_scope=build.cache_scope,
@@ -214,7 +213,7 @@ def run(args: argparse.Namespace, project: Project, services: list[Service]) -> 
     if todo:
         import anyio
 
-        done, release = anyio.run(_engine_run, project, todo, build, options, cache, args.verbose)
+        done, release = anyio.run(_engine_run, project, todo, build, options, cache, chosen.verbose)
         built = {r.service: r for r in done}
     results = [replayed.get(s.name) or built[s.name] for s in services]
     for result in results:
@@ -225,7 +224,7 @@ def run(args: argparse.Namespace, project: Project, services: list[Service]) -> 
         print(release.summary())
     print(f"wall time {elapsed:.1f}s")
     report.write_step_summary(results)
-    if args.report:
+    if chosen.report:
         extra: dict[str, Any] = {
             "revision": build.provenance.revision,
             "version": build.provenance.release or None,
@@ -235,7 +234,7 @@ def run(args: argparse.Namespace, project: Project, services: list[Service]) -> 
         }
         if release is not None:
             extra["release"] = release.as_dict()
-        report.write_json(results, args.report, extra)
+        report.write_json(results, chosen.report, extra)
     complete = release is None or release.complete
     return 0 if all(r.ok for r in results) and complete else 1
 
@@ -277,7 +276,7 @@ def verify(ref: str, username: str | None) -> int:
     """Check the attestations of an image in its registry and say what it is made of."""
     from pipeline.edges import referrers
 
-    if not settings.IMAGE_REFERENCE.match(ref):
+    if not IMAGE_REFERENCE.match(ref):
         raise UsageError(
             f"verify: {ref!r} is not an image reference, e.g. ghcr.io/acme/users:latest"
         )
@@ -313,7 +312,7 @@ def verify(ref: str, username: str | None) -> int:
     return 0
 
 
-def carry(args: argparse.Namespace, project: Project) -> int:
+def carry(chosen: Chosen, action: str, folder: Path, project: Project) -> int:
     """``cache export DIR`` / ``cache import DIR``: the scope's caches to or from a folder.
     Every check of the folder (and of an export's every archive) is made on the host before
     an engine session starts."""
@@ -322,24 +321,22 @@ def carry(args: argparse.Namespace, project: Project) -> int:
     from pipeline.edges import carry as carried
     from pipeline.engine import connection, volumes
 
-    build = build_settings(project, args.base_image, args.cache_scope)
-    scope = carried.scope_name(build.cache_scope, "--cache-scope (or PIPELINE_CACHE_SCOPE)")
-    if args.action == "import":
-        fallback = args.fallback_scope
-        if fallback:
-            fallback = carried.scope_name(fallback, "--fallback-scope")
-        found = carried.source(args.folder, scope, fallback)
+    build = build_settings(project, chosen=chosen)
+    scope = build.cache_scope  # checked as an option, or as the config's, or made from a branch
+    if action == "import":
+        fallback = chosen.fallback_scope
+        found = carried.source(folder, scope, fallback)
         if found is None:
-            print(f"nothing to import: no export of {scope} or {fallback} in {args.folder}")
+            print(f"nothing to import: no export of {scope} or {fallback} in {folder}")
             return 0
         checked = carried.check(found)
     else:
-        carried.check_target(args.folder, scope, args.max_size_mb)
+        carried.check_target(folder, scope, chosen.max_size_mb)
 
     async def work() -> None:
-        async with connection.engine_session(args.verbose):
-            if args.action == "export":
-                manifest = await carried.export(build, args.folder, args.max_size_mb, volumes.pack)
+        async with connection.engine_session(chosen.verbose):
+            if action == "export":
+                manifest = await carried.export(build, folder, chosen.max_size_mb, volumes.pack)
                 total = sum(manifest["sizes"].values()) / 1e6
                 left = ", ".join(manifest["left_out"]) or "nothing"
                 print(f"exported {scope}: {total:.1f} MB, left out: {left}")

@@ -392,12 +392,12 @@ class Row(NamedTuple):
 RUNS: dict[str, Row] = {
     # environment values and options
     "PIPELINE_JOBS=abc": Row(
-        ("build",), "PIPELINE_JOBS): 'abc' is not a number", {"PIPELINE_JOBS": "abc"}
+        ("build",), "PIPELINE_JOBS: 'abc' is not a number", {"PIPELINE_JOBS": "abc"}
     ),
-    "PIPELINE_JOBS=0": Row(("build",), "PIPELINE_JOBS) must be at least 1", {"PIPELINE_JOBS": "0"}),
-    "--jobs -2": Row(("build", "--jobs", "-2"), "--jobs (or PIPELINE_JOBS) must be at least 1"),
+    "PIPELINE_JOBS=0": Row(("build",), "PIPELINE_JOBS must be at least 1", {"PIPELINE_JOBS": "0"}),
+    "--jobs -2": Row(("build", "--jobs", "-2"), "--jobs must be at least 1"),
     "--jobs 1.5": Row(
-        ("build", "--jobs", "1.5"), "--jobs (or PIPELINE_JOBS): '1.5' is not a number"
+        ("build", "--jobs", "1.5"), "--jobs: '1.5' is not a number"
     ),
     "PIPELINE_CACHE_SCOPE=../../x": Row(
         ("build",),
@@ -433,7 +433,7 @@ RUNS: dict[str, Row] = {
         "--project-dir {tmp}/nowhere is not a directory",
     ),
     "PIPELINE_VERSION with a space": Row(
-        ("build",), "PIPELINE_VERSION): '1 2' cannot be an image tag", {"PIPELINE_VERSION": "1 2"}
+        ("build",), "PIPELINE_VERSION: '1 2' cannot be an image tag", {"PIPELINE_VERSION": "1 2"}
     ),
     "--version of 129 characters": Row(("build", "--version", "v" * 129), "cannot be an image tag"),
     "--changed-since an unknown ref": Row(
@@ -466,7 +466,7 @@ RUNS: dict[str, Row] = {
     "an unknown service": Row(("build", "nosuch"), "unknown service 'nosuch'; the services are: a"),
     "an unknown tier": Row(("build", "--tier", "gpu"), "unknown tier 'gpu'; the tiers are: base"),
     "publish --registry 'Not A Ref'": Row(
-        ("publish", "--registry", "Not A Ref"), "--registry (or PIPELINE_REGISTRY): 'Not A Ref'"
+        ("publish", "--registry", "Not A Ref"), "--registry: 'Not A Ref'"
     ),
     "publish to a registry URL": Row(
         ("publish", "--registry", "https://ghcr.io/acme"),
@@ -474,7 +474,7 @@ RUNS: dict[str, Row] = {
     ),
     "PIPELINE_REGISTRY with a tag": Row(
         ("publish",),
-        "PIPELINE_REGISTRY): 'ghcr.io/acme:latest' is not a registry",
+        "PIPELINE_REGISTRY: 'ghcr.io/acme:latest' is not a registry",
         {"PIPELINE_REGISTRY": "ghcr.io/acme:latest"},
     ),
     "publish a version no tag can hold": Row(
@@ -826,12 +826,12 @@ RUNS: dict[str, Row] = {
     ),
     "import: --fallback-scope ..": Row(
         (*IMPORT, "--fallback-scope", ".."),
-        "--fallback-scope: '..' cannot name a cache scope",
+        "--fallback-scope: '..' cannot be a cache scope",
         make=_put("carried/"),
     ),
     "import: --fallback-scope a hidden folder": Row(
         (*IMPORT, "--fallback-scope", ".old"),
-        "--fallback-scope: '.old' cannot name a cache scope",
+        "--fallback-scope: '.old' cannot be a cache scope",
         make=_put("carried/.old/"),
     ),
     "import: PIPELINE_CACHE_SCOPE=../../x": Row(

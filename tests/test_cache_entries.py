@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from pipeline import session
 from pipeline.core import jobs
 from pipeline.core.outcomes import ImageFacts, Kind, Result, Status
-from pipeline.core.settings import run_options
+from pipeline.core.settings import RunOptions
 from pipeline.edges.resultcache import ResultCache, seal
 from pipeline.session import build_settings
 from tests.conftest import copy_example
@@ -44,7 +44,7 @@ def _verified(job: jobs.Job) -> Result:
 
 def _replay(job: jobs.Job, cache: ResultCache) -> tuple[Result | None, list[dict]]:
     with capture_logs() as logs:
-        replayed = jobs.replay(job, cache, run_options())
+        replayed = jobs.replay(job, cache, RunOptions())
     return replayed, logs
 
 

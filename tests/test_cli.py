@@ -86,7 +86,7 @@ def test_changed_since_with_nothing_changed_does_nothing(tmp_path: Path):
 def test_bad_environment_value_is_a_usage_error():
     done = cli("build", env={"PIPELINE_JOBS": "many"})
     assert done.returncode == 2
-    assert "--jobs (or PIPELINE_JOBS): 'many' is not a number" in done.stderr
+    assert "PIPELINE_JOBS: 'many' is not a number" in done.stderr  # named where it came from
     assert "Traceback" not in done.stderr
 
 
@@ -263,7 +263,7 @@ def test_plan_says_what_git_ignores_is_left_out_fresh_and_replayed(tmp_path: Pat
 @pytest.mark.parametrize(
     ("args", "env", "named"),
     [
-        (["publish", "--registry", "Not A Ref"], {}, "--registry (or PIPELINE_REGISTRY)"),
+        (["publish", "--registry", "Not A Ref"], {}, "--registry: 'Not A Ref'"),
         (["publish"], {"PIPELINE_REGISTRY": "ghcr.io/Acme Corp"}, "PIPELINE_REGISTRY"),
         (["build", "--cache-scope", ".."], {}, "--cache-scope"),
         (["build"], {"PIPELINE_CACHE_SCOPE": "../../x"}, "PIPELINE_CACHE_SCOPE"),

@@ -7,7 +7,6 @@ field and the fix.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,20 +15,15 @@ from pydantic_core import PydanticCustomError
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.locate import read_toml
+from pipeline.core.names import (
+    IMAGE_EXAMPLE,
+    IMAGE_REFERENCE,
+    NAME_PATTERN,
+    SCOPE_PATTERN,
+)
 
-NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
-# A cache scope names volumes and a folder of the result cache: one path component, never
-# '.' or '..' (so no leading dot).
-SCOPE_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"
 ROOT_TIER = "base"
 MANIFEST = "service.toml"
-# An image reference: [registry[:port]/]path[:tag][@sha256:digest], as Docker reads it.
-IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-IMAGE_REFERENCE = re.compile(
-    rf"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{IMAGE_COMPONENT}(?:/{IMAGE_COMPONENT})*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
-)
-IMAGE_EXAMPLE = "use e.g. python:3.11-slim-bookworm or registry/name@sha256:<digest>"
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 # Debian package names (policy 5.6.1), optionally with an =version or /release.

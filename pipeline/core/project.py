@@ -9,7 +9,6 @@ from pathlib import Path
 from pipeline.core import tierpins
 from pipeline.core.config import (
     MANIFEST,
-    NAME_PATTERN,
     ROOT_TIER,
     ProjectSpec,
     load_project,
@@ -19,6 +18,7 @@ from pipeline.core.errors import ConfigError, UsageError
 from pipeline.core.globs import ignored_below
 from pipeline.core.inputs import source_files
 from pipeline.core.model import Project, Service, Tier
+from pipeline.core.names import NAME_PATTERN
 
 
 def _ordered_tiers(spec: ProjectSpec, root: Path, config_file: Path) -> dict[str, Tier]:

@@ -8,14 +8,11 @@ them into Dagger secrets; a setting only says whether one is given.
 from __future__ import annotations
 
 import os
-import re
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.core import config
-from pipeline.core.config import SCOPE_PATTERN
 from pipeline.core.errors import UsageError
 from pipeline.core.stamp import cache_scope_for
 
@@ -23,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pipeline.core.model import Project
+    from pipeline.core.options import Chosen
     from pipeline.core.stamp import Provenance
 
 INDEX_URL_ENV = "PIPELINE_INDEX_URL"
@@ -58,68 +56,6 @@ class RunOptions:
     publish_to: str | None = None  # registry/prefix to publish to, e.g. ghcr.io/acme
     registry_username: str | None = None
     use_cache: bool = True  # replay results whose inputs are unchanged
-
-
-def jobs_from(value: str | int | None) -> int:
-    if value is None:
-        return DEFAULT_JOBS
-    try:
-        jobs = int(value)
-    except ValueError:
-        raise UsageError(f"--jobs (or PIPELINE_JOBS): {value!r} is not a number") from None
-    if jobs < 1:
-        raise UsageError("--jobs (or PIPELINE_JOBS) must be at least 1")
-    return jobs
-
-
-# An image reference (what ``verify`` reads), as the config's base_image is checked.
-IMAGE_REFERENCE = config.IMAGE_REFERENCE
-
-
-def cache_scope_from(value: str, given: str) -> str:
-    """A scope from the command line or the environment, checked as the config's is: it
-    names cache volumes and a folder of the result cache."""
-    if not re.match(SCOPE_PATTERN, value):
-        raise UsageError(
-            f"{given}: {value!r} cannot be a cache scope; use 1 to 64 letters, digits, '_', '.' "
-            "and '-', not starting with '.', e.g. main or feature-login"
-        )
-    return value
-
-
-def base_image_from(value: str, given: str) -> str:
-    """A base image from the command line or the environment (``given`` names which),
-    checked as the config's is."""
-    if not IMAGE_REFERENCE.match(value):
-        raise UsageError(
-            f"{given}: {value!r} is not an image reference; fix: {config.IMAGE_EXAMPLE}"
-        )
-    return value
-
-
-# Where publish pushes: a registry host[:port] and an optional namespace, no tag.
-REGISTRY_PREFIX = re.compile(rf"^[A-Za-z0-9.-]+(?::[0-9]+)?(?:/{config.IMAGE_COMPONENT})*/?$")
-
-
-def registry_from(value: str | None) -> str | None:
-    if value and not REGISTRY_PREFIX.match(value):
-        raise UsageError(
-            f"--registry (or PIPELINE_REGISTRY): {value!r} is not a registry and namespace; "
-            "use e.g. ghcr.io/acme or localhost:5000/team (lower case, no tag)"
-        )
-    return value or None
-
-
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
-
-def release_from(value: str | None) -> str | None:
-    if value and not _TAG.match(value):
-        raise UsageError(
-            f"--version (or PIPELINE_VERSION): {value!r} cannot be an image tag; use letters, "
-            "digits, '_', '.' and '-' (at most 128, not starting with '.' or '-'), e.g. 1.4.2"
-        )
-    return value or None
 
 
 def check_ca_bundle(value: str) -> None:
@@ -183,59 +119,36 @@ def check_secret_variables(environ: Mapping[str, str] | None = None) -> None:
 
 
 def build_settings(
-    project: Project,
-    prov: Provenance,
-    base_image: str | None = None,
-    cache_scope: str | None = None,
-    environ: Mapping[str, str] | None = None,
+    project: Project, prov: Provenance, chosen: Chosen, environ: Mapping[str, str] | None = None
 ) -> BuildSettings:
-    """Builder settings by precedence: arguments > environment > the config file; what git
-    says (``prov``) comes in read."""
-    env = os.environ if environ is None else environ
-    if cache_scope:
-        scope = cache_scope_from(cache_scope, "--cache-scope")
-    elif env.get("PIPELINE_CACHE_SCOPE"):
-        scope = cache_scope_from(env["PIPELINE_CACHE_SCOPE"], "PIPELINE_CACHE_SCOPE")
-    else:
-        scope = project.spec.cache_scope or cache_scope_for(prov.branch)
-    if base_image:
-        image = base_image_from(base_image, "--base-image")
-    elif env.get("PIPELINE_BASE_IMAGE"):
-        image = base_image_from(env["PIPELINE_BASE_IMAGE"], "PIPELINE_BASE_IMAGE")
-    else:
-        image = project.spec.base_image  # checked with the config it came from
+    """Builder settings: the run's options (``chosen``: the command line > the environment)
+    > the config file; what git says (``prov``) comes in read."""
     return BuildSettings(
         root=project.root,
-        base_image=image,
-        cache_scope=scope,
+        base_image=chosen.values.get("base_image")
+        or project.spec.base_image,  # the config's is checked
+        cache_scope=(
+            chosen.values.get("cache_scope")
+            or project.spec.cache_scope
+            or cache_scope_for(prov.branch)
+        ),
         user=project.spec.user,
         uid=project.spec.uid,
         provenance=prov,
         compile_bytecode=project.spec.compile_bytecode,
-        private_index=bool(env.get(INDEX_URL_ENV)),
+        private_index=bool((os.environ if environ is None else environ).get(INDEX_URL_ENV)),
     )
 
 
-def run_options(
-    *,
-    jobs: str | int | None = None,
-    out_dir: Path | None = None,
-    test: bool = True,
-    publish: bool = False,
-    registry: str | None = None,
-    registry_username: str | None = None,
-    use_cache: bool = True,
-    environ: Mapping[str, str] | None = None,
-) -> RunOptions:
-    """Options of one run; the registry settings count only when it publishes."""
-    env = os.environ if environ is None else environ
+def run_options(chosen: Chosen) -> RunOptions:
+    """What a run of ``chosen.command`` does with its images."""
+    values = chosen.values
+    publish = chosen.command == "publish"
     return RunOptions(
-        jobs=jobs_from(jobs if jobs is not None else env.get("PIPELINE_JOBS")),
-        out_dir=out_dir,
-        test=test,
-        publish_to=registry_from(registry or env.get("PIPELINE_REGISTRY")) if publish else None,
-        registry_username=(
-            (registry_username or env.get("PIPELINE_REGISTRY_USERNAME")) if publish else None
-        ),
-        use_cache=use_cache,
+        jobs=values.get("jobs", DEFAULT_JOBS),
+        out_dir=values.get("out"),
+        test=not values.get("no_test", False),
+        publish_to=values.get("registry") if publish else None,
+        registry_username=values.get("registry_username") if publish else None,
+        use_cache=not values.get("no_cache", False),
     )

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import posixpath
-import re
 import shutil
 import tarfile
 import tempfile
@@ -30,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.core.config import SCOPE_PATTERN
 from pipeline.core.errors import ConfigError, UsageError
 from pipeline.core.log import get_logger
 from pipeline.edges.resultcache import ResultCache
@@ -62,18 +60,6 @@ class Export:
 
     def tarball(self, name: str) -> Path:
         return self.folder / f"{name}.tar.gz"
-
-
-def scope_name(value: str, option: str) -> str:
-    """``value`` as a scope, or a usage error naming ``option``."""
-    # A scope names a folder of DIR and of the result cache: the config's rule, one path
-    # component that is never '.' or '..'.
-    if not re.match(SCOPE_PATTERN, value):
-        raise UsageError(
-            f"{option}: {value!r} cannot name a cache scope; fix: use 1 to 64 letters, digits, "
-            "'_', '.' and '-', not starting with '.', e.g. main or feature-x"
-        )
-    return value
 
 
 def _damaged(file: Path, field: str, problem: str, found: Path) -> ConfigError:
