@@ -314,7 +314,7 @@ def load_service(manifest: Path) -> ServiceSpec:
         raise ConfigError(
             manifest,
             "health",
-            "needs exactly one of http, grpc or tcp",
+            f"needs exactly one probe kind of: {', '.join(PROBE_KINDS)}",
             'e.g. health = { http = "/health" }, { grpc = "" } or { tcp = true }',
         )
     if spec.port is not None and probe is None and spec.health != "none":
@@ -322,6 +322,7 @@ def load_service(manifest: Path) -> ServiceSpec:
             manifest,
             "health",
             f"port {spec.port} has no health probe, so nothing would check the server starts",
-            'add health = { http = "/health" } (or grpc, tcp), or health = "none" to skip it',
+            f'add health = {{ http = "/health" }} (or {", ".join(PROBE_KINDS[1:])}), or health = '
+            '"none" to skip it',
         )
     return spec

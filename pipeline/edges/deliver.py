@@ -53,6 +53,6 @@ class Delivery:
             digest = pushed[0].rsplit("@", 1)[-1]
             step("attest")
             documents = self.documents(built, repository, digest)
-            refs = await publish.attach(self.target, repository, digest, documents)
+            refs = await publish.attach(name, self.target, digest, documents)
             delivered = replace(delivered, published=pushed, attested=refs[kinds.PROVENANCE])
         return delivered

@@ -290,13 +290,14 @@ async def move_tags(
 
 
 async def attach(
-    target: Target, repository: str, digest: str, documents: Mapping[Kind, str]
+    service: str, target: Target, digest: str, documents: Mapping[Kind, str]
 ) -> dict[Kind, str]:
     """The image's documents pushed as artifacts referring to it (referrers API, or the tag
     fallback), in their kinds' order; returns each artifact's reference."""
     from pipeline.core.settings import PASSWORD_ENV
     from pipeline.edges import referrers
 
+    repository = target.repository(service)
     registry, _, path = repository.partition("/")
 
     def push() -> dict[Kind, str]:
@@ -316,7 +317,6 @@ async def attach(
     try:
         pushed = await anyio.to_thread.run_sync(push)
     except referrers.RegistryError as exc:
-        service = repository.rsplit("/", 1)[-1]
         raise BuildError(service, "attest", target.explain(str(exc))) from exc
     return {kind: f"{repository}@{ref}" for kind, ref in pushed.items()}
 

@@ -9,9 +9,11 @@ v0.11 (what this project's engine harness builds) and v0.12+ up to v0.21 (what u
   ``HEALTHCHECK`` holds the service back) nor their host-name resolution matters.
 - A cache volume mounted in two sharing modes is two volumes on v0.21 (one on v0.11):
   ``images.with_cache`` mounts each tool's volume in one mode everywhere.
-- Image config times: both stamp each layer's history with the engine's cache-record time,
-  and neither lets a client set the source date epoch; ``ocilayout.normalize`` sets them to
-  the commit's time after the export.
+- Image configs: both stamp each layer's history with the engine's cache-record time, and
+  neither lets a client set the source date epoch; each describes a step in its own words
+  (v0.11 "copy / /", "pulled from <ref>"; v0.21 "Directory.withDirectory"). After the export
+  ``supply/ocilayout.normalize`` sets the times to the commit's and drops the words, so both
+  give one digest (``tests/test_generations.py`` builds on both engines and compares).
 Everything else the builders call is spelled the same by both SDKs (arguments positional
 where their names changed, as ``with_directory``'s did in v0.19).
 """
