@@ -21,7 +21,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.globs import is_ignored
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
     from pipeline.core.model import Project, Service
     from pipeline.core.settings import BuildSettings
@@ -204,13 +204,24 @@ def source_files(service: Service, root: Path) -> list[str]:
     """The service folder's files its image carries (include/exclude globs, less what git
     ignores), folder-relative."""
     spec = service.spec
-    return walk(service.path, root, spec.include, spec.exclude, service.ignored, service.manifest)
+    return _walked(service, "sources", root, spec.include)
 
 
 def test_files(service: Service, root: Path) -> list[str]:
     """The folder's files its unit tests see: everything but what ``exclude`` keeps out and
     what git ignores."""
-    return walk(service.path, root, ["**"], service.spec.exclude, service.ignored, service.manifest)
+    return _walked(service, "tests", root, ["**"])
+
+
+def _walked(service: Service, kind: str, root: Path, include: Sequence[str]) -> list[str]:
+    """The service folder's files that ``include`` (and its excludes) select, walked once
+    per loaded project."""
+    if kind not in service.walks:
+        found = walk(
+            service.path, root, include, service.spec.exclude, service.ignored, service.manifest
+        )
+        service.walks[kind] = tuple(found)
+    return list(service.walks[kind])
 
 
 def would_read(service: Service, root: Path) -> Callable[[str], bool]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pipeline.core.config import ROOT_TIER
@@ -36,6 +36,11 @@ class Service:
     # What git ignores in the folder (folder-relative; folders as "dir/"): never uploaded
     # unless an include pattern names the file itself.
     ignored: frozenset[str] = frozenset()
+    # The folder's walks (its image's files, its unit tests' files), each made once per
+    # loaded project: a run reads a folder once, however many steps ask for its files.
+    walks: dict[str, tuple[str, ...]] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     @property
     def tier(self) -> str:
