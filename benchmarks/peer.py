@@ -4,8 +4,8 @@
     eval "$(scripts/engine env)"
     .venv/bin/python benchmarks/peer.py [--runs N] [--out DIR]
 
-    eval "$(PIPELINE_DAGGER_VERSION=v0.21.8 scripts/engine env)"
-    .venv-dagger-v021/bin/python benchmarks/peer.py [--runs N] [--out DIR]
+    eval "$(PIPELINE_DAGGER_VERSION=v0.11.4 scripts/engine env)"
+    .venv-dagger-v011/bin/python benchmarks/peer.py [--runs N] [--out DIR]
 
     python benchmarks/peer.py --compare A/peer.json B/peer.json   # side by side
 
@@ -142,7 +142,7 @@ def dagger_info() -> dict[str, Any]:
     except importlib.metadata.PackageNotFoundError:
         fail(
             f"{sys.executable} has no dagger-io: run this script with the project's venv "
-            "(.venv for dagger.json's engine, .venv-dagger-v021 for v0.21)"
+            "(.venv for dagger.json's engine, .venv-dagger-v011 for v0.11)"
         )
     runner = os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", "")
     probe = subprocess.run(
@@ -161,8 +161,8 @@ def dagger_info() -> dict[str, Any]:
     if None not in (generation(sdk), generation(engine)) and generation(sdk) != generation(engine):
         fail(
             f"{sys.executable} has dagger-io {sdk}, the engine at {runner} is {engine}: not one "
-            "Dagger generation. Run the venv of the engine's generation (.venv-dagger-v021 for "
-            "v0.21), or eval the other engine's `scripts/engine env`"
+            "Dagger generation. Run the venv of the engine's generation (.venv-dagger-v011 for "
+            "v0.11), or eval the other engine's `scripts/engine env`"
         )
     commit = output("git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD")
     dirty = bool(output("git", "-C", str(ROOT), "status", "--porcelain", "--", "pipeline"))

@@ -1,6 +1,6 @@
 """The same inputs give byte-identical images on both Dagger generations: one commit of the
-example monorepo, exported by the CLI once on v0.11.4 (dagger.json's engine, SDK in .venv)
-and once on the v0.21 engine the dagger-v021 extra pins (SDK in .venv-dagger-v021), each in a
+example monorepo, exported by the CLI once on the v0.11 engine the dagger-v011 extra pins (SDK
+in .venv-dagger-v011) and once on v0.21.8 (dagger.json's engine, SDK in .venv), each in a
 fresh cache scope with nothing replayed, must give each service the same manifest digest.
 
 Marked ``generations``, not ``engine``: it needs both engines at once, so it runs only when
@@ -57,12 +57,12 @@ def _sdk_version(python: Path) -> str:
 
 
 def _generations() -> tuple[Generation, Generation]:
-    v021 = ROOT / ".venv-dagger-v021/bin/python"
-    # the v0.21 engine is the one the dagger-v021 extra pins, as scripts/test picks it
-    version = f"v{_sdk_version(v021)}" if v021.exists() else "v0.21.8"
+    v011 = ROOT / ".venv-dagger-v011/bin/python"
+    # the v0.11 engine is the one the dagger-v011 extra pins, as scripts/test picks it
+    version = f"v{_sdk_version(v011)}" if v011.exists() else "v0.11.4"
     return (
-        Generation("v011", ROOT / ".venv/bin/python", None),
-        Generation("v021", v021, version),
+        Generation("v011", v011, version),
+        Generation("v021", ROOT / ".venv/bin/python", None),
     )
 
 
