@@ -552,3 +552,49 @@ async def test_a_fresh_install_gives_a_byte_identical_venv_layer(
         await ctr.export(str(tmp_path / f"{i}.tar"))
         layers.append(ImageFacts.from_tarball(tmp_path / f"{i}.tar").layers)
     assert layers[0] == layers[1]
+
+
+async def test_apt_packages_give_the_same_image_from_a_fresh_install(
+    tmp_path: Path, base_image: str
+):
+    """A service's Debian packages (worker's tini) are installed again in a fresh cache scope
+    and the image is the same, byte for byte: nothing dpkg writes carries the install's time.
+    v0.11's engine keeps the install across scopes, so the packages' layer is also made twice
+    with a variable that makes the install really run again, on either engine."""
+    repo = copy_example(tmp_path / "repo", services=("worker",))
+    digests, tarballs = [], []
+    for i in range(2):
+        out, report = tmp_path / f"out-{i}", tmp_path / f"report-{i}.json"
+        done = pipeline_in(
+            repo,
+            base_image,
+            "export",
+            "worker",
+            "--no-cache",
+            "--no-test",
+            "--out",
+            str(out),
+            "--report",
+            str(report),
+            scope=f"tests-apt-{time.time_ns()}",
+        )
+        assert done.returncode == 0, done.stderr
+        [result] = json.loads(report.read_text())["services"]
+        tarballs.append(out / "worker.tar")
+        assert result["image"]["digest"] == ImageFacts.from_tarball(tarballs[-1]).digest
+        digests.append(result["image"]["digest"])
+    assert digests[0] == digests[1]
+    ran = await _run(str(tarballs[0]), ["tini", "--", "sh", "-c", "echo uid=$(id -u)"])
+    assert value_of(ran, "uid") not in ("", "0")  # tini starts the command, as the non-root user
+
+    settings = build_settings(session.load(repo), base_image, "tests")
+    layers = []
+    for i in range(2):
+        ctr = (
+            images.runtime_os(settings)
+            .with_env_variable("RUN", f"{time.time_ns()}-{i}")
+            .with_(images.with_apt_layer(["tini"], f"tests-apt-{time.time_ns()}"))
+        )
+        await ctr.export(str(tmp_path / f"{i}.tar"))
+        layers.append(ImageFacts.from_tarball(tmp_path / f"{i}.tar").layers)
+    assert layers[0] == layers[1]

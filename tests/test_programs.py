@@ -235,3 +235,48 @@ def test_the_compiled_code_runs_from_its_pycs_alone(tmp_path: Path):
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     assert done.stdout.split() == ["True", str(_pyc(tmp_path / "app/main.py"))]
+
+
+# The same programs over / for an apt install (layers.with_tracked): what they leave out, the
+# folders they make, and an install that removed something.
+
+
+def test_a_layer_leaves_out_the_excluded_and_keeps_the_folders_modes(tmp_path: Path):
+    root, snap, top = tmp_path / "root", tmp_path / "snap.json", tmp_path / "layer"
+    (root / "cache/apt").mkdir(parents=True)
+    (root / "lib/dpkg").mkdir(parents=True)
+    (root / "lib/dpkg").chmod(0o750)
+    (root / "lib/dpkg/status").write_text("old\n")
+    excludes = (f"{root}/cache", f"{root}/lib/dpkg/*-old")
+    _run("snapshot.py", root, snap, *excludes)
+    assert set(json.loads(snap.read_text())) == {
+        f"{root}/lib",
+        f"{root}/lib/dpkg",
+        f"{root}/lib/dpkg/status",
+    }
+    (root / "cache/apt/pkg.deb").write_text("deb")  # a cache's
+    (root / "lib/dpkg/status-old").write_text("old\n")  # a run's backup
+    (root / "lib/dpkg/status").write_text("new\n")
+    _run("layer.py", root, snap, top, WHEN, "--no-removals", *excludes)
+
+    layer = Path(f"{top}{root}")
+    assert _tree(layer) == {"lib", "lib/dpkg", "lib/dpkg/status"}
+    # made only to hold the changed file, as the folder it stands for
+    assert stat.S_IMODE((layer / "lib/dpkg").stat().st_mode) == 0o750
+    assert {p.lstat().st_mtime for p in [top, *top.rglob("*")]} == {WHEN}
+
+
+def test_an_install_that_removed_an_entry_fails_with_no_removals(tmp_path: Path):
+    root, snap, top = tmp_path / "root", tmp_path / "snap.json", tmp_path / "layer"
+    _venv(root)
+    _run("snapshot.py", root, snap)
+    (root / "share/doc.txt").unlink()
+    layer = [sys.executable, "-c", layers.program_text("layer.py"), str(root), str(snap)]
+    done = subprocess.run(
+        [*layer, str(top), str(WHEN), "--no-removals"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 3
+    assert f"{root}/share/doc.txt" in done.stderr
+    assert not Path(f"{top}{root}").exists()
+    _run("layer.py", root, snap, top, WHEN)  # a venv's install is not asked: its layer is made
+    assert _tree(Path(f"{top}{root}")) == set()

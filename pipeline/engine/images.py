@@ -29,6 +29,7 @@ from pipeline.engine.layers import (
     in_turn,
     with_bytecode,
     with_install,
+    with_tracked,
     with_tree,
 )
 
@@ -81,34 +82,60 @@ def with_cache(path: str, scope: str, tool: str) -> Callable[[dagger.Container],
     return lambda ctr: ctr.with_mounted_cache(path, cache(scope, tool), sharing=sharing)
 
 
+def _apt_install(packages: Sequence[str]) -> list[str]:
+    script = (
+        "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
+        f"{shlex.join(packages)} >/dev/null"
+    )
+    return ["sh", "-c", script]
+
+
+def _with_apt_mounts(scope: str) -> Callable[[dagger.Container], dagger.Container]:
+    """apt's caches in the scope's volumes and its logs in a temporary mount: none of them
+    reaches a layer."""
+    return lambda ctr: (
+        ctr.with_(with_cache("/var/cache/apt", scope, "apt-cache"))
+        .with_(with_cache("/var/lib/apt/lists", scope, "apt-lists"))
+        .with_mounted_temp("/var/log")
+        .with_env_variable("DEBIAN_FRONTEND", "noninteractive")
+    )
+
+
 def with_apt(packages: Sequence[str], scope: str) -> Callable[[dagger.Container], dagger.Container]:
-    """Install Debian packages with apt's caches in volumes: nothing of them reaches a layer."""
+    """Install Debian packages in a builder (its exec's layer, never shipped) with apt's
+    caches in volumes: nothing of them reaches a layer."""
 
     def step(ctr: dagger.Container) -> dagger.Container:
         if not packages:
             return ctr
         return (
-            ctr.with_(with_cache("/var/cache/apt", scope, "apt-cache"))
-            .with_(with_cache("/var/lib/apt/lists", scope, "apt-lists"))
-            .with_mounted_temp("/var/log")  # apt's and dpkg's logs stay out of the image
-            .with_env_variable("DEBIAN_FRONTEND", "noninteractive")
-            .with_(
-                compat.run(
-                    [
-                        "sh",
-                        "-c",
-                        (
-                            "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
-                            f"{shlex.join(packages)} >/dev/null"
-                        ),
-                    ]
-                )
-            )
+            ctr.with_(_with_apt_mounts(scope))
+            .with_(compat.run(_apt_install(packages)))
             .without_env_variable("DEBIAN_FRONTEND")
             .without_mount("/var/cache/apt")
             .without_mount("/var/lib/apt/lists")
             .without_mount("/var/log")
         )
+
+    return step
+
+
+def with_apt_layer(
+    packages: Sequence[str], scope: str
+) -> Callable[[dagger.Container], dagger.Container]:
+    """Install Debian packages into a runtime image as one layer that is the same, byte for
+    byte, on every engine and in every cache scope: the install runs in a throwaway container
+    made from the image, and what it added or changed under / (but the mounts, apt's caches
+    and logs, and the files that hold only one run's bytes: layers.ROOT_EXCLUDES) is laid on
+    the image as a tree, every entry at the fixed time. The install's own exec layer would
+    carry the time it ran on every folder and file dpkg writes."""
+
+    def step(ctr: dagger.Container) -> dagger.Container:
+        if not packages:
+            return ctr
+        install = with_tracked([_apt_install(packages)])
+        scratch = ctr.with_(_with_apt_mounts(scope)).with_(install)
+        return ctr.with_(with_tree(added_tree(scratch)))
 
     return step
 
@@ -280,7 +307,7 @@ def tier_images(
         # A layer cannot delete, which is why children install on top of their parent's pins
         # instead of replacing them.
         below_image = parent.image if parent else runtime_os(settings)
-        image = below_image.with_(with_apt(tier.spec.apt, settings.cache_scope)).with_(
+        image = below_image.with_(with_apt_layer(tier.spec.apt, settings.cache_scope)).with_(
             with_tree(added_tree(build))
         )
         out[name] = TierImage(tier, build, image)
@@ -429,7 +456,7 @@ def service_image(
     spec = service.spec
     steps: list[Callable[[dagger.Container], dagger.Container]] = []
     if spec.apt:
-        steps.append(with_apt(spec.apt, settings.cache_scope))
+        steps.append(with_apt_layer(spec.apt, settings.cache_scope))
     if layer is not None:
         steps.append(with_tree(layer))
     # Source and build-info share the last layer: an edit (or a new commit) changes only it.

@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 
 VENV = "/opt/venv"
 # Files copied out of a builder carry build-time mtimes; one fixed time (1980-01-01, the zip
-# epoch) makes venv, account and source layers byte-identical for the same inputs on any
-# machine. Layers of apt installs are not: dpkg stamps its database with the time.
+# epoch) makes venv, apt, account and source layers byte-identical for the same inputs on any
+# machine. An exec's own layer is not: the files and folders an install writes (dpkg's
+# database, the package's folders) carry the time it ran, which is why an apt install reaches
+# a runtime image as a tree (with_tracked) and never as its exec's layer.
 FIXED_MTIME = 315532800
 
 
@@ -86,14 +88,53 @@ def with_install(
     return compat.run(one_step(*commands))
 
 
+# What a tracked exec over / never keeps: the engine's mounts and per-exec files, apt's caches
+# and logs (volumes and a temporary mount, never a layer's), and files that only hold one
+# run's bytes: ldconfig's aux-cache (its libraries' inodes and change times) and the backups
+# dpkg and debconf make of their state before a run.
+ROOT_EXCLUDES = (
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/tmp",  # noqa: S108 - a path inside the container, left out
+    "/var/tmp",  # noqa: S108 - a path inside the container, left out
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/var/log",
+    "/var/cache/apt",
+    "/var/lib/apt/lists",
+    "/var/cache/ldconfig/aux-cache",
+    "/var/lib/dpkg/*-old",
+    "/var/cache/debconf/*-old",
+)
+
+
+def with_tracked(
+    commands: Sequence[Sequence[str]], excludes: Sequence[str] = ROOT_EXCLUDES
+) -> Callable[[dagger.Container], dagger.Container]:
+    """Run ``commands`` (as the container's user, root for a system install) and keep what
+    they added or changed anywhere under /, but ``excludes``, as a tree from / with every
+    entry at the fixed time (``added_tree``) - all in one exec. A tree cannot remove a file:
+    an entry the commands removed fails the exec, naming it.
+
+    The programs run with -B: a pyc the interpreter wrote for them would be a change."""
+    snapshot = ["python3", "-B", "-c", program_text("snapshot.py"), "/", _SNAPSHOT_FILE]
+    layer = program_text("layer.py")
+    keep = ["python3", "-B", "-c", layer, "/", _SNAPSHOT_FILE, _LAYER_DIR, str(FIXED_MTIME)]
+    keep.append("--no-removals")
+    return compat.run(one_step([*snapshot, *excludes], *commands, [*keep, *excludes]))
+
+
 def added(ctr: dagger.Container) -> dagger.Directory:
     """What ``with_install`` kept: the files it added to the venv, with fixed mtimes."""
     return compat.shared(ctr.directory(_LAYER_DIR + VENV))
 
 
 def added_tree(ctr: dagger.Container) -> dagger.Directory:
-    """What ``with_install`` kept, as a tree from / (its files under opt/venv), every folder
-    at the fixed time: the layer ``with_tree`` lays."""
+    """What ``with_install`` (or ``with_tracked``) kept, as a tree from / (its files under
+    opt/venv), every folder at the fixed time: the layer ``with_tree`` lays."""
     return compat.shared(ctr.directory(_LAYER_DIR))
 
 

@@ -6,10 +6,16 @@ The engine's Directory.diff compares two snapshots' metadata and, depending on i
 history, may keep files the lower layer already has; this decides by content instead. The
 layer's files are hard links to the folder's (no copy; a copy only where a link cannot be
 made), and every entry gets the fixed time there, so no copy is made for timestamps either.
-The layer is a tree from / (the folder's entries under TOP/FOLDER), so that the folders above
-the folder carry the fixed time too. TOP is emptied first.
+Folders, those made only to hold a new entry included, and links carry the mode and owner of
+the folder's own. The layer is a tree from / (the folder's entries under TOP/FOLDER), so that
+the folders above the folder carry the fixed time too. TOP is emptied first.
 
-Usage: ``python -c TEXT FOLDER SNAPSHOT_JSON TOP SECONDS``. Standard library only.
+Paths matching an EXCLUDE pattern (as ``snapshot.py`` takes them) are never kept. A layer
+cannot delete: with ``--no-removals``, an entry of the snapshot that is gone is an error (exit
+status 3, the paths on stderr), as an install that removed files cannot be laid as a tree.
+
+Usage: ``python -c TEXT FOLDER SNAPSHOT_JSON TOP SECONDS [--no-removals] [EXCLUDE...]``.
+Standard library only.
 """
 
 # os and os.path on purpose: paths are the strs os.walk gives (the snapshot's keys), links'
@@ -18,11 +24,20 @@ Usage: ``python -c TEXT FOLDER SNAPSHOT_JSON TOP SECONDS``. Standard library onl
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
 import shutil
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+NO_REMOVALS = "--no-removals"
+REMOVED = 3  # the exit status when --no-removals finds an entry gone
+SHOWN = 20  # how many removed paths the error names
 
 
 def unchanged(path: str, st: os.stat_result, old: dict[str, list[str | int]]) -> bool:
@@ -42,34 +57,70 @@ def unchanged(path: str, st: os.stat_result, old: dict[str, list[str | int]]) ->
         return hashlib.sha256(fh.read()).hexdigest() == was[4]
 
 
+def folder(path: str, target: str) -> None:
+    """``target`` as a folder with the mode and owner of the folder ``path``."""
+    st = os.lstat(path)
+    os.makedirs(target, exist_ok=True)
+    os.chown(target, st.st_uid, st.st_gid)
+    shutil.copystat(path, target)  # after chown, which may clear set-id bits
+
+
 def keep(path: str, target: str) -> None:
-    """``path`` at ``target`` in the layer: a link as a link, a folder as a folder with its
-    mode, a file as a hard link to it (a copy where that fails)."""
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    """``path`` at ``target`` in the layer: a link as a link, a folder as a folder, each with
+    its mode and owner, a file as a hard link to it (a copy where that fails). The folders
+    above ``target`` that the layer lacks are made as the folders above ``path`` are."""
+    missing = []
+    above, there = os.path.dirname(path), os.path.dirname(target)
+    while not os.path.isdir(there):
+        missing.append((above, there))
+        above, there = os.path.dirname(above), os.path.dirname(there)
+    for above, there in reversed(missing):
+        folder(above, there)
+    st = os.lstat(path)
     if os.path.islink(path):
         os.symlink(os.readlink(path), target)
+        os.lchown(target, st.st_uid, st.st_gid)
     elif os.path.isdir(path):
-        os.makedirs(target, exist_ok=True)
-        shutil.copystat(path, target)
+        folder(path, target)
     else:
         try:
             os.link(path, target)
         except OSError:
             shutil.copy2(path, target)
+            os.chown(target, st.st_uid, st.st_gid)
+            shutil.copymode(path, target)
 
 
-def make_layer(root: str, old: dict[str, list[str | int]], top: str) -> None:
+def walk(root: str, excludes: Sequence[str] = ()) -> Iterator[str]:
+    """Every path under ``root``, as ``snapshot.py`` walks it."""
+    for base, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not _excluded(os.path.join(base, d), excludes))
+        for name in sorted(dirs + files):
+            path = os.path.join(base, name)
+            if not _excluded(path, excludes):
+                yield path
+
+
+def _excluded(path: str, excludes: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in excludes)
+
+
+def make_layer(
+    root: str, old: dict[str, list[str | int]], top: str, excludes: Sequence[str] = ()
+) -> None:
     """What changed under ``root`` since ``old``, kept at ``top`` + ``root``, in sorted order."""
     layer = top + root
     shutil.rmtree(top, ignore_errors=True)
     os.makedirs(layer)
-    for base, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(dirs + files):
-            path = os.path.join(base, name)
-            if unchanged(path, os.lstat(path), old):
-                continue
-            keep(path, os.path.join(layer, os.path.relpath(path, root)))
+    for path in walk(root, excludes):
+        if unchanged(path, os.lstat(path), old):
+            continue
+        keep(path, os.path.join(layer, os.path.relpath(path, root)))
+
+
+def removed(old: dict[str, list[str | int]], excludes: Sequence[str] = ()) -> list[str]:
+    """The entries of the snapshot ``old`` that are gone, but the excluded."""
+    return sorted(p for p in old if not os.path.lexists(p) and not _excluded(p, excludes))
 
 
 def fix_times(top: str, when: int) -> None:
@@ -80,13 +131,23 @@ def fix_times(top: str, when: int) -> None:
     os.utime(top, (when, when))
 
 
-def main(argv: list[str]) -> None:
-    root, before, top, when = argv[0], argv[1], argv[2], int(argv[3])
+def main(argv: list[str]) -> int:
+    root, before, top, when, *rest = argv
+    strict = NO_REMOVALS in rest
+    excludes = [arg for arg in rest if arg != NO_REMOVALS]
     with open(before) as fh:
         old = json.load(fh)
-    make_layer(root, old, top)
-    fix_times(top, when)
+    gone = removed(old, excludes) if strict else []
+    if gone:
+        shown = "\n  ".join(gone[:SHOWN]) + ("\n  ..." if len(gone) > SHOWN else "")
+        sys.stderr.write(
+            f"the install removed {len(gone)} entries, which a layer cannot remove:\n  {shown}\n"
+        )
+        return REMOVED
+    make_layer(root, old, top, excludes)
+    fix_times(top, int(when))
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

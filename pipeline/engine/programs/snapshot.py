@@ -6,7 +6,11 @@ and go in it), a file by its mode, size, mtime, inode and, when small, the SHA-2
 Within one exec a file nobody wrote keeps its inode, size and time; a small file rewritten with
 the same bytes (uv's .lock) is told apart by content.
 
-Usage: ``python -c TEXT FOLDER SNAPSHOT_JSON``. Standard library only.
+Paths matching an EXCLUDE pattern (fnmatch, against the whole path: ``/proc``,
+``/var/lib/dpkg/*-old``) are left out, a folder with everything under it: mounts, caches and
+files that only hold one run's bytes, when the folder is ``/``.
+
+Usage: ``python -c TEXT FOLDER SNAPSHOT_JSON [EXCLUDE...]``. Standard library only.
 """
 
 # os and os.path on purpose: paths are the strs os.walk gives (the snapshot's keys), links'
@@ -15,40 +19,60 @@ Usage: ``python -c TEXT FOLDER SNAPSHOT_JSON``. Standard library only.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
+import stat
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
 
 SMALL = 1 << 16  # files below this size are recorded with the SHA-256 of their content
 
 
 def entry(path: str) -> list[str | int]:
     """What the snapshot records of ``path``: a link ``["link", target]``, a folder ``["dir",
-    mode]``, a file ``[mode, size, mtime_ns, inode, sha256]`` (sha256 "" when not small)."""
+    mode]``, a file ``[mode, size, mtime_ns, inode, sha256]`` (sha256 "" when not small, or
+    not a regular file: a fifo is never opened)."""
     st = os.lstat(path)
     if os.path.islink(path):
         return ["link", os.readlink(path)]
     if os.path.isdir(path):
         return ["dir", st.st_mode]
-    with open(path, "rb") as fh:
-        digest = hashlib.sha256(fh.read()).hexdigest() if st.st_size < SMALL else ""
+    digest = ""
+    if stat.S_ISREG(st.st_mode) and st.st_size < SMALL:
+        with open(path, "rb") as fh:
+            digest = hashlib.sha256(fh.read()).hexdigest()
     return [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, digest]
 
 
-def snapshot(root: str) -> dict[str, list[str | int]]:
-    """Every entry under ``root`` (not ``root`` itself), by path."""
-    out = {}
+def walk(root: str, excludes: Sequence[str] = ()) -> Iterator[str]:
+    """Every path under ``root`` (not ``root`` itself), folders before their entries, each
+    folder's entries sorted; what matches ``excludes`` is left out, folders with their
+    entries."""
     for base, dirs, files in os.walk(root):
-        for name in dirs + files:
+        dirs[:] = sorted(d for d in dirs if not _excluded(os.path.join(base, d), excludes))
+        for name in sorted(dirs + files):
             path = os.path.join(base, name)
-            out[path] = entry(path)
-    return out
+            if not _excluded(path, excludes):
+                yield path
+
+
+def _excluded(path: str, excludes: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in excludes)
+
+
+def snapshot(root: str, excludes: Sequence[str] = ()) -> dict[str, list[str | int]]:
+    """Every entry under ``root`` (not ``root`` itself) but the excluded, by path."""
+    return {path: entry(path) for path in walk(root, excludes)}
 
 
 def main(argv: list[str]) -> None:
-    root, where = argv
-    taken = snapshot(root)
+    root, where, *excludes = argv
+    taken = snapshot(root, excludes)
     with open(where, "w") as fh:
         json.dump(taken, fh)
 
