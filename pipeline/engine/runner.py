@@ -25,7 +25,7 @@ from pipeline.core import jobs
 from pipeline.core.delivery import Built, Deliver, keep_nothing
 from pipeline.core.errors import BuildError, UsageError
 from pipeline.core.log import get_logger
-from pipeline.core.outcomes import ImageFacts, Result, Status
+from pipeline.core.outcomes import Check, ImageFacts, Result, Status, Step
 from pipeline.core.settings import CA_BUNDLE_ENV, INDEX_URL_ENV
 from pipeline.engine import compat, images, probes
 from pipeline.engine.inventory import inventory
@@ -197,13 +197,13 @@ async def _measure(
 ) -> None:
     """The image's facts from an export, its tier's (its bottom layers: a tier image is never
     exported on its own), and for an export what it holds."""
-    progress.step = "export"
+    progress.step = Step.EXPORT
     exported = _export(build.image, staging, created)
-    facts, progress.staged = await progress.timed("export", exported)
+    facts, progress.staged = await progress.timed(Step.EXPORT, exported)
     progress.facts = facts
     progress.tier_image = facts.bottom(len(facts.layers) - build.own_layers)
     if ctx.documents:
-        progress.installed = await progress.timed("sbom", inventory(build.image))
+        progress.installed = await progress.timed(Step.SBOM, inventory(build.image))
 
 
 async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Path) -> None:
@@ -215,22 +215,24 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
     todo, progress.reused = _checks_to_run(job, options)
 
     async def unit() -> None:
-        if build.unit_tests is not None and "unit" in todo:
-            await progress.check("unit", build.unit_tests.sync())
+        if build.unit_tests is not None and Check.UNIT in todo:
+            await progress.check(Check.UNIT, build.unit_tests.sync())
 
     async def measure() -> None:
         await _measure(build, ctx, progress, staging, job.stamp.created)
 
     async def smoke() -> None:
-        if spec.smoke and "smoke" in todo:
-            await progress.check("smoke", image.with_(compat.run(spec.smoke)).sync())
+        if spec.smoke and Check.SMOKE in todo:
+            await progress.check(Check.SMOKE, image.with_(compat.run(spec.smoke)).sync())
 
     async def health() -> None:
-        if "health" in todo:
-            await progress.check("health", probes.health(service, image, ctx.settings, ctx.secrets))
+        if Check.HEALTH in todo:
+            await progress.check(
+                Check.HEALTH, probes.health(service, image, ctx.settings, ctx.secrets)
+            )
 
     async def image_and_checks() -> None:
-        await progress.timed("image", image.sync())
+        await progress.timed(Step.IMAGE, image.sync())
         await _concurrently(measure, smoke, health)
 
     await _concurrently(unit, image_and_checks)
