@@ -584,6 +584,17 @@ async def test_apt_packages_give_the_same_image_from_a_fresh_install(
         assert result["image"]["digest"] == ImageFacts.from_tarball(tarballs[-1]).digest
         digests.append(result["image"]["digest"])
     assert digests[0] == digests[1]
+    # the packages' layer (the one below the source's) holds the install's files, nothing of
+    # the engine's (v0.11's exec wrote its stderr under /.dagger_meta_mount) or apt's caches
+    with tarfile.open(tarballs[0]) as image:
+        digest = ImageFacts.from_tarball(tarballs[0]).layers[-2].removeprefix("sha256:")
+        member = image.extractfile(f"blobs/sha256/{digest}")
+        assert member is not None
+        with tarfile.open(fileobj=member) as layer:
+            names = layer.getnames()
+    assert {name.split("/")[0] for name in names} == {"usr", "var"}
+    assert "usr/bin/tini" in names
+    assert not [name for name in names if name.startswith(("var/cache/apt/", "var/lib/apt/lists/"))]
     ran = await _run(str(tarballs[0]), ["tini", "--", "sh", "-c", "echo uid=$(id -u)"])
     assert value_of(ran, "uid") not in ("", "0")  # tini starts the command, as the non-root user
 

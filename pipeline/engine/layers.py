@@ -88,11 +88,13 @@ def with_install(
     return compat.run(one_step(*commands))
 
 
-# What a tracked exec over / never keeps: the engine's mounts and per-exec files, apt's caches
+# What a tracked exec over / never keeps: the engine's mounts and per-exec files (v0.11 mounts
+# /.dagger_meta_mount, where the exec's own stdout and stderr are being written), apt's caches
 # and logs (volumes and a temporary mount, never a layer's), and files that only hold one
 # run's bytes: ldconfig's aux-cache (its libraries' inodes and change times) and the backups
 # dpkg and debconf make of their state before a run.
 ROOT_EXCLUDES = (
+    "/.dagger*",
     "/proc",
     "/sys",
     "/dev",
