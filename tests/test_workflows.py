@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -44,3 +45,26 @@ def test_zizmor_finds_nothing():
     report = f"zizmor exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     assert done.returncode == 0, report
     assert "No findings to report" in done.stdout, report
+
+
+def jobs(path: Path) -> dict[str, str]:
+    """Each job's text in a workflow, by the job's id (two-space keys under ``jobs:``)."""
+    text = path.read_text().split("\njobs:\n", 1)[1]
+    parts = re.split(r"^  ([\w-]+):\n", text, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_a_carried_cache_holds_only_the_scope_that_exported_it():
+    # A pull request restores its own scope's folder, or main's; the folder it saves must
+    # hold its own export only (else it carries main's too, twice the size bound).
+    checked = 0
+    for path in map(ROOT.joinpath, workflow_files()):
+        for job, text in jobs(path).items():
+            for folder in re.findall(r"cache export (\S+)", text):
+                restores = rf"actions/cache/restore@.*\n(?:.*\n)*?\s+path: {re.escape(folder)}\n"
+                if re.search(restores, text):
+                    before = text.split(f"cache export {folder}", 1)[0]
+                    last_step = before.rsplit("\n      - ", 1)[-1]
+                    assert f"rm -rf {folder}\n" in last_step, (path.name, job, last_step)
+                    checked += 1
+    assert checked, "no job restores a carried cache and exports it again"
