@@ -84,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("image", metavar="IMAGE", help="e.g. ghcr.io/acme/users:latest")
     _with_options(verify, "verify")
+    doctor = sub.add_parser(
+        "doctor",
+        help="check that everything a run needs is there, one line each",
+        description="Checks the config, disk space, the Dagger SDK, CLI and engine (reachable, "
+        "and all of one generation), the base image (resolvable) and, with --registry, the "
+        "registry (reachable, credentials present; never printed). Exit 1 on a problem, "
+        "each named with its fix.",
+    )
+    _with_options(doctor, "doctor")
     return parser
 
 
@@ -93,10 +102,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pipeline.edges import plan
 
     chosen = options.chosen(args.command, vars(args), os.environ)
-    if args.command == "verify":  # an image in a registry: no project needed
+    if args.command in ("verify", "doctor"):
+        # verify: an image in a registry, no project needed; doctor: a broken config is one
+        # of its findings
         from pipeline import session
 
-        return session.verify(args.image, chosen.registry_username)
+        if args.command == "verify":
+            status = session.verify(args.image, chosen.registry_username)
+        else:
+            status = session.doctor(chosen, chosen.project_dir)
+        return status
     root = chosen.project_dir or find_root(Path.cwd())
     if args.command == "plan" and not chosen.changed_since:
         replayed = plan.replay(root, args.services, chosen.tier)

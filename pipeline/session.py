@@ -10,9 +10,11 @@ import signal
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.core import jobs, settings
+from pipeline.core.doctor import Finding
 from pipeline.core.errors import PipelineError, UsageError
 from pipeline.core.log import get_logger
 from pipeline.core.names import IMAGE_REFERENCE
@@ -22,7 +24,6 @@ from pipeline.edges.resultcache import ResultCache
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from pathlib import Path
 
     import anyio
 
@@ -346,3 +347,133 @@ def carry(chosen: Chosen, action: str, folder: Path, project: Project) -> int:
 
     anyio.run(work)
     return 0
+
+
+DISK_FLOOR_GB = 2.0  # a run writes images, tarballs and its result cache beside the project
+ENGINE_WAIT_S = 10.0
+
+
+def doctor(chosen: Chosen, root: Path | None) -> int:
+    """``pipeline doctor``: every piece a run needs, one line each, with the fix for each
+    problem; exit 1 when there is one. Reads only; the engine is asked in a session of its
+    own, the registries once each, all at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.core.doctor import render
+
+    def config() -> tuple[list[Finding], Project | None]:
+        from pipeline.core.locate import find_root
+
+        try:
+            project = load(root or find_root(Path.cwd()))
+        except PipelineError as exc:
+            problem, _, fix = str(exc).partition("\n  fix: ")
+            return [Finding.bad("config", problem, fix)], None
+        tiers, services = len(project.tiers), len(project.services)
+        return [
+            Finding.good("config", f"{project.root}: {services} services, {tiers} tiers")
+        ], project
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        engine = pool.submit(_doctor_engine)
+        configured, project = config()
+        base = chosen.base_image or (project.spec.base_image if project else None)
+        base_found = pool.submit(_doctor_base, base) if base else None
+        registry_found = pool.submit(_doctor_registry, chosen) if chosen.registry else None
+        findings = [*configured, _doctor_disk(project.root if project else Path.cwd())]
+        findings += engine.result()
+        findings += [f.result() for f in (base_found, registry_found) if f is not None]
+    print(render(findings))
+    return 0 if all(f.ok for f in findings) else 1
+
+
+def _doctor_disk(where: Path) -> Finding:
+    import shutil
+
+    free = shutil.disk_usage(where).free / 1e9
+    seen = f"{free:.1f} GB free at {where}"
+    if free >= DISK_FLOOR_GB:
+        return Finding.good("disk", seen)
+    return Finding.bad("disk", f"{seen}, under {DISK_FLOOR_GB:.0f} GB", "free some space")
+
+
+def _doctor_engine() -> list[Finding]:
+    """The SDK, the CLI and the engine, and whether they are one generation."""
+    from importlib.metadata import version
+
+    import anyio
+
+    from pipeline.core.doctor import generation
+    from pipeline.engine import enginecheck
+
+    sdk = version("dagger-io")
+    found = [Finding.good("sdk", f"dagger-io {sdk}")]
+    match = f"install the CLI of dagger-io {sdk}, or the SDK of its version (pyproject's extras)"
+    try:
+        cli, cli_version = enginecheck.cli_version()
+    except enginecheck.EngineUnreachableError as exc:
+        problem, _, fix = str(exc).partition("; fix: ")
+        found.append(Finding.bad("cli", problem, fix))
+    else:
+        same = generation(cli_version) == generation(sdk)
+        seen = f"{cli} {cli_version}" + ("" if same else f", not dagger-io {sdk}'s generation")
+        found.append(Finding("cli", ok=same, seen=seen, fix=match))
+    where = os.environ.get(enginecheck.RUNNER_HOST) or (
+        "dagger run's session" if os.environ.get(enginecheck.SESSION_PORT) else "the CLI's default"
+    )
+
+    async def ask() -> str:
+        from pipeline.engine.connection import engine_version
+
+        with anyio.fail_after(ENGINE_WAIT_S):
+            return await engine_version()
+
+    try:
+        enginecheck.require_engine()
+        engine = anyio.run(ask)
+    except enginecheck.EngineUnreachableError as exc:
+        problem, _, fix = str(exc).partition("; fix: ")
+        return [*found, Finding.bad("engine", problem, fix)]
+    except TimeoutError:
+        fix = "check the engine's logs (here: docker logs of scripts/engine's container)"
+        return [
+            *found,
+            Finding.bad("engine", f"{where} gave no session in {ENGINE_WAIT_S:.0f}s", fix),
+        ]
+    except Exception as exc:  # noqa: BLE001 - any failure to open a session is the finding
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return [*found, Finding.bad("engine", f"{where}: {first}", enginecheck.START_ONE)]
+    same = generation(engine) == generation(sdk)
+    seen = f"{engine} at {where}" + ("" if same else f", not dagger-io {sdk}'s generation")
+    return [*found, Finding("engine", ok=same, seen=seen, fix=match)]
+
+
+def _doctor_base(base: str) -> Finding:
+
+    pinned = registry.resolve(base)
+    if pinned is None:
+        fix = "check the name and that its registry is reachable (here: scripts/engine up)"
+        return Finding.bad("base image", f"{base} does not resolve", fix)
+    return Finding.good("base image", pinned)
+
+
+def _doctor_registry(chosen: Chosen) -> Finding:
+
+    host = chosen.registry.split("/", 1)[0]
+    reachable, why = registry.ping(host)
+    if not reachable:
+        fix = "check the host name, the network, or that the registry runs"
+        return Finding.bad("registry", f"{host} does not answer ({why})", fix)
+    user, password = chosen.registry_username, os.environ.get(settings.PASSWORD_ENV)
+    if user and password:
+        return Finding.good("registry", f"{host} answers; credentials given for {user}")
+    if why:  # it wants credentials and some are missing: never print what is there
+        missing = " and ".join(
+            n
+            for n, v in (("PIPELINE_REGISTRY_USERNAME", user), (settings.PASSWORD_ENV, password))
+            if not v
+        )
+        return Finding.bad(
+            "registry", f"{host} wants credentials; {missing} not set", f"set {missing}"
+        )
+    return Finding.good("registry", f"{host} answers without credentials")

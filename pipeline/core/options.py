@@ -112,13 +112,14 @@ class Option:
 PROJECT_COMMANDS = frozenset({"plan", "build", "export", "publish"})
 BUILDS = frozenset({"build", "export", "publish"})
 CACHE = frozenset({"cache"})
+DOCTOR = frozenset({"doctor"})
 
 OPTIONS: tuple[Option, ...] = (
     Option(
         "project_dir",
         ("--project-dir",),
         "the monorepo's root",
-        PROJECT_COMMANDS | CACHE,
+        PROJECT_COMMANDS | CACHE | DOCTOR,
         env="PIPELINE_PROJECT_DIR",
         default_text="the nearest folder, from the current one upward, holding pipeline.toml "
         "or [tool.pipeline]",
@@ -171,7 +172,7 @@ OPTIONS: tuple[Option, ...] = (
         "base_image",
         ("--base-image",),
         "image every stage starts from, by tag or @sha256 digest",
-        BUILDS | CACHE,
+        BUILDS | CACHE | DOCTOR,
         env="PIPELINE_BASE_IMAGE",
         default_text="the config's base_image",
         check=_image,
@@ -215,7 +216,7 @@ OPTIONS: tuple[Option, ...] = (
         "registry",
         ("--registry",),
         "registry and namespace, e.g. ghcr.io/acme",
-        frozenset({"publish"}),
+        frozenset({"publish", "doctor"}),
         env="PIPELINE_REGISTRY",
         check=_registry,
     ),
@@ -223,7 +224,7 @@ OPTIONS: tuple[Option, ...] = (
         "registry_username",
         ("--registry-username",),
         "user for the registry (its password only from PIPELINE_REGISTRY_PASSWORD)",
-        frozenset({"publish", "verify"}),
+        frozenset({"publish", "verify", "doctor"}),
         env="PIPELINE_REGISTRY_USERNAME",
     ),
     Option(

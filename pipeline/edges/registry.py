@@ -214,3 +214,18 @@ def resolve(ref: str) -> str | None:
         return None
     digest = response.headers.get("Docker-Content-Digest")
     return f"{name}@{digest}" if response.status_code == OK and digest else None
+
+
+def ping(host: str, timeout: float = 3.0) -> tuple[bool, str]:
+    """Whether ``host`` answers the registry API (``/v2/``), asked once, not retried: a
+    registry that wants credentials answers 401 and is reachable. ``(True, "")`` or
+    ``(False, why)``; the answer's status in ``why`` when it is not a registry's."""
+    import requests
+
+    try:
+        response = requests.get(f"{endpoint(host)}/v2/", timeout=timeout)
+    except (requests.RequestException, OSError, ValueError) as exc:
+        return False, str(_cause(exc)) or type(exc).__name__
+    if response.status_code in (OK, UNAUTHORIZED):
+        return True, "credentials needed" if response.status_code == UNAUTHORIZED else ""
+    return False, f"/v2/ answered HTTP {response.status_code}"

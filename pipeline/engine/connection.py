@@ -36,3 +36,13 @@ async def engine_session(verbose: bool) -> AsyncIterator[None]:
         raise EngineUnreachableError(
             f"no engine session could be started with {where}: {first}; fix: {START_ONE}"
         ) from None
+
+
+async def engine_version() -> str:
+    """The version of the engine a session reaches (``v0.21.8``), asked in a session of its
+    own with no progress shown. Call ``require_engine`` first: it fails at once, naming the
+    fix, where this would wait for the SDK's own provisioning."""
+    from dagger import dag
+
+    async with dagger.connection(dagger.Config(log_output=None)):
+        return await dag.version()

@@ -5,8 +5,10 @@ download of a CLI. Dagger-free and quick (one connect at most, bounded)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
+import subprocess
 import urllib.parse
 from typing import TYPE_CHECKING
 
@@ -77,3 +79,28 @@ def require_engine(environ: Mapping[str, str] | None = None) -> None:
         return
     if not (env.get(CLI_BIN) or shutil.which("dagger", path=env.get("PATH"))):
         raise EngineUnreachableError(f"no Dagger engine and no Dagger CLI; fix: {START_ONE}")
+
+
+def cli_version(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The Dagger CLI a session would use, and its version (``v0.21.8``); raises
+    EngineUnreachableError, naming the fix, when there is none or it does not answer."""
+    env = os.environ if environ is None else environ
+    cli = env.get(CLI_BIN) or shutil.which("dagger", path=env.get("PATH"))
+    if not cli:
+        raise EngineUnreachableError(f"no Dagger CLI on PATH nor in {CLI_BIN}; fix: {START_ONE}")
+    try:
+        done = subprocess.run(
+            [cli, "version"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EngineUnreachableError(
+            f"the Dagger CLI {cli} does not run ({exc}); fix: reinstall it"
+        ) from None
+    found = re.search(r"\bv\d+\.\d+\.\d+\S*", done.stdout)
+    if done.returncode != 0 or not found:
+        said = (done.stderr or done.stdout).strip().splitlines()[:1]
+        raise EngineUnreachableError(
+            f"`{cli} version` says {said[0] if said else 'nothing'!r} (exit {done.returncode}); "
+            "fix: reinstall the Dagger CLI"
+        )
+    return cli, found[0]

@@ -22,6 +22,7 @@ from pipeline.core.config import argv
 from pipeline.core.inputs import UV_VERSION, service_requirement_files, source_files, test_files
 from pipeline.engine import compat
 from pipeline.engine.layers import (
+    FIXED_MTIME,
     VENV,
     added,
     added_tree,
@@ -120,6 +121,14 @@ def with_apt(packages: Sequence[str], scope: str) -> Callable[[dagger.Container]
     return step
 
 
+def _at_fixed_date(ctr: dagger.Container) -> dagger.Container:
+    """A scratch container whose account tools date what they write at the fixed time: a
+    user that useradd (or a package's adduser) adds gets its password's day of last change
+    in /etc/shadow from SOURCE_DATE_EPOCH, else the day it ran, and two builds on two days
+    would differ."""
+    return ctr.with_env_variable("SOURCE_DATE_EPOCH", str(FIXED_MTIME))
+
+
 def with_apt_layer(
     packages: Sequence[str], scope: str
 ) -> Callable[[dagger.Container], dagger.Container]:
@@ -134,7 +143,7 @@ def with_apt_layer(
         if not packages:
             return ctr
         install = with_tracked([_apt_install(packages)])
-        scratch = ctr.with_(_with_apt_mounts(scope)).with_(install)
+        scratch = ctr.with_(_with_apt_mounts(scope)).with_(_at_fixed_date).with_(install)
         return ctr.with_(with_tree(added_tree(scratch)))
 
     return step
@@ -217,7 +226,12 @@ def runtime_os(settings: BuildSettings) -> dagger.Container:
         f"groupadd --gid {uid} {user} && useradd --uid {uid} --gid {uid} "
         f"--no-create-home --home-dir {APP} --shell /usr/sbin/nologin {user}"
     )
-    scratch = dag.container().from_(settings.base_image).with_(compat.run(["sh", "-c", script]))
+    scratch = (
+        dag.container()
+        .from_(settings.base_image)
+        .with_(_at_fixed_date)
+        .with_(compat.run(["sh", "-c", script]))
+    )
     accounts = dag.directory()
     for name in ACCOUNT_FILES:
         accounts = accounts.with_file(name, scratch.file(f"/etc/{name}"))
