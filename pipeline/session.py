@@ -214,8 +214,9 @@ def run(chosen: Chosen, project: Project, services: list[Service]) -> int:
     if todo:
         import anyio
 
+        why = {j.service.name: tuple(jobs.changes(j, cache)) for j in todo}  # before it records
         done, release = anyio.run(_engine_run, project, todo, build, options, cache, chosen.verbose)
-        built = {r.service: r for r in done}
+        built = {r.service: dataclasses.replace(r, changed=why[r.service]) for r in done}
     results = [replayed.get(s.name) or built[s.name] for s in services]
     for result in results:
         report.log_line(result)

@@ -147,13 +147,16 @@ def _inputs_from(data: dict[str, Any] | None) -> Inputs | None:
     return Inputs(data["name"], data["files"], data["values"], _inputs_from(data.get("parent")))
 
 
-def _explain(job: Job, cache: Store) -> None:
-    """Say which inputs changed since the service's last build."""
+def changes(job: Job, cache: Store) -> list[str]:
+    """Which inputs changed since the service's last build (read before this run records)."""
     try:
         before = _inputs_from(cache.get(Kind.INPUTS, job.service.name))
     except (KeyError, TypeError):
         before = None
-    changed = job.inputs.changes(before)
-    if not changed:
-        changed = ["(stamp: commit, branch or dirty state)"]
+    return job.inputs.changes(before) or ["(stamp: commit, branch or dirty state)"]
+
+
+def _explain(job: Job, cache: Store) -> None:
+    """Say which inputs changed since the service's last build."""
+    changed = changes(job, cache)
     get_logger().info("rebuild_needed", service=job.service.name, changed=changed[:10])

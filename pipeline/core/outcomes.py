@@ -25,7 +25,8 @@ class Check(enum.StrEnum):
 class Step(enum.StrEnum):
     """The timed steps of one service's build (a Result's ``steps``)."""
 
-    IMAGE = "image"
+    TIER = "tier"  # its tier image: built, or waited for while another service builds it
+    IMAGE = "image"  # the service's own layers: dependencies, source, stamp
     EXPORT = "export"
     SBOM = "sbom"
     UNIT = "unit"
@@ -131,6 +132,12 @@ class Result:
     # checks not run this run because they passed on an image of identical content
     reused_checks: tuple[str, ...] = ()
     steps: dict[str, float] = field(default_factory=dict)  # seconds per step (image, unit, ...)
+    # the timeline: when the service's build began (epoch seconds; 0 for a replay), and each
+    # step's start (seconds after that) and length
+    started: float = 0.0
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)
+    changed: tuple[str, ...] = ()  # why it was built: the inputs that changed since last time
+    engine: str = ""  # the engine that built it (its version and where it runs)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Result:
@@ -172,6 +179,8 @@ class Result:
         out["own_size"] = self.own_size
         out["published"] = list(self.published)
         out["reused_checks"] = list(self.reused_checks)
+        out["spans"] = {name: list(span) for name, span in self.spans.items()}
+        out["changed"] = list(self.changed)
         return out
 
     @property

@@ -28,6 +28,7 @@ from pipeline.core.log import get_logger
 from pipeline.core.outcomes import Check, ImageFacts, Result, Status, Step
 from pipeline.core.settings import CA_BUNDLE_ENV, INDEX_URL_ENV
 from pipeline.engine import compat, images, probes
+from pipeline.engine.enginecheck import RUNNER_HOST, SESSION_PORT
 from pipeline.engine.inventory import inventory
 from pipeline.supply import ocilayout
 
@@ -146,6 +147,7 @@ class _Progress:
     published: tuple[str, ...] = ()
     tier_image: ImageFacts | None = None
     steps: dict[str, float] = field(default_factory=dict)  # seconds each step took
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)  # (start, seconds)
     staged: Path | None = None  # the exported tarball, until every check has passed
     installed: dict[str, Any] | None = None  # what the image holds, for its SBOM
     sbom: str = ""
@@ -158,7 +160,9 @@ class _Progress:
         try:
             return await work
         finally:
-            self.steps[name] = round(time.monotonic() - started, 2)
+            took = round(time.monotonic() - started, 2)
+            self.steps[name] = took
+            self.spans[name] = (round(time.time() - took - self.started, 2), took)
 
     async def check(self, name: str, work: Awaitable[object]) -> None:
         try:
@@ -184,6 +188,7 @@ class _Context:
     secrets: images.Secrets
     deliver: Deliver
     documents: bool  # whether the delivery needs what the image holds (an SBOM)
+    engine: str  # the engine's version, as results name it
 
 
 async def _concurrently(*work: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -232,6 +237,7 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
             )
 
     async def image_and_checks() -> None:
+        await progress.timed(Step.TIER, ctx.tiers[service.tier].image.sync())
         await progress.timed(Step.IMAGE, image.sync())
         await _concurrently(measure, smoke, health)
 
@@ -303,8 +309,9 @@ def _sweep(folder: Path) -> None:
 
 
 async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
-    service, progress = job.service, _Progress()
+    service = job.service
     async with ctx.limiter:
+        progress = _Progress()
         started = time.monotonic()
         log.info("build_started", service=service.name, tier=service.tier)
         out_dir = ctx.options.out_dir
@@ -336,6 +343,9 @@ async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
         tier_image=progress.tier_image,
         reused_checks=reused,
         steps=progress.steps,
+        started=progress.started,
+        spans=progress.spans,
+        engine=ctx.engine,
     )
 
 
@@ -363,6 +373,8 @@ async def run(
             Result(j.service.name, j.service.tier, Status.FAILED, 0.0, reason=why) for j in work
         ]
     tiers = images.tier_images(project, settings, secrets)
+    where = os.environ.get(RUNNER_HOST) or ("dagger run" if os.environ.get(SESSION_PORT) else "")
+    engine = f"{await dag.version()}{f' at {where}' if where else ''}"
     ctx = _Context(
         project,
         settings,
@@ -372,6 +384,7 @@ async def run(
         secrets,
         deliver,
         documents=options.out_dir is not None or options.publish_to is not None,
+        engine=engine,
     )
     results: dict[str, Result] = {}
 
