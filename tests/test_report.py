@@ -104,3 +104,42 @@ def test_sbom_document_is_valid_cyclonedx_and_complete():
     assert bom["metadata"]["timestamp"].startswith("2026-01-02T03:04:05")
     # the same image gives the same document
     assert sbom.document(stamp, "sha256:" + "b" * 64, installed) == text
+
+
+def test_step_summary_holds_the_timeline_as_a_mermaid_gantt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    t0 = 1_700_000_000.0
+    built = Result(
+        "users",
+        "backend",
+        Status.OK,
+        9.0,
+        spans={"tier": (0.0, 2.0), "image": (2.0, 3.5), "unit": (0.5, 4.0)},
+        started=t0 + 1.5,
+        reused_checks=("smoke",),
+    )
+    replayed = Result("gateway", "backend", Status.OK, 0.0, cached=True)
+    failed = Result(
+        "broken", "backend", Status.FAILED, 3.0, spans={"unit": (0.25, 2.0)}, started=t0
+    )
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    report.write_step_summary([built, replayed, failed])
+    md = summary.read_text()
+    chart = md[md.index("```mermaid\n") :]
+    lines = chart.splitlines()
+    assert lines[1] == "gantt"
+    assert "    dateFormat x" in lines
+    users = lines[lines.index("    section users") + 1 : lines.index("    section gateway")]
+    # placed from the first build's start (broken's, t0), in ms, in the order they began
+    assert users == [
+        "    tier :1500, 3500",
+        "    unit :2000, 6000",
+        "    image :3500, 7000",
+        "    smoke reused :done, milestone, 1500, 1500",
+    ]
+    gateway = lines[lines.index("    section gateway") + 1]
+    assert gateway == "    replayed from the result cache :milestone, 0, 0"
+    assert lines[lines.index("    section broken") + 1] == "    unit :crit, 250, 2250"
+    assert lines[-1] == "```"

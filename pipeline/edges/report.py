@@ -64,6 +64,44 @@ def markdown(results: list[Result]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gantt(results: list[Result]) -> str:
+    """The run's timeline as a Mermaid Gantt chart (GitHub renders it in a step summary): one
+    section per service, a task per timed step, placed in milliseconds from the first build's
+    start; a replayed service is one milestone, a failed one's steps are marked critical."""
+    starts = [r.started for r in results if r.started]
+    origin = min(starts, default=0.0)
+    lines = [
+        "```mermaid",
+        "gantt",
+        "    title Build timeline (min:s from the first build's start)",
+        "    dateFormat x",
+        "    axisFormat %M:%S",
+    ]
+    for r in results:
+        lines.append(f"    section {_mermaid_text(r.service)}")
+        if r.cached or not r.spans:
+            what = "replayed from the result cache" if r.cached else r.label
+            lines.append(f"    {what} :milestone, 0, 0")
+            continue
+        tag = "crit, " if not r.ok else ""
+        for step, (start, length) in sorted(r.spans.items(), key=lambda kv: kv[1][0]):
+            begin = round((r.started + start - origin) * 1000)
+            end = begin + max(1, round(length * 1000))
+            lines.append(f"    {_mermaid_text(step)} :{tag}{begin}, {end}")
+        began = round((r.started - origin) * 1000)  # a reused check: a mark where it began
+        lines.extend(
+            f"    {_mermaid_text(c)} reused :done, milestone, {began}, {began}"
+            for c in r.reused_checks
+        )
+    lines.append("```")
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_text(text: str) -> str:
+    """A name as Mermaid's Gantt syntax takes it: no colon, hash or line break."""
+    return " ".join(text.replace(":", " ").replace("#", " ").replace(";", " ").split())
+
+
 def write_json(results: list[Result], path: Path, extra: dict[str, Any]) -> None:
     """The report, written whole under a unique name beside ``path``, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +120,7 @@ def write_step_summary(results: list[Result]) -> None:
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target:
         with Path(target).open("a", encoding="utf-8") as fh:
-            fh.write("### Images\n\n" + markdown(results))
+            fh.write("### Images\n\n" + markdown(results) + "\n" + gantt(results))
 
 
 def log_line(result: Result) -> None:
