@@ -42,7 +42,11 @@ def doctor(
     """``python -m pipeline doctor ARGS`` with ``env`` over the test's environment, without
     the engine's variables unless ``keep_engine``."""
     dropped = () if keep_engine else (*ENGINE_VARIABLES, "DAGGER_SESSION_PORT")
-    base = {k: v for k, v in os.environ.items() if k not in dropped}
+    # and the pipeline's own settings (a shell with scripts/engine env names a base image
+    # and a registry): a test gives those it wants
+    base = {
+        k: v for k, v in os.environ.items() if k not in dropped and not k.startswith("PIPELINE_")
+    }
     return subprocess.run(
         [sys.executable, "-m", "pipeline", "doctor", *args],
         capture_output=True,
