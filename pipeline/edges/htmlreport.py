@@ -35,11 +35,11 @@ DASH = "\u2014"
 KB, MB = 1e3, 1e6
 
 # The timeline's geometry, in pixels: service names, the plot, then a column of notes.
-LABEL_W, PLOT_W, NOTE_W = 210, 760, 340
+LABEL_W, PLOT_W, NOTE_W = 170, 720, 300
 NOTE_X = LABEL_W + PLOT_W + 16
 WIDTH = NOTE_X + NOTE_W
 AXIS_H, LANE_H, ROW_PAD = 26, 14, 5
-NAME_CHARS, NOTE_CHARS = 30, 52
+NAME_CHARS, NOTE_CHARS = 24, 46
 
 # No script may run and nothing may be fetched, even from text that escaped the escaping.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -75,7 +75,7 @@ border-radius:3px;overflow:hidden}
 .sizebar span{display:block;height:100%}
 code{font-family:ui-monospace,monospace;font-size:12px;background:#f6f8fa;padding:0 3px;
 border-radius:3px;overflow-wrap:anywhere}
-ul.changed{margin:0;padding-left:16px}
+ul.changed{margin:0;padding-left:16px}code.digest{white-space:nowrap}
 .st-ok{color:#116329}.st-cached{color:#59636e}.st-failed{color:#a40e26;font-weight:600}
 .chk-fail{color:#a40e26}.chk-reused{color:#59636e;font-style:italic}
 pre.reason{background:#fff8f7;border:1px solid #ffcecb;padding:8px;white-space:pre-wrap;
@@ -229,6 +229,19 @@ def _row(result: Result, y: int, height: int, origin: float, scale: float, index
             out.append(
                 f'<text class="bar-label" x="{x + 3:.1f}" y="{top + LANE_H - 5}">{_e(name)}</text>'
             )
+    if result.reused_checks and not result.cached:  # hollow boxes where the checks would be
+        ends = [origin + start + length for start, length in result.spans.values()]
+        x = LABEL_W + max(ends, default=origin) * scale + 6
+        for check in result.reused_checks:
+            width = 7 * len(check) + 18
+            out.append(
+                f'<rect x="{x:.1f}" y="{y + ROW_PAD}" width="{width}" height="{LANE_H - 2}" '
+                f'rx="2" fill="none" stroke="{_colour(check)}" stroke-dasharray="3 2">'
+                f"<title>{_e(check)}: reused, not run</title></rect>"
+                f'<text class="reused" x="{x + 3:.1f}" y="{y + ROW_PAD + LANE_H - 5}" '
+                f'font-size="10">\u21ba {_e(check)}</text>'
+            )
+            x += width + 4
     notes = []
     if result.reused_checks:
         reused = ", ".join(result.reused_checks)
@@ -362,7 +375,11 @@ def _rebuilds(results: Sequence[Result]) -> str:
     rows = []
     for r in results:
         engine = _e(r.engine) if r.engine else "\u2014"
-        digest = f"<code>{_e(r.image.digest[:19])}</code>" if r.image and r.ok else "\u2014"
+        digest = (
+            f'<code class="digest">{_e(r.image.digest[:19])}</code>'
+            if r.image and r.ok
+            else "\u2014"
+        )
         rows.append(
             f'<tr><td>{_e(r.service)}</td><td class="st-{_e(r.label)}">{_e(r.label)}</td>'
             f'<td class="num">{_e(_secs(r.duration))}</td><td>{_why(r)}</td><td>{engine}</td>'
