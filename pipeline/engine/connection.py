@@ -4,20 +4,52 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 from typing import TYPE_CHECKING
 
 import dagger
 
 from pipeline.engine.enginecheck import (
+    CLI_BIN,
     RUNNER_HOST,
+    SESSION_PORT,
     START_ONE,
     EngineUnreachableError,
     require_engine,
 )
 
+# What `dagger run` gives its command: its session, and where the command's traces go (its
+# progress shows them).
+_PARENT_SESSION = (SESSION_PORT, "DAGGER_SESSION_TOKEN", "TRACEPARENT")
+
+
+@contextlib.contextmanager
+def _quiet_under_dagger_run(verbose: bool) -> Iterator[None]:
+    """Under `dagger run`, a run opens a session of its own with no progress shown, so the
+    CLI's progress holds nothing of it and the run's summary is the last thing printed; its
+    full progress is `-v`, which uses `dagger run`'s session (every step, traces included).
+    Nothing changes outside `dagger run`, or when no CLI is there to open a session with."""
+    cli = os.environ.get(CLI_BIN) or shutil.which("dagger")
+    if verbose or not os.environ.get(SESSION_PORT) or not cli:
+        yield
+        return
+    saved = {
+        k: os.environ.pop(k)
+        for k in list(os.environ)
+        if k in _PARENT_SESSION or k.startswith("OTEL_")
+    }
+    os.environ[CLI_BIN] = cli
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+        if CLI_BIN not in saved:
+            os.environ.pop(CLI_BIN, None)
+
+
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
 
 @contextlib.asynccontextmanager
@@ -28,8 +60,9 @@ async def engine_session(verbose: bool) -> AsyncIterator[None]:
     require_engine()
     config = dagger.Config(log_output=sys.stderr if verbose else None)
     try:
-        async with dagger.connection(config):
-            yield
+        with _quiet_under_dagger_run(verbose):
+            async with dagger.connection(config):
+                yield
     except dagger.ProvisionError as exc:
         where = os.environ.get(RUNNER_HOST) or "the Dagger CLI's default engine"
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
