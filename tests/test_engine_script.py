@@ -57,7 +57,7 @@ def exports(version: str | None, path: Path | None = None) -> dict[str, str]:
 
 BASICS = ("bash", "sed", "dirname", "cat", "mkdir", "printf")
 TOOLS = ("dockerd", "debootstrap", "docker-registry", "git", "curl", "jq", "skopeo", "tar",
-         "sha256sum", "go")  # fmt: skip
+         "chromium", "sha256sum", "go")  # fmt: skip
 
 
 def fake_host(tmp_path: Path, present: tuple[str, ...]) -> tuple[Path, Path]:
@@ -104,6 +104,7 @@ def test_a_host_with_only_a_docker_client_gets_the_daemon_and_every_tool(tmp_pat
         "jq",
         "skopeo",
         "tar",
+        "chromium",  # the HTML report's browser test
         "coreutils",
         "golang-go",
         "debian-archive-keyring",
