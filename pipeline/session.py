@@ -172,17 +172,20 @@ def _preflight(chosen: Chosen, options: RunOptions, build: BuildSettings) -> Non
             else ("a registry username", "PIPELINE_REGISTRY_PASSWORD")
         )
         raise UsageError(f"publish: {given} is set but {missing} is not; fix: set both, or neither")
-    if chosen.report is not None and chosen.report.is_dir():
-        raise UsageError(f"--report: {chosen.report} is a folder; fix: name a file")
+    reports = {"--report": chosen.report, "--report-html": chosen.report_html}
+    for flag, path in reports.items():
+        if path is not None and path.is_dir():
+            raise UsageError(f"{flag}: {path} is a folder; fix: name a file")
     if options.out_dir is not None:
         _writable_folder(options.out_dir, "--out")
-    if chosen.report is not None:
-        _writable_folder(chosen.report.parent, "--report")
+    for flag, path in reports.items():
+        if path is not None:
+            _writable_folder(path.parent, flag)
 
 
 def run(chosen: Chosen, project: Project, services: list[Service]) -> int:
     log = get_logger()
-    started = time.monotonic()
+    started, began = time.monotonic(), time.time()
     options = settings.run_options(chosen)
     if chosen.command == "publish" and not options.publish_to:
         raise UsageError("publish needs --registry (or PIPELINE_REGISTRY), e.g. ghcr.io/acme")
@@ -226,17 +229,23 @@ def run(chosen: Chosen, project: Project, services: list[Service]) -> int:
         print(release.summary())
     print(f"wall time {elapsed:.1f}s")
     report.write_step_summary(results)
+    extra: dict[str, Any] = {
+        "command": chosen.command,
+        "revision": build.provenance.revision,
+        "version": build.provenance.release or None,
+        "cache_scope": build.cache_scope,
+        "base_image": base_ref,
+        "started": round(began, 3),
+        "wall_time": round(elapsed, 2),
+    }
+    if release is not None:
+        extra["release"] = release.as_dict()
     if chosen.report:
-        extra: dict[str, Any] = {
-            "revision": build.provenance.revision,
-            "version": build.provenance.release or None,
-            "cache_scope": build.cache_scope,
-            "base_image": base_ref,
-            "wall_time": round(elapsed, 2),
-        }
-        if release is not None:
-            extra["release"] = release.as_dict()
         report.write_json(results, chosen.report, extra)
+    if chosen.report_html:
+        from pipeline.edges import htmlreport
+
+        htmlreport.write(results, chosen.report_html, extra)
     complete = release is None or release.complete
     return 0 if all(r.ok for r in results) and complete else 1
 

@@ -49,7 +49,8 @@ def dagger_run(repo: Path, base_image: str, *args: str) -> list[str]:
 
 def test_under_dagger_run_the_summary_is_last_and_the_log_short(tmp_path: Path, base_image: str):
     repo = copy_example(tmp_path / "repo", services=("echo", "users"))
-    quiet = dagger_run(repo, base_image, "--no-cache")
+    page = tmp_path / "out" / "report.html"
+    quiet = dagger_run(repo, base_image, "--no-cache", "--report-html", str(page))
     text = "\n".join(quiet)
     # the summary table closes the output: nothing of Dagger's progress comes after it
     assert quiet[-2] == "2 built, 0 failed", text[-2000:]
@@ -61,6 +62,12 @@ def test_under_dagger_run_the_summary_is_last_and_the_log_short(tmp_path: Path, 
     for program in PROGRAMS:
         first = program.read_text().splitlines()[0].strip('"')
         assert first not in text, f"{program.name}'s source is in the output"
+
+    # the build report to open: each service with its steps as the run timed them
+    html = page.read_text()
+    for service in ("echo", "users"):
+        for step in ("tier", "image", "unit", "smoke", "health", "export"):
+            assert f"{service} \u00b7 {step}: +" in html, (service, step)  # its bar's title
 
     def execs(lines: list[str]) -> int:
         """Lines of Dagger's progress that show a step run in a container."""

@@ -195,6 +195,16 @@ OPTIONS: tuple[Option, ...] = (
         "report", ("--report",), "also write the results as JSON to this file", BUILDS, type=Path
     ),
     Option(
+        "report_html",
+        ("--report-html",),
+        "also write a build report to open: one self-contained HTML page (timeline, sizes, "
+        "why each service rebuilt)",
+        BUILDS,
+        env="PIPELINE_REPORT_HTML",
+        type=Path,
+        metavar="FILE",
+    ),
+    Option(
         "release",
         ("--version",),
         "the images' version (label, build-info.json, and an immutable tag on publish); "
