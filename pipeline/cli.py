@@ -84,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("image", metavar="IMAGE", help="e.g. ghcr.io/acme/users:latest")
     _with_options(verify, "verify")
+    past = sub.add_parser(
+        "history",
+        help="a service's size, time and digest in each recorded run of the scope",
+        description="Each build, export or publish records every service's figures in its "
+        "cache scope (.pipeline/cache/<scope>/history.jsonl, the last 200 runs). This prints "
+        "one service's, oldest first, with each run's change in size.",
+    )
+    past.add_argument("service", metavar="SERVICE")
+    _with_options(past, "history")
     doctor = sub.add_parser(
         "doctor",
         help="check that everything a run needs is there, one line each",
@@ -125,9 +134,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pipeline.edges.git import changed_since
 
     project = session.load(root)
-    if args.command == "cache":
-        configure(verbose=chosen.verbose)
-        return session.carry(chosen, args.action, args.folder, project)
+    if args.command in ("cache", "history"):
+        if args.command == "history":
+            status = session.history_of(chosen, project, args.service)
+        else:
+            configure(verbose=chosen.verbose)
+            status = session.carry(chosen, args.action, args.folder, project)
+        return status
     changed, reads = None, None
     if chosen.changed_since:
         changed = changed_since(project.root, chosen.changed_since)

@@ -19,7 +19,7 @@ from pipeline.core.errors import PipelineError, UsageError
 from pipeline.core.log import get_logger
 from pipeline.core.names import IMAGE_REFERENCE
 from pipeline.core.options import chosen as resolve_options
-from pipeline.edges import registry, report
+from pipeline.edges import history, registry, report
 from pipeline.edges.resultcache import ResultCache
 
 if TYPE_CHECKING:
@@ -131,6 +131,30 @@ async def build(
     return await runner.run(project, work, settings, options, deliver)
 
 
+def _history_changes(root: Path, scope: str, now: history.Run) -> list[history.Change]:
+    """This run against the last run of its scope, and of main's (when it is another)."""
+    found: list[history.Change] = []
+    for against, name in (("this scope", scope), ("main", "main")):
+        if against == "main" and scope == "main":
+            break
+        runs = history.read(root, name)
+        found += history.changes(now, runs[-1] if runs else None, against)
+    return found
+
+
+def history_of(chosen: Chosen, project: Project, service: str) -> int:
+    """``pipeline history SERVICE``: the service's figures in the scope's recorded runs."""
+    project.select([service], (), None, None)  # an unknown service is a usage error
+    scope = build_settings(project, chosen=chosen).cache_scope
+    runs = history.read(project.root, scope)
+    if not any(service in run.services for run in runs):
+        print(f"no run of scope {scope} has built {service} yet")
+        return 0
+    print(history.series(runs, service))
+    print(f"scope {scope}: the last {len(runs)} runs are kept (at most {history.KEEP})")
+    return 0
+
+
 def _writable_folder(folder: Path, what: str) -> None:
     """Make ``folder`` (for ``what``) and prove a file can be written in it, before any
     build: a run never fails at its end for want of a place to put its results."""
@@ -224,9 +248,37 @@ def run(chosen: Chosen, project: Project, services: list[Service]) -> int:
     for result in results:
         report.log_line(result)
     elapsed = time.monotonic() - started
+    _summarize(chosen, project, build, results, release, {"started": began, "wall": elapsed})
+    complete = release is None or release.complete
+    return 0 if all(r.ok for r in results) and complete else 1
+
+
+def _summarize(
+    chosen: Chosen,
+    project: Project,
+    build: BuildSettings,
+    results: list[Result],
+    release: Release | None,
+    times: dict[str, float],
+) -> None:
+    """The run's history entry and its summary, printed last; then the step summary and the
+    reports asked for."""
+    log = get_logger()
+    began, elapsed = times["started"], times["wall"]
+    base_ref = build.base_image
+    now = history.Run.of(results, began, build.provenance.revision, chosen.command)
+    changes = _history_changes(project.root, build.cache_scope, now)
+    grown = [c for c in changes if (c.grown or 0.0) * 100 > chosen.growth_warning]
+    for change in grown:
+        log.warning(
+            "image_grew", service=change.service, against=change.against, share=change.grown
+        )
+    history.append(project.root, build.cache_scope, now)
     print(report.table(results))
     if release is not None:
         print(release.summary())
+    for change in grown:
+        print(f"warning: {change.warning()}")
     print(f"wall time {elapsed:.1f}s")
     report.write_step_summary(results)
     extra: dict[str, Any] = {
@@ -240,14 +292,13 @@ def run(chosen: Chosen, project: Project, services: list[Service]) -> int:
     }
     if release is not None:
         extra["release"] = release.as_dict()
+    extra["history"] = [c.as_dict() for c in changes]
     if chosen.report:
         report.write_json(results, chosen.report, extra)
     if chosen.report_html:
         from pipeline.edges import htmlreport
 
         htmlreport.write(results, chosen.report_html, extra)
-    complete = release is None or release.complete
-    return 0 if all(r.ok for r in results) and complete else 1
 
 
 def _check_attestations(

@@ -399,6 +399,17 @@ RUNS: dict[str, Row] = {
     "--jobs 1.5": Row(
         ("build", "--jobs", "1.5"), "--jobs: '1.5' is not a number"
     ),
+    "--growth-warning abc": Row(
+        ("build", "--growth-warning", "abc"), "--growth-warning: 'abc' is not a number; fix:"
+    ),
+    "PIPELINE_GROWTH_WARNING=-5": Row(
+        ("build",),
+        "PIPELINE_GROWTH_WARNING: -5 is out of range; fix: give a percentage from 0 to 1000",
+        {"PIPELINE_GROWTH_WARNING": "-5"},
+    ),
+    "--report-html into a folder": Row(
+        ("build", "--report-html", "/tmp"), "--report-html: /tmp is a folder; fix: name a file"
+    ),
     "PIPELINE_CACHE_SCOPE=../../x": Row(
         ("build",),
         "PIPELINE_CACHE_SCOPE: '../../x' cannot be a cache scope",

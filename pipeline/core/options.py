@@ -31,6 +31,20 @@ def _jobs(value: str, where: str) -> int:
     return jobs
 
 
+def _percent(value: str | float, where: str) -> float:
+    try:
+        share = float(value)
+    except ValueError:
+        raise UsageError(
+            f"{where}: {value!r} is not a number; fix: give a percentage, e.g. 10"
+        ) from None
+    if not 0 <= share <= 1000:  # noqa: PLR2004 - a growth over ten times is no warning level
+        raise UsageError(
+            f"{where}: {share:g} is out of range; fix: give a percentage from 0 to 1000"
+        )
+    return share
+
+
 def _scope(value: str, where: str) -> str:
     """A scope names cache volumes and a folder of the result cache: checked as the config's."""
     if not re.match(names.SCOPE_PATTERN, value):
@@ -113,13 +127,14 @@ PROJECT_COMMANDS = frozenset({"plan", "build", "export", "publish"})
 BUILDS = frozenset({"build", "export", "publish"})
 CACHE = frozenset({"cache"})
 DOCTOR = frozenset({"doctor"})
+HISTORY = frozenset({"history"})
 
 OPTIONS: tuple[Option, ...] = (
     Option(
         "project_dir",
         ("--project-dir",),
         "the monorepo's root",
-        PROJECT_COMMANDS | CACHE | DOCTOR,
+        PROJECT_COMMANDS | CACHE | DOCTOR | HISTORY,
         env="PIPELINE_PROJECT_DIR",
         default_text="the nearest folder, from the current one upward, holding pipeline.toml "
         "or [tool.pipeline]",
@@ -163,7 +178,7 @@ OPTIONS: tuple[Option, ...] = (
         "cache_scope",
         ("--cache-scope",),
         "scope of cache volumes and the result cache",
-        BUILDS | CACHE,
+        BUILDS | CACHE | HISTORY,
         env="PIPELINE_CACHE_SCOPE",
         default_text="the config's cache_scope, else the git branch",
         check=_scope,
@@ -193,6 +208,18 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "report", ("--report",), "also write the results as JSON to this file", BUILDS, type=Path
+    ),
+    Option(
+        "growth_warning",
+        ("--growth-warning",),
+        "warn when an image grew more than this share (percent) since the last run of its "
+        "scope or of main",
+        BUILDS,
+        env="PIPELINE_GROWTH_WARNING",
+        default=10.0,
+        default_text="10",
+        check=_percent,
+        metavar="PCT",
     ),
     Option(
         "report_html",

@@ -1,0 +1,192 @@
+"""Each run's figures, kept per cache scope: what every service's image weighed and took, run
+after run, so a run can say what changed since the last run of its scope and of main.
+
+``<project>/.pipeline/cache/<scope>/history.jsonl``: one JSON line per run (when, revision,
+command, and per service its digest, compressed size, time and status), oldest first, at most
+``KEEP`` runs (the oldest go first). It sits in the scope's result cache folder, so `cache
+export` carries it to the next CI runner with the results. A line that does not read is
+skipped with a warning; every write replaces the file whole.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.core.log import get_logger
+from pipeline.edges.resultcache import ResultCache
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from pipeline.core.outcomes import Result
+
+NAME = "history.jsonl"
+KEEP = 200  # runs per scope: about 60 kB for the example's 7 services
+MB = 1e6
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One service's figures in one run."""
+
+    status: str  # ok, cached or failed
+    size: int | None  # compressed bytes of the image
+    duration: float
+    digest: str | None
+
+
+@dataclass(frozen=True)
+class Run:
+    at: float  # epoch seconds
+    revision: str
+    command: str
+    services: dict[str, Figures] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, results: Sequence[Result], at: float, revision: str, command: str) -> Run:
+        figures = {
+            r.service: Figures(
+                r.label,
+                r.image.size if r.image else None,
+                round(r.duration, 2),
+                r.image.digest if r.image else None,
+            )
+            for r in results
+        }
+        return cls(round(at, 3), revision, command, figures)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Run:
+        services = {
+            str(name): Figures(
+                str(f["status"]),
+                None if f.get("size") is None else int(f["size"]),
+                float(f["duration"]),
+                None if f.get("digest") is None else str(f["digest"]),
+            )
+            for name, f in data["services"].items()
+        }
+        return cls(float(data["at"]), str(data["revision"]), str(data["command"]), services)
+
+    @property
+    def when(self) -> str:
+        return datetime.fromtimestamp(self.at, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _path(root: Path, scope: str) -> Path:
+    return ResultCache(root, scope).dir / NAME
+
+
+def read(root: Path, scope: str) -> list[Run]:
+    """The scope's runs, oldest first; none when it has no history yet."""
+    path = _path(root, scope)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        get_logger().warning("history_unreadable", path=str(path), reason=str(exc))
+        return []
+    runs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            runs.append(Run.from_dict(json.loads(line)))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            get_logger().warning(
+                "history_line_skipped", path=str(path), line=number, reason=str(exc)
+            )
+    return runs
+
+
+def append(root: Path, scope: str, run: Run) -> None:
+    """Add ``run`` to the scope's history, keeping the last ``KEEP`` runs; written whole."""
+    path = _path(root, scope)
+    runs = [*read(root, scope), run][-KEEP:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in runs)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{NAME}-", delete=False, encoding="utf-8"
+    ) as fh:
+        fh.write(text)
+    Path(fh.name).chmod(0o644)
+    Path(fh.name).replace(path)
+
+
+@dataclass(frozen=True)
+class Change:
+    """A service's figures now against an earlier run's."""
+
+    service: str
+    against: str  # "this scope" or "main"
+    revision: str
+    size_before: int | None
+    size_now: int | None
+    time_before: float
+    time_now: float
+
+    @property
+    def grown(self) -> float | None:
+        """The image's growth as a share of its earlier size (None when either is unknown)."""
+        if not self.size_before or self.size_now is None:
+            return None
+        return (self.size_now - self.size_before) / self.size_before
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "grown": self.grown}
+
+    def warning(self) -> str:
+        growth = self.grown or 0.0
+        delta = ((self.size_now or 0) - (self.size_before or 0)) / MB
+        return (
+            f"{self.service} grew {delta:.1f} MB (+{growth:.0%}) since the last run of "
+            f"{self.against} ({self.revision[:12]})"
+        )
+
+
+def changes(now: Run, before: Run | None, against: str) -> list[Change]:
+    """Each service's change against the earlier run, for the services both have figures of."""
+    if before is None:
+        return []
+    return [
+        Change(name, against, before.revision, was.size, fig.size, was.duration, fig.duration)
+        for name, fig in now.services.items()
+        if (was := before.services.get(name)) is not None and fig.status != "failed"
+    ]
+
+
+def series(runs: Sequence[Run], service: str) -> str:
+    """``pipeline history SERVICE``: the service's figures, run by run, oldest first."""
+    rows = [("WHEN (UTC)", "REVISION", "COMMAND", "STATUS", "SIZE", "CHANGE", "TIME", "DIGEST")]
+    previous: int | None = None
+    for run in runs:
+        fig = run.services.get(service)
+        if fig is None:
+            continue
+        size = f"{fig.size / MB:.1f} MB" if fig.size is not None else "-"
+        change = (
+            f"{(fig.size - previous) / MB:+.1f} MB"
+            if fig.size is not None and previous is not None
+            else ""
+        )
+        previous = fig.size if fig.size is not None else previous
+        rows.append(
+            (
+                run.when,
+                run.revision[:12],
+                run.command,
+                fig.status,
+                size,
+                change,
+                f"{fig.duration:.1f}s",
+                (fig.digest or "")[:19],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
