@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import TYPE_CHECKING
 
 import pytest
@@ -102,10 +103,10 @@ def test_a_run_warns_when_an_image_grew_since_the_last_run(tmp_path: Path, base_
     server = repo / "services" / "echo" / "echo" / "server.py"
     # about 10 kB more in the image, compressed: random text does not compress away
     server.write_text(server.read_text() + "\n# " + os.urandom(10_000).hex() + "\n")
-    report = tmp_path / "report.json"
+    report, page = tmp_path / "report.json", tmp_path / "report.html"
     again = pipeline_in(
         repo, base_image, "build", "echo", "--no-test", "--growth-warning", "0.001",
-        "--report", str(report), scope=scope,
+        "--report", str(report), "--report-html", str(page), scope=scope,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
     lines = again.stdout.splitlines()
@@ -114,5 +115,8 @@ def test_a_run_warns_when_an_image_grew_since_the_last_run(tmp_path: Path, base_
     assert lines[-1].startswith("wall time ")
     [change] = json.loads(report.read_text())["history"]
     assert change["service"] == "echo" and change["size_now"] > change["size_before"]
+    html = page.read_text()
+    assert "<h2>Since the last run</h2>" in html
+    assert re.search(r"<td>echo</td><td>this scope \(<code>[0-9a-f]{12}</code>\)</td>", html)
     runs = history.read(repo, scope)
     assert len(runs) == 2 and runs[0].services["echo"].digest != runs[1].services["echo"].digest

@@ -388,6 +388,36 @@ def _rebuilds(results: Sequence[Result]) -> str:
     return f"<table>{head}\n" + "\n".join(rows) + "</table>\n"
 
 
+def _since(run: Mapping[str, Any]) -> str:
+    """Each service's size and time against the last run of its scope and of main (the run's
+    ``history``: edges/history.py's changes, as dicts)."""
+    changes = [c for c in run.get("history") or () if isinstance(c, dict)]
+    if not changes:
+        return ""
+    rows = []
+    for c in changes:
+        before, now = c.get("size_before"), c.get("size_now")
+        delta = (
+            f"{(now - before) / 1e6:+.2f} MB"
+            if isinstance(before, int) and isinstance(now, int)
+            else "\u2014"
+        )
+        grown = c.get("grown")
+        share = f"{grown:+.1%}" if isinstance(grown, float) else ""
+        rows.append(
+            f"<tr><td>{_e(c.get('service'))}</td><td>{_e(c.get('against'))} "
+            f"(<code>{_e(str(c.get('revision') or '')[:12])}</code>)</td>"
+            f'<td class="num">{_e(delta)}</td><td class="num">{_e(share)}</td>'
+            f'<td class="num">{_e(_secs(float(c.get("time_before") or 0)))} \u2192 '
+            f"{_e(_secs(float(c.get('time_now') or 0)))}</td></tr>"
+        )
+    head = (
+        "<tr><th>service</th><th>since the last run of</th><th>size</th><th>share</th>"
+        "<th>time</th></tr>"
+    )
+    return f"<h2>Since the last run</h2>\n<table>{head}\n" + "\n".join(rows) + "</table>\n"
+
+
 def _failures(results: Sequence[Result]) -> str:
     failed = [r for r in results if r.label == "failed"]
     if not failed:
@@ -418,6 +448,7 @@ def render(results: Sequence[Result], run: Mapping[str, Any]) -> str:
         + _sizes(results)
         + "<h2>Why each service was built, and where</h2>\n"
         + _rebuilds(results)
+        + _since(run)
         + _failures(results)
         + "<footer>pipeline build report</footer>\n</body></html>\n"
     )
