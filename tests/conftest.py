@@ -86,6 +86,18 @@ def copy_example(dest: Path, services: tuple[str, ...] = ()) -> Path:
         for folder in (dest / "services").iterdir():
             if folder.name not in services:
                 shutil.rmtree(folder)
+    return commit_all(dest)
+
+
+def copy_workspace(dest: Path) -> Path:
+    """The uv-workspace example monorepo (examples/uv-workspace) as a fresh git repository."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pipeline", ".venv")
+    shutil.copytree(ROOT / "examples" / "uv-workspace", dest, ignore=ignore)
+    return commit_all(dest)
+
+
+def commit_all(dest: Path) -> Path:
+    """``dest`` made a git repository with everything in it committed, at a fixed time."""
     git(dest, "init", "-q", "-b", "main")
     git(dest, "remote", "add", "origin", "git@example.com:acme/monorepo.git")
     git(dest, "add", "-A")

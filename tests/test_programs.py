@@ -280,3 +280,22 @@ def test_an_install_that_removed_an_entry_fails_with_no_removals(tmp_path: Path)
     assert not Path(f"{top}{root}").exists()
     _run("layer.py", root, snap, top, WHEN)  # a venv's install is not asked: its layer is made
     assert _tree(Path(f"{top}{root}")) == set()
+
+
+def test_a_failure_names_each_in_container_program_instead_of_showing_its_source():
+    import shlex
+
+    from pipeline.engine import runner
+    from pipeline.engine.layers import program_text
+
+    folder = Path(__file__).resolve().parents[1] / "pipeline" / "engine" / "programs"
+    shipped = {p.name for p in folder.glob("[!_]*.py")}
+    assert set(runner.PROGRAMS) == shipped
+    for name in runner.PROGRAMS:
+        text = program_text(name)
+        # as an ExecError names a builder's step: sh -c SCRIPT, the program quoted in it
+        quoted = " ".join(["sh", "-c", f"python3 -c {shlex.quote(text)} /opt/venv"])
+        for command in (f"python3 -c {text} /opt/venv", quoted):
+            shown = runner.shown_command(command)
+            assert f"<{name}>" in shown
+            assert text.splitlines()[0] not in shown

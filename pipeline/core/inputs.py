@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.core import globs
 from pipeline.core.errors import ConfigError
-from pipeline.core.globs import is_ignored
+from pipeline.core.globs import ignored_below, is_ignored
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
     from pipeline.core.model import Project, Service
     from pipeline.core.settings import BuildSettings
+    from pipeline.core.workspace import Library
 
 # Tool versions are inputs: a new uv may install the same requirements differently.
 UV_VERSION = "0.13.9"
@@ -253,12 +254,22 @@ def parent_folders(names: Iterable[str]) -> list[str]:
     return sorted(out)
 
 
+def library_files(project: Project, library: Library) -> list[str]:
+    """A workspace library's files that its build reads: its whole folder (as a package
+    build takes it), less the default excludes and what git ignores; folder-relative."""
+    rel = library.path.relative_to(project.root).as_posix()
+    return walk(library.path, project.root, ["**"], (), ignored_below(project.ignored, rel))
+
+
 def service_requirement_files(service: Service) -> list[Path]:
-    """The service's own requirements file, and its lock file when it is a pyproject."""
+    """The service's own requirements file, and its lock file when it is a pyproject (not a
+    workspace member's: its pins are taken from the workspace's lock by value)."""
     req = service.requirements
     if req is None:
         return []
     files = [req]
+    if service.workspace is not None:
+        return files
     lock = req.parent / LOCK_FILE
     if req.name == "pyproject.toml" and lock.is_file():
         files.append(lock)
@@ -358,13 +369,29 @@ def service_inputs(project: Project, service: Service, tier: Inputs) -> Inputs:
         "folder": folder.relative_to(root).as_posix(),
         "sources": sources,  # which files the image holds, apart from what tests see
     }
+    used = service.workspace
+    if used is not None:
+        files |= _files(root, [used.root / "pyproject.toml"])  # the builds find the workspace by it
+        for library in used.libraries:
+            read = library_files(project, library)
+            files |= _files(root, [library.path / rel for rel in [*parent_folders(read), *read]])
+        # the pins by value, not the lock: a lock change that moves none of them changes nothing
+        values["workspace"] = {
+            "pins": list(used.pins),
+            "libraries": {
+                lib.name: lib.path.relative_to(root).as_posix() for lib in used.libraries
+            },
+        }
     return Inputs(f"service:{service.name}", files, values, tier)
 
 
 def reads(project: Project, settings: BuildSettings) -> dict[str, set[str]]:
     """Every host file each service's image reads (root-relative), for ``--changed-since``."""
     tiers = tier_inputs(project, settings, settings.base_image)
-    return {
-        name: set(service_inputs(project, svc, tiers[svc.tier]).paths)
-        for name, svc in project.services.items()
-    }
+    out = {}
+    for name, svc in project.services.items():
+        read = set(service_inputs(project, svc, tiers[svc.tier]).paths)
+        if svc.workspace is not None:  # its pins are read out of the workspace's lock
+            read.add(svc.workspace.lock.relative_to(project.root).as_posix())
+        out[name] = read
+    return out

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from pipeline.core.stamp import Stamp
 
 
-
 @dataclass(frozen=True)
 class Job:
     service: Service

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from pipeline.core.config import ProjectSpec, ServiceSpec, TierSpec
+    from pipeline.core.workspace import Use
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class Service:
     walks: dict[str, tuple[str, ...]] = field(
         default_factory=dict, compare=False, hash=False, repr=False
     )
+    # A member of a uv workspace: its pins from the workspace's lock, its libraries
+    workspace: Use | None = None
 
     @property
     def tier(self) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.core import tierpins
+from pipeline.core import tierpins, workspace
 from pipeline.core.config import (
     MANIFEST,
     ROOT_TIER,
@@ -132,7 +132,8 @@ def _service(
                 "point it at requirements.txt or pyproject.toml",
             )
     own = ignored_below(ignored, folder.relative_to(root).as_posix())
-    service = Service(name, folder, manifest, spec, requirements, own)
+    used = _workspace_use(name, requirements, root)
+    service = Service(name, folder, manifest, spec, requirements, own, workspace=used)
     if not source_files(service, root):
         raise ConfigError(
             manifest,
@@ -141,6 +142,25 @@ def _service(
             'correct the globs (relative to the service folder, e.g. "app/**")',
         )
     return service
+
+
+def _workspace_use(name: str, requirements: Path | None, root: Path) -> workspace.Use | None:
+    """What the service takes from the uv workspace its pyproject is a member of, if any."""
+    if requirements is None or requirements.name != "pyproject.toml":
+        return None
+    used = workspace.use(requirements, root)
+    if used is None:
+        return None
+    for library in used.libraries:
+        if not library.path.is_relative_to(root):
+            raise ConfigError(
+                used.lock,
+                "",
+                f"{name} uses the workspace library {library.name} at {library.path}, "
+                f"outside the project ({root})",
+                "keep the workspace's members inside the folder holding the pipeline config",
+            )
+    return used
 
 
 def manifest_glob(pattern: str) -> str:

@@ -101,5 +101,3 @@ def changed_since(root: Path, ref: str) -> list[str]:
     diff = _git_paths(root, "diff", "-z", "--name-only", "--relative", "--no-renames", base)
     untracked = _git_paths(root, "ls-files", "-z", "--others", "--exclude-standard")
     return [*(diff or ()), *(untracked or ())]
-
-

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 ENTRY = "plan.json"
 TIER_KEYS = ("name", "image", "extends", "requirements")
-SERVICE_KEYS = ("name", "tier", "path", "port", "requirements", "uploads", "ignored")
+SERVICE_KEYS = ("name", "tier", "path", "port", "requirements", "workspace", "uploads", "ignored")
 
 
 def data(project: Project, services: Sequence[Service]) -> dict[str, Any]:
@@ -59,6 +59,7 @@ def _service(s: Service, root: Path) -> dict[str, Any]:
         "path": str(s.path.relative_to(root)),
         "port": s.spec.port,
         "requirements": s.spec.requirements,
+        "workspace": _workspace(s, root),
         "uploads": uploads,
         "ignored": left_out(s.path, s.spec.include, s.spec.exclude, s.ignored, uploads),
     }
@@ -93,6 +94,11 @@ def render(plan: dict[str, Any], as_json: bool) -> str:
         uploads = s["uploads"]
         port = f", port {s['port']}" if s["port"] else ""
         lines.append(f"  {s['name']} [{s['tier']}{port}] {s['path']}: uploads {len(uploads)} files")
+        if ws := s.get("workspace"):
+            libraries = ", ".join(ws["libraries"]) or "none"
+            lines.append(
+                f"    uv workspace: {ws['lock']}, {ws['pins']} pins, libraries: {libraries}"
+            )
         lines.extend(f"    {u}" for u in uploads)
         if s.get("ignored"):
             lines.append(f"    left out, as git ignores them: {', '.join(s['ignored'])}")
@@ -108,6 +114,18 @@ def _digest(path: Path) -> str | None:
 
 def _matches(root: Path, pattern: str) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.glob(pattern))
+
+
+def _workspace(s: Service, root: Path) -> dict[str, Any] | None:
+    """A uv workspace member's lock, the libraries it takes and how many pins."""
+    used = s.workspace
+    if used is None:
+        return None
+    return {
+        "lock": used.lock.relative_to(root).as_posix(),
+        "libraries": [lib.name for lib in used.libraries],
+        "pins": len(used.pins),
+    }
 
 
 def record(project: Project) -> dict[str, Any]:
@@ -126,6 +144,10 @@ def record(project: Project) -> dict[str, Any]:
         files.add(svc.manifest)
         if svc.requirements is not None:
             files.add(svc.requirements)
+        if svc.workspace is not None:  # what the plan shows of it is read from these
+            files.add(svc.workspace.lock)
+            files.add(svc.workspace.root / "pyproject.toml")
+            files.update(lib.path / "pyproject.toml" for lib in svc.workspace.libraries)
         walks[svc.name] = [
             svc.path.relative_to(root).as_posix(),
             list(svc.spec.include),

@@ -18,8 +18,15 @@ from typing import TYPE_CHECKING
 import dagger
 from dagger import dag
 
+from pipeline.core import workspace
 from pipeline.core.config import argv
-from pipeline.core.inputs import UV_VERSION, service_requirement_files, source_files, test_files
+from pipeline.core.inputs import (
+    UV_VERSION,
+    library_files,
+    service_requirement_files,
+    source_files,
+    test_files,
+)
 from pipeline.engine import compat
 from pipeline.engine.layers import (
     FIXED_MTIME,
@@ -379,6 +386,18 @@ def _service_installs(service: Service) -> list[list[str]]:
     req = service.requirements
     if req is None:
         return []
+    used = service.workspace
+    if used is not None:
+        # the lock's pins for this service, then its workspace libraries built as packages
+        # (non-editable, their dependencies being among the pins)
+        steps = [_constrained_install(f"-r /svc/{PINS}")] if used.pins else []
+        if used.libraries:
+            libraries = [f"{WORKSPACE}/{_in_workspace(used, lib)}" for lib in used.libraries]
+            python = f"{VENV}/bin/python"
+            steps.append(
+                ["uv", "pip", "install", "-q", "--python", python, "--no-deps", *libraries]
+            )
+        return steps
     if req.name == "pyproject.toml":
         # With a lock file the locked versions are installed; without, the declared ranges.
         script = (
@@ -390,23 +409,47 @@ def _service_installs(service: Service) -> list[list[str]]:
     return [_constrained_install(f"-r /svc/{req.name}")]
 
 
-def _with_service_files(ctr: dagger.Container, service: Service) -> dagger.Container:
+PINS = "pins.txt"  # a workspace member's pins, read out of the workspace's lock
+WORKSPACE = "/ws"  # where a workspace member's libraries are mounted, one folder each
+
+
+def _with_service_files(
+    ctr: dagger.Container, service: Service, project: Project
+) -> dagger.Container:
     files = dag.directory()
     for path in service_requirement_files(service):
         files = files.with_file(path.name, _host_file(path))
+    used = service.workspace
+    if used is not None:
+        files = files.with_new_file(PINS, used.pins_text(), permissions=0o644)
+        # the workspace as uv finds it (its root's pyproject, each library where it is), so a
+        # library whose sources name another member (`{ workspace = true }`) builds
+        ctr = ctr.with_mounted_file(
+            f"{WORKSPACE}/{workspace.PYPROJECT}", _host_file(used.root / workspace.PYPROJECT)
+        )
+        for lib in used.libraries:
+            folder = _files(lib.path, library_files(project, lib))
+            ctr = ctr.with_mounted_directory(f"{WORKSPACE}/{_in_workspace(used, lib)}", folder)
     return ctr.with_mounted_directory("/svc", files)
 
 
+def _in_workspace(used: workspace.Use, library: workspace.Library) -> str:
+    return library.path.relative_to(used.root).as_posix()
+
+
 def service_layer(
-    tier: TierImage, service: Service, compile_bytecode: bool = True
+    tier: TierImage, service: Service, project: Project, compile_bytecode: bool = True
 ) -> dagger.Directory | None:
     """What the service's own dependencies add to its tier's venv (None without any), as a
     tree from / for ``with_tree``, installed under the tier's pins so a service never silently
     replaces a tier package."""
     if service.requirements is None:
         return None
-    ctr = _with_service_files(tier.build, service)
-    return added_tree(ctr.with_(with_install(_service_installs(service), compile_bytecode)))
+    installs = _service_installs(service)
+    if not installs:  # a workspace member that needs nothing beyond its tier
+        return None
+    ctr = _with_service_files(tier.build, service, project)
+    return added_tree(ctr.with_(with_install(installs, compile_bytecode)))
 
 
 def _files(folder: Path, names: Sequence[str]) -> dagger.Directory:
@@ -437,7 +480,7 @@ def unit_tests(tier: TierImage, service: Service, project: Project) -> dagger.Co
     ctr, mounted = _with_requirements(tier.build, "test", project.test_requirements)
     steps = [_constrained_install(f"-r {req}") for req in mounted]
     if service.requirements is not None:
-        ctr = _with_service_files(ctr, service)
+        ctr = _with_service_files(ctr, service, project)
         steps += _service_installs(service)
     # The installs' output is shown only when they fail, followed by INSTALL_FAILED: the
     # failure is then the dependencies', not the tests'.
@@ -513,6 +556,6 @@ def service_build(
     stamp: Stamp,
 ) -> ServiceBuild:
     tier = tiers[service.tier]
-    layer = service_layer(tier, service, settings.compile_bytecode)
+    layer = service_layer(tier, service, project, settings.compile_bytecode)
     image, own = service_image(service, tier, layer, settings, stamp)
     return ServiceBuild(image, own, unit_tests(tier, service, project))

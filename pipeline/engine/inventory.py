@@ -14,6 +14,7 @@ from pipeline.engine.layers import VENV
 if TYPE_CHECKING:
     import dagger
 
+
 @cache
 def program_text() -> str:
     return resources.files(programs).joinpath("inventory.py").read_text(encoding="utf-8")

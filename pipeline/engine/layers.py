@@ -152,6 +152,4 @@ def at_root(path: str, directory: dagger.Directory) -> dagger.Directory:
     """``directory`` at ``path`` in a tree for ``with_tree``, every entry (``path``'s folders
     included) at the fixed time. It copies ``directory``: for small ones (accounts, sources);
     a venv's layer is made as a tree in its builder instead (added_tree)."""
-    return (
-        dag.directory().with_directory(path.strip("/"), directory).with_timestamps(FIXED_MTIME)
-    )
+    return dag.directory().with_directory(path.strip("/"), directory).with_timestamps(FIXED_MTIME)

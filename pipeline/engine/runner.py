@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import time
@@ -30,6 +31,7 @@ from pipeline.core.settings import CA_BUNDLE_ENV, INDEX_URL_ENV
 from pipeline.engine import compat, images, probes
 from pipeline.engine.enginecheck import RUNNER_HOST, SESSION_PORT
 from pipeline.engine.inventory import inventory
+from pipeline.engine.layers import program_text
 from pipeline.supply import ocilayout
 
 if TYPE_CHECKING:
@@ -102,11 +104,24 @@ def _lines(text: str | None) -> list[str]:
     return [ln for ln in (text or "").splitlines() if said(ln.strip())]
 
 
+PROGRAMS = ("snapshot.py", "layer.py", "compile.py", "inventory.py", "probe.py")
+
+
+def shown_command(command: str) -> str:
+    """A command as a failure shows it: each in-container program's source (passed as
+    ``python -c TEXT``, quoted for a shell or not) replaced by the program's name."""
+    for name in PROGRAMS:
+        text = program_text(name)
+        for form in (shlex.quote(text), text):
+            command = command.replace(form, f"<{name}>")
+    return command
+
+
 def _reason(exc: BaseException, service: Service) -> str:
     """One headline (the command's last words, stderr first), then the command and detail."""
     if isinstance(exc, dagger.ExecError):
         err, out = _lines(exc.stderr), _lines(exc.stdout)
-        command = " ".join(exc.command)
+        command = shown_command(" ".join(exc.command))
         headline = (err or out or [f"`{command}` failed"])[-1].strip()
         detail = "\n".join([*out[-10:], *err[-10:]])
         if "-c /tmp/pins.txt" in command and "No solution found" in exc.stderr:

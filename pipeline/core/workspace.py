@@ -1,0 +1,201 @@
+"""A service that is a member of a uv workspace: the workspace's one ``uv.lock`` pins its
+third-party packages, and the workspace libraries it depends on (directly or through another
+library) go into its image as built packages.
+
+Read on the host from the lock itself, the way ``uv export --frozen --package SERVICE
+--no-emit-workspace --no-dev`` would: the service's dependency closure, each package's
+environment markers carried along the path that reaches it, extras followed. So the pins are
+an input of the image by value: a lock change that moves none of a service's pins does not
+rebuild it, and one that moves a pin rebuilds exactly the services that take it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import ConfigError
+
+LOCK = "uv.lock"
+PYPROJECT = "pyproject.toml"
+MAX_PATHS = 16  # marker alternatives kept per package before the marker is dropped
+
+
+@dataclass(frozen=True)
+class Library:
+    name: str  # the package's normalised name, as the lock has it
+    path: Path  # its folder
+
+
+@dataclass(frozen=True)
+class Use:
+    """What one service takes from its workspace."""
+
+    root: Path  # the workspace's root folder (the pyproject with [tool.uv.workspace])
+    lock: Path
+    package: str  # the service's own package name
+    libraries: tuple[Library, ...]  # the workspace members it depends on, by name
+    pins: tuple[str, ...]  # third-party requirements, one line each, sorted
+
+    def pins_text(self) -> str:
+        return "".join(f"{line}\n" for line in self.pins)
+
+
+def normalise(name: str) -> str:
+    """A distribution name as the lock spells it (PEP 503)."""
+    return "-".join(name.lower().replace("_", "-").replace(".", "-").split("-"))
+
+
+def _toml(path: Path, where: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(
+            path, "", f"cannot be read as TOML ({exc})", f"fix the file ({where})"
+        ) from None
+
+
+def find_root(member: Path, stop: Path) -> Path | None:
+    """The nearest folder from ``member`` up to ``stop`` whose pyproject declares a uv
+    workspace, None when there is none."""
+    for folder in (member, *member.parents):
+        pyproject = folder / PYPROJECT
+        if pyproject.is_file() and "workspace" in _toml(pyproject, member).get("tool", {}).get(
+            "uv", {}
+        ):
+            return folder
+        if folder == stop:
+            return None
+    return None
+
+
+def use(pyproject: Path, stop: Path) -> Use | None:
+    """The workspace use of the service whose manifest names ``pyproject``; None when the
+    service is in no uv workspace (its own lock beside it is then read, as before)."""
+    root = find_root(pyproject.parent, stop)
+    if root is None:
+        return None
+    lock = root / LOCK
+    if not lock.is_file():
+        raise ConfigError(
+            root / PYPROJECT,
+            "tool.uv.workspace",
+            f"declares a uv workspace but {LOCK} is missing beside it",
+            f"run `uv lock` in {root}",
+        )
+    project = _toml(pyproject, pyproject).get("project", {})
+    name = project.get("name")
+    if not isinstance(name, str):
+        raise ConfigError(pyproject, "project.name", "is missing", "name the service's package")
+    return _from_lock(root, lock, normalise(name))
+
+
+def _from_lock(root: Path, lock: Path, package: str) -> Use:
+    data = _toml(lock, lock)
+    packages: dict[str, list[dict[str, Any]]] = {}
+    for entry in data.get("package", []):
+        packages.setdefault(normalise(str(entry.get("name", ""))), []).append(entry)
+    members = {normalise(m) for m in data.get("manifest", {}).get("members", [])}
+    if package not in packages or package not in members:
+        raise ConfigError(
+            lock,
+            "",
+            f"has no workspace member {package!r} (it is older than the member's pyproject)",
+            f"run `uv lock` in {root}",
+        )
+
+    entries, reached = _closure(packages, package, lock, root)
+    libraries, pins = [], []
+    for (name, version), entry in sorted(entries.items()):
+        if name == package:
+            continue
+        source = entry.get("source", {})
+        if name in members:
+            folder = source.get("editable") or source.get("directory") or source.get("virtual")
+            libraries.append(Library(name, (root / str(folder)).resolve()))
+            continue
+        pins.append(_pin(name, version, source, reached[(name, version)], lock, root))
+    return Use(root, lock, package, tuple(libraries), tuple(sorted(pins)))
+
+
+Key = tuple[str, str]  # a package's name and version
+
+
+def _closure(
+    packages: dict[str, list[dict[str, Any]]], package: str, lock: Path, root: Path
+) -> tuple[dict[Key, dict[str, Any]], dict[Key, set[tuple[str, ...]]]]:
+    """Every package ``package`` depends on (itself included), and each one's conditions:
+    the ways it is reached, each the markers along one path (all of which must hold); () is a
+    way with none: it is always installed."""
+
+    def find(dep: dict[str, Any]) -> dict[str, Any]:
+        name = normalise(str(dep["name"]))
+        found = packages.get(name, [])
+        if "version" in dep:
+            found = [p for p in found if p.get("version") == dep["version"]] or found
+        if not found:
+            raise ConfigError(
+                lock, "", f"names {name!r} but holds no such package", f"run `uv lock` in {root}"
+            )
+        return found[0]
+
+    reached: dict[Key, set[tuple[str, ...]]] = {}
+    entries: dict[Key, dict[str, Any]] = {}
+    visited: set[tuple[Key, tuple[str, ...], tuple[str, ...]]] = set()
+    todo: list[tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]] = [
+        (packages[package][0], (), ())
+    ]
+    while todo:
+        entry, path, extras = todo.pop()
+        key = (normalise(str(entry["name"])), str(entry.get("version", "")))
+        if (key, path, extras) in visited:
+            continue
+        visited.add((key, path, extras))
+        entries[key] = entry
+        ways = reached.setdefault(key, set())
+        ways.add(path)
+        if len(ways) > MAX_PATHS:  # too many ways to say: installed wherever it is reached
+            ways.clear()
+            ways.add(())
+        deps = list(entry.get("dependencies", []))
+        for extra in extras:
+            deps += entry.get("optional-dependencies", {}).get(extra, [])
+        for dep in deps:
+            marker = dep.get("marker")
+            step = tuple(sorted({*path, str(marker)})) if marker else path
+            todo.append((find(dep), step, tuple(sorted(dep.get("extra", ())))))
+    return entries, reached
+
+
+def _pin(
+    name: str,
+    version: str,
+    source: dict[str, Any],
+    ways: set[tuple[str, ...]],
+    lock: Path,
+    root: Path,
+) -> str:
+    if "registry" in source:
+        line = f"{name}=={version}"
+    elif "git" in source:
+        url, _, commit = str(source["git"]).partition("#")
+        line = f"{name} @ git+{url.split('?', 1)[0]}@{commit}"
+    elif "url" in source:
+        line = f"{name} @ {source['url']}"
+    else:
+        raise ConfigError(
+            lock,
+            "",
+            f"pins {name} {version} from a local path ({source}), outside the workspace's members",
+            f"make it a workspace member (tool.uv.workspace.members in {root / PYPROJECT}) or "
+            "take it from an index",
+        )
+    if () in ways or not ways:
+        return line
+    alternatives = sorted(" and ".join(f"({m})" for m in way) for way in ways)
+    marker = (
+        alternatives[0] if len(alternatives) == 1 else " or ".join(f"({a})" for a in alternatives)
+    )
+    return f"{line} ; {marker}"

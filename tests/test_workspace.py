@@ -1,0 +1,215 @@
+"""Services that are members of a uv workspace: pins from the workspace's one lock, the
+workspace libraries they use built into their images, and exact rebuilds (a library or a pin
+rebuilds exactly the services that take it)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pipeline import session
+from pipeline.core import inputs, workspace
+from pipeline.core.errors import ConfigError
+from tests.conftest import copy_workspace, pipeline_in, run_pipeline
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def keys(repo: Path) -> dict[str, str]:
+    """Each service's inputs key: what the result cache and the rebuild decision use."""
+    project = session.load(repo)
+    settings = session.build_settings(project, "python:3.11-slim-bookworm", "tests")
+    tiers = inputs.tier_inputs(project, settings, "sha256:" + "0" * 64)
+    return {
+        name: inputs.service_inputs(project, svc, tiers[svc.tier]).key()
+        for name, svc in project.services.items()
+    }
+
+
+def locked_version(lock: str, package: str) -> str:
+    found = re.search(rf'name = "{package}"\nversion = "([^"]+)"', lock)
+    assert found, package
+    return found[1]
+
+
+def test_each_app_takes_its_own_pins_and_libraries_from_the_one_lock(tmp_path: Path):
+    repo = copy_workspace(tmp_path / "ws")
+    project = session.load(repo)
+    lock = (repo / "uv.lock").read_text()
+    hello, api = project.services["hello"].workspace, project.services["api"].workspace
+    assert hello is not None and api is not None
+    assert hello.lock == api.lock == repo / "uv.lock"
+    # hello uses shout-lib, which uses greeter-lib: both libraries, and both libraries' pins
+    assert [lib.name for lib in hello.libraries] == ["greeter-lib", "shout-lib"]
+    assert [lib.path for lib in hello.libraries] == [repo / "libs/greeter", repo / "libs/shout"]
+    idna, six = locked_version(lock, "idna"), locked_version(lock, "six")
+    assert hello.pins == (f"idna=={idna}", f"six=={six}")
+    assert [lib.name for lib in api.libraries] == ["greeter-lib"]
+    assert api.pins == (f"idna=={idna}",)
+
+
+def test_plan_shows_the_lock_the_libraries_and_the_pin_count(tmp_path: Path):
+    repo = copy_workspace(tmp_path / "ws")
+    done = run_pipeline("plan", "--project-dir", str(repo))
+    assert done.returncode == 0, done.stderr
+    assert "    uv workspace: uv.lock, 2 pins, libraries: greeter-lib, shout-lib" in done.stdout
+    assert "    uv workspace: uv.lock, 1 pins, libraries: greeter-lib" in done.stdout
+
+
+def test_a_library_edit_rebuilds_exactly_the_apps_that_use_it(tmp_path: Path):
+    repo = copy_workspace(tmp_path / "ws")
+    before = keys(repo)
+    shout = repo / "libs" / "shout" / "src" / "shout" / "__init__.py"
+    shout.write_text(shout.read_text() + "\nLOUDER = True\n")
+    after_shout = keys(repo)
+    assert after_shout["hello"] != before["hello"]
+    assert after_shout["api"] == before["api"]  # api does not use shout-lib
+    greeter = repo / "libs" / "greeter" / "src" / "greeter" / "__init__.py"
+    greeter.write_text(greeter.read_text() + "\nPOLITE = True\n")
+    after_greeter = keys(repo)
+    # hello uses greeter-lib through shout-lib: both apps rebuild
+    assert after_greeter["hello"] != after_shout["hello"]
+    assert after_greeter["api"] != after_shout["api"]
+
+
+def test_a_lock_change_rebuilds_exactly_the_apps_whose_pins_moved(tmp_path: Path):
+    repo = copy_workspace(tmp_path / "ws")
+    before = keys(repo)
+    lock_path = repo / "uv.lock"
+    lock = lock_path.read_text()
+    six = locked_version(lock, "six")
+    # six moves (only hello takes it); a lock that moves nothing else leaves api alone
+    lock_path.write_text(
+        lock.replace(f'name = "six"\nversion = "{six}"', 'name = "six"\nversion = "1.16.0"')
+    )
+    moved = keys(repo)
+    assert moved["hello"] != before["hello"]
+    assert moved["api"] == before["api"]
+    assert "six==1.16.0" in session.load(repo).services["hello"].workspace.pins  # type: ignore[union-attr]
+    # a lock change that moves no pin of either (a comment) rebuilds nothing
+    lock_path.write_text("# relocked\n" + lock)
+    assert keys(repo) == before
+
+
+def test_markers_extras_and_sources_are_carried_from_the_lock(tmp_path: Path):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "pyproject.toml").write_text('[tool.uv.workspace]\nmembers = ["app"]\n')
+    (tmp_path / "app" / "pyproject.toml").write_text('[project]\nname = "App"\nversion = "1"\n')
+    (tmp_path / "uv.lock").write_text(
+        """version = 1
+[manifest]
+members = ["app"]
+
+[[package]]
+name = "app"
+version = "1"
+source = { virtual = "app" }
+dependencies = [
+    { name = "httpx", extra = ["socks"] },
+    { name = "colorama", marker = "sys_platform == 'win32'" },
+    { name = "tool" },
+]
+
+[[package]]
+name = "httpx"
+version = "0.28.1"
+source = { registry = "https://pypi.org/simple" }
+dependencies = [{ name = "anyio" }]
+
+[package.optional-dependencies]
+socks = [{ name = "socksio" }]
+brotli = [{ name = "brotli" }]
+
+[[package]]
+name = "anyio"
+version = "4.6.0"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "socksio"
+version = "1.0.0"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "brotli"
+version = "1.1.0"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "colorama"
+version = "0.4.6"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "tool"
+version = "2.0"
+source = { git = "https://example.com/tool.git?rev=v2#0123456789abcdef" }
+"""
+    )
+    used = workspace.use(tmp_path / "app" / "pyproject.toml", tmp_path)
+    assert used is not None
+    assert used.package == "app"
+    assert used.pins == (
+        "anyio==4.6.0",
+        "colorama==0.4.6 ; (sys_platform == 'win32')",
+        "httpx==0.28.1",
+        "socksio==1.0.0",  # the extra asked for; brotli's extra was not
+        "tool @ git+https://example.com/tool.git@0123456789abcdef",
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "said", "fix"),
+    [
+        ("no lock", "declares a uv workspace but uv.lock is missing beside it", "run `uv lock`"),
+        ("stale lock", "has no workspace member 'hello'", "run `uv lock`"),
+    ],
+)
+def test_a_workspace_the_lock_does_not_match_is_a_config_error(
+    tmp_path: Path, change: str, said: str, fix: str
+):
+    repo = copy_workspace(tmp_path / "ws")
+    lock = repo / "uv.lock"
+    if change == "no lock":
+        lock.unlink()
+    else:
+        lock.write_text(lock.read_text().replace('    "hello",\n', ""))
+    with pytest.raises(ConfigError) as info:
+        session.load(repo)
+    assert said in str(info.value) and fix in str(info.value)
+    done = run_pipeline("plan", "--project-dir", str(repo))
+    assert done.returncode == 2
+    assert said in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.engine
+@pytest.mark.usefixtures("engine")
+def test_the_workspace_example_builds_and_a_library_edit_rebuilds_one_app(
+    tmp_path: Path, base_image: str
+):
+    """Both apps built with every check (hello: unit and smoke, with both libraries; api: smoke
+    and its HTTP health probe). Then an edit to the library only hello uses: api replays from
+    the result cache, hello is built again and its smoke sees the edit."""
+    repo = copy_workspace(tmp_path / "ws")
+    scope = "tests-workspace"
+    first = pipeline_in(repo, base_image, "build", "--no-cache", scope=scope)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert re.search(r"^api +base +ok ", first.stdout, re.MULTILINE), first.stdout
+    assert re.search(r"^hello +base +ok ", first.stdout, re.MULTILINE), first.stdout
+    shout = repo / "libs" / "shout" / "src" / "shout" / "__init__.py"
+    shout.write_text(
+        shout.read_text() + '\n\ndef whisper(name: str) -> str:\n    return greet(name) + "..."\n'
+    )
+    manifest = repo / "apps" / "hello" / "service.toml"
+    edited = "from shout import whisper; assert whisper('x') == 'hello, x...'"
+    smoke = manifest.read_text().replace(
+        'smoke = ["python", "-m", "hello", "smoke"]', f'smoke = ["python", "-c", "{edited}"]'
+    )
+    manifest.write_text(smoke)
+    again = pipeline_in(repo, base_image, "build", scope=scope)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert re.search(r"^api +base +cached ", again.stdout, re.MULTILINE), again.stdout
+    assert re.search(r"^hello +base +ok ", again.stdout, re.MULTILINE), again.stdout
