@@ -4,6 +4,7 @@ rebuilds exactly the services that take it)."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING
 
@@ -213,3 +214,27 @@ def test_the_workspace_example_builds_and_a_library_edit_rebuilds_one_app(
     assert again.returncode == 0, again.stdout + again.stderr
     assert re.search(r"^api +base +cached ", again.stdout, re.MULTILINE), again.stdout
     assert re.search(r"^hello +base +ok ", again.stdout, re.MULTILINE), again.stdout
+
+
+@pytest.mark.engine
+@pytest.mark.usefixtures("engine")
+def test_a_tier_may_take_a_pyproject_as_its_requirements(tmp_path: Path, base_image: str):
+    """A tier listing a library's pyproject.toml installs that project's dependencies (idna,
+    greeter-lib's), so the tier image holds them before any app does."""
+    repo = copy_workspace(tmp_path / "ws")
+    config = repo / "pipeline.toml"
+    config.write_text(
+        config.read_text().replace(
+            'requirements = ["requirements/base.txt"]',
+            'requirements = ["requirements/base.txt", "libs/greeter/pyproject.toml"]',
+        )
+    )
+    page = tmp_path / "report.json"
+    done = pipeline_in(
+        repo, base_image, "build", "api", "--no-test", "--report", str(page), scope="tests-ws-tier"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    [api] = json.loads(page.read_text())["services"]
+    # the tier now holds idna, so the app adds only greeter-lib (and its source) on top
+    own = api["image"]["size"] - api["tier_image"]["size"]
+    assert own < 60_000, own

@@ -280,8 +280,9 @@ def _host_file(path: Path) -> dagger.File:
 def _with_requirements(
     ctr: dagger.Container, group: str, paths: Sequence[Path]
 ) -> tuple[dagger.Container, list[str]]:
-    """Host requirement files mounted under /req/<group>/, and where each is."""
-    mounted = [f"/req/{group}/{i}-{path.name}" for i, path in enumerate(paths)]
+    """Host requirement files mounted under /req/<group>/<n>/ by their own names (uv reads a
+    pyproject.toml only by that name), and where each is."""
+    mounted = [f"/req/{group}/{i}/{path.name}" for i, path in enumerate(paths)]
     for target, path in zip(mounted, paths, strict=True):
         ctr = ctr.with_mounted_file(target, _host_file(path))
     return ctr, mounted
