@@ -320,3 +320,33 @@ def test_a_file_that_is_not_utf8_is_uploaded(tmp_path: Path):
     path = tmp_path / "requirements.txt"
     path.write_bytes(b"caf\xe9==1.0\n")
     assert images.query_text(path) is None
+
+
+def test_a_service_at_the_project_root_never_reads_the_pipelines_own_folder(tmp_path: Path):
+    """The root is the service's folder: its result cache (.pipeline/) is never among its
+    files, so a run's own records never change its key."""
+
+
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_text("print(1)\n")
+    (tmp_path / "req.txt").write_text("six==1.17.0\n")
+    (tmp_path / "pipeline.toml").write_text(
+        'services = ["."]\nbase_image = "python:3.11-slim-bookworm"\n'
+        '[tiers.base]\nrequirements = ["req.txt"]\n'
+    )
+    (tmp_path / "service.toml").write_text(
+        'name = "rooted"\ntier = "base"\ninclude = ["**"]\ncommand = ["python", "-m", "app.main"]\n'
+    )
+
+    def key() -> str:
+        project = session.load(tmp_path)
+        settings = session.build_settings(project, "python:3.11-slim-bookworm", "tests")
+        tiers = inputs.tier_inputs(project, settings, "sha256:" + "0" * 64)
+        service = project.services["rooted"]
+        assert not [f for f in inputs.source_files(service, tmp_path) if ".pipeline" in f]
+        return inputs.service_inputs(project, service, tiers["base"]).key()
+
+    before = key()
+    (tmp_path / ".pipeline" / "cache" / "main" / "results").mkdir(parents=True)
+    (tmp_path / ".pipeline" / "cache" / "main" / "results" / "x.json").write_text("{}\n")
+    assert key() == before
