@@ -144,7 +144,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     changed, reads = None, None
     if chosen.changed_since:
         changed = changed_since(project.root, chosen.changed_since)
-        reads = inputs.reads(project, session.build_settings(project))
+        reads = inputs.reads(project, session.build_settings(project, chosen=chosen))
     services = project.select(args.services, chosen.tier, changed, reads)
     if args.command == "plan":
         whole = plan.record(project)  # the next plan replays it

@@ -238,3 +238,13 @@ def test_a_tier_may_take_a_pyproject_as_its_requirements(tmp_path: Path, base_im
     # the tier now holds idna, so the app adds only greeter-lib (and its source) on top
     own = api["image"]["size"] - api["tier_image"]["size"]
     assert own < 60_000, own
+
+
+def test_plan_takes_the_scope_options_a_build_takes(tmp_path: Path):
+    repo = copy_workspace(tmp_path / "ws")
+    where = ["--project-dir", str(repo), "--base-image", "python:3.11-slim-bookworm"]
+    done = run_pipeline("plan", *where, "--cache-scope", "feature-x", "--changed-since", "HEAD")
+    assert done.returncode == 0, done.stderr
+    bad = run_pipeline("plan", *where, "--cache-scope", "../x")
+    assert bad.returncode == 2
+    assert "--cache-scope: '../x' cannot be a cache scope" in bad.stderr
