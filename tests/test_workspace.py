@@ -43,9 +43,14 @@ def test_each_app_takes_its_own_pins_and_libraries_from_the_one_lock(tmp_path: P
     hello, api = project.services["hello"].workspace, project.services["api"].workspace
     assert hello is not None and api is not None
     assert hello.lock == api.lock == repo / "uv.lock"
-    # hello uses shout-lib, which uses greeter-lib: both libraries, and both libraries' pins
-    assert [lib.name for lib in hello.libraries] == ["greeter-lib", "shout-lib"]
-    assert [lib.path for lib in hello.libraries] == [repo / "libs/greeter", repo / "libs/shout"]
+    # hello uses shout-lib, which uses greeter-lib: both libraries, and both libraries' pins;
+    # hello is a package itself (its console script): installed last
+    assert [lib.name for lib in hello.libraries] == ["greeter-lib", "shout-lib", "hello"]
+    assert [lib.path for lib in hello.libraries] == [
+        repo / "libs/greeter",
+        repo / "libs/shout",
+        repo / "apps/hello",
+    ]
     idna, six = locked_version(lock, "idna"), locked_version(lock, "six")
     assert hello.pins == (f"idna=={idna}", f"six=={six}")
     assert [lib.name for lib in api.libraries] == ["greeter-lib"]
@@ -56,7 +61,10 @@ def test_plan_shows_the_lock_the_libraries_and_the_pin_count(tmp_path: Path):
     repo = copy_workspace(tmp_path / "ws")
     done = run_pipeline("plan", "--project-dir", str(repo))
     assert done.returncode == 0, done.stderr
-    assert "    uv workspace: uv.lock, 2 pins, libraries: greeter-lib, shout-lib" in done.stdout
+    assert (
+        "    uv workspace: uv.lock, 2 pins, libraries: greeter-lib, shout-lib; itself installed "
+        "(its entry points)" in done.stdout
+    )
     assert "    uv workspace: uv.lock, 1 pins, libraries: greeter-lib" in done.stdout
 
 
@@ -207,8 +215,9 @@ def test_the_workspace_example_builds_and_a_library_edit_rebuilds_one_app(
     manifest = repo / "apps" / "hello" / "service.toml"
     edited = "from shout import whisper; assert whisper('x') == 'hello, x...'"
     smoke = manifest.read_text().replace(
-        'smoke = ["python", "-m", "hello", "smoke"]', f'smoke = ["python", "-c", "{edited}"]'
+        'smoke = ["hello", "smoke"]', f'smoke = ["python", "-c", "{edited}"]'
     )
+    assert smoke != manifest.read_text()
     manifest.write_text(smoke)
     again = pipeline_in(repo, base_image, "build", scope=scope)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -248,3 +257,29 @@ def test_plan_takes_the_scope_options_a_build_takes(tmp_path: Path):
     bad = run_pipeline("plan", *where, "--cache-scope", "../x")
     assert bad.returncode == 2
     assert "--cache-scope: '../x' cannot be a cache scope" in bad.stderr
+
+
+@pytest.mark.engine
+@pytest.mark.usefixtures("engine")
+def test_the_smoke_check_finds_the_commands_program_first(tmp_path: Path, base_image: str):
+    """hello's command is its console script (installed with the app itself); api's, changed
+    to a program nothing installs, fails the smoke check saying so, not silently."""
+    repo = copy_workspace(tmp_path / "ws")
+    manifest = repo / "apps" / "api" / "service.toml"
+    manifest.write_text(
+        manifest.read_text().replace(
+            'command = ["python", "-m", "api"]', 'command = ["api-server"]'
+        )
+    )
+    report = tmp_path / "report.json"
+    done = pipeline_in(
+        repo, base_image, "build", "--no-cache", "--report", str(report), scope="tests-ws-smoke"
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    results = {r["service"]: r for r in json.loads(report.read_text())["services"]}
+    assert results["hello"]["status"] == "ok"
+    assert results["hello"]["tests"]["smoke"] is True  # `hello` is on PATH: the entry point
+    api = results["api"]
+    assert api["status"] == "failed"
+    assert api["reason"].startswith("smoke: the command's program api-server is not on PATH")
+    assert "fix: install the package that provides it, or correct command" in api["reason"]

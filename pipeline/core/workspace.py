@@ -36,7 +36,8 @@ class Use:
     root: Path  # the workspace's root folder (the pyproject with [tool.uv.workspace])
     lock: Path
     package: str  # the service's own package name
-    libraries: tuple[Library, ...]  # the workspace members it depends on, by name
+    # the workspace members it depends on, by name, then itself when it is a package
+    libraries: tuple[Library, ...]
     pins: tuple[str, ...]  # third-party requirements, one line each, sorted
 
     def pins_text(self) -> str:
@@ -108,16 +109,22 @@ def _from_lock(root: Path, lock: Path, package: str) -> Use:
 
     entries, reached = _closure(packages, package, lock, root)
     libraries, pins = [], []
+    own = None
     for (name, version), entry in sorted(entries.items()):
-        if name == package:
-            continue
         source = entry.get("source", {})
+        if name == package:
+            # a service that is a package itself (it has a build system: the lock says
+            # editable) is installed too, last, so its entry points are in the image
+            if "editable" in source or "directory" in source:
+                folder = source.get("editable") or source.get("directory")
+                own = Library(name, (root / str(folder)).resolve())
+            continue
         if name in members:
             folder = source.get("editable") or source.get("directory") or source.get("virtual")
             libraries.append(Library(name, (root / str(folder)).resolve()))
             continue
         pins.append(_pin(name, version, source, reached[(name, version)], lock, root))
-    return Use(root, lock, package, tuple(libraries), tuple(sorted(pins)))
+    return Use(root, lock, package, (*libraries, *([own] if own else [])), tuple(sorted(pins)))
 
 
 Key = tuple[str, str]  # a package's name and version

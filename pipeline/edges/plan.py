@@ -96,8 +96,9 @@ def render(plan: dict[str, Any], as_json: bool) -> str:
         lines.append(f"  {s['name']} [{s['tier']}{port}] {s['path']}: uploads {len(uploads)} files")
         if ws := s.get("workspace"):
             libraries = ", ".join(ws["libraries"]) or "none"
+            itself = "; itself installed (its entry points)" if ws.get("installed") else ""
             lines.append(
-                f"    uv workspace: {ws['lock']}, {ws['pins']} pins, libraries: {libraries}"
+                f"    uv workspace: {ws['lock']}, {ws['pins']} pins, libraries: {libraries}{itself}"
             )
         lines.extend(f"    {u}" for u in uploads)
         if s.get("ignored"):
@@ -123,8 +124,9 @@ def _workspace(s: Service, root: Path) -> dict[str, Any] | None:
         return None
     return {
         "lock": used.lock.relative_to(root).as_posix(),
-        "libraries": [lib.name for lib in used.libraries],
+        "libraries": [lib.name for lib in used.libraries if lib.name != used.package],
         "pins": len(used.pins),
+        "installed": any(lib.name == used.package for lib in used.libraries),
     }
 
 

@@ -461,6 +461,28 @@ def _files(folder: Path, names: Sequence[str]) -> dagger.Directory:
     return compat.shared(dag.host().directory(str(folder), include=escaped))
 
 
+# Before the smoke command: the program of the image's command must be there (a missing one
+# would otherwise fail only when started, with no output). $1 is the program.
+_ON_PATH = (
+    'command -v "$1" >/dev/null 2>&1 || { echo "the command\'s program $1 is not on PATH '
+    '($PATH) in the image; fix: install the package that provides it, or correct command" '
+    '>&2; exit 127; }; shift; exec "$@"'
+)
+_EXECUTABLE = (
+    'test -x "$1" || { echo "the command\'s program $1 is not an executable file in the '
+    'image; fix: correct command" >&2; exit 127; }; shift; exec "$@"'
+)
+
+
+def smoke_argv(service: Service) -> list[str]:
+    """The smoke check as it runs in the image: the command's program is found, then the
+    smoke command runs."""
+    spec = service.spec
+    program = argv(spec.command)[0]
+    check = _EXECUTABLE if "/" in program else _ON_PATH
+    return ["sh", "-c", check, "smoke", program, *(spec.smoke or [])]
+
+
 # What the unit tests' exec prints when an install before the tests fails.
 INSTALL_FAILED = "pipeline: the dependencies of the unit tests failed to install"
 

@@ -243,7 +243,8 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
 
     async def smoke() -> None:
         if spec.smoke and Check.SMOKE in todo:
-            await progress.check(Check.SMOKE, image.with_(compat.run(spec.smoke)).sync())
+            smoke = image.with_(compat.run(images.smoke_argv(service)))
+            await progress.check(Check.SMOKE, smoke.sync())
 
     async def health() -> None:
         if Check.HEALTH in todo:
