@@ -13,10 +13,15 @@ import pytest
 from pipeline import session
 from pipeline.core import inputs, workspace
 from pipeline.core.errors import ConfigError
+from pipeline.core.workspace import normalise
+from pipeline.supply.kinds import SBOM
 from tests.conftest import copy_workspace, pipeline_in, run_pipeline
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+
+SBOM_SUFFIX = SBOM.suffix
 
 
 def keys(repo: Path) -> dict[str, str]:
@@ -204,8 +209,21 @@ def test_the_workspace_example_builds_and_a_library_edit_rebuilds_one_app(
     the result cache, hello is built again and its smoke sees the edit."""
     repo = copy_workspace(tmp_path / "ws")
     scope = "tests-workspace"
-    first = pipeline_in(repo, base_image, "build", "--no-cache", scope=scope)
+    out = tmp_path / "out"
+    first = pipeline_in(repo, base_image, "export", "--no-cache", "--out", str(out), scope=scope)
     assert first.returncode == 0, first.stdout + first.stderr
+    # the SBOM names the workspace packages in the image as the commit's own, with versions
+    bom = json.loads((out / f"hello{SBOM_SUFFIX}").read_text())
+    members = {
+        c["name"]: c["version"]
+        for c in bom["components"]
+        if any(p["name"] == "pipeline:workspace-member" for p in c.get("properties", []))
+    }
+    assert {normalise(n): v for n, v in members.items()} == {
+        "greeter-lib": "1.2.0",
+        "shout-lib": "0.3.0",
+        "hello": "0.1.0",
+    }
     assert re.search(r"^api +base +ok ", first.stdout, re.MULTILINE), first.stdout
     assert re.search(r"^hello +base +ok ", first.stdout, re.MULTILINE), first.stdout
     shout = repo / "libs" / "shout" / "src" / "shout" / "__init__.py"
@@ -283,3 +301,34 @@ def test_the_smoke_check_finds_the_commands_program_first(tmp_path: Path, base_i
     assert api["status"] == "failed"
     assert api["reason"].startswith("smoke: the command's program api-server is not on PATH")
     assert "fix: install the package that provides it, or correct command" in api["reason"]
+
+
+def test_the_sbom_names_workspace_packages_as_the_commits_own():
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from pipeline.core.stamp import Stamp
+    from pipeline.supply import sbom
+
+    source = "https://github.com/acme/mono"
+    stamp = Stamp("hello", "base", "c" * 40, "main", "2026-01-02T03:04:05Z", source, dirty=False)
+    dist = {"expression": "", "license": "", "classifiers": [], "record_sha256": ""}
+    installed = {
+        "python": [
+            {**dist, "name": "greeter_lib", "version": "1.2.0"},
+            {**dist, "name": "idna", "version": "3.20"},
+        ],
+        "debian": [],
+    }
+    text = sbom.document(stamp, "sha256:" + "b" * 64, installed, {"greeter-lib": "libs/greeter"})
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    found = {c["name"]: c for c in json.loads(text)["components"]}
+    greeter = found["greeter_lib"]
+    assert greeter["version"] == "1.2.0"
+    assert greeter["purl"] == (
+        "pkg:generic/greeter-lib@1.2.0?vcs_url=git%2Bhttps://github.com/acme/mono%40" + "c" * 40
+    )
+    props = {p["name"]: p["value"] for p in greeter["properties"]}
+    assert props["pipeline:workspace-member"] == "libs/greeter"
+    assert props["pipeline:revision"] == "c" * 40
+    assert found["idna"]["purl"] == "pkg:pypi/idna@3.20"  # from the index, as before

@@ -45,7 +45,13 @@ def _json(document: dict[str, Any]) -> str:
 
 
 def _make_sbom(facts: Facts, started: float, finished: float) -> str:  # noqa: ARG001
-    return sbom.document(facts.job.stamp, facts.digest, facts.installed)
+    used = facts.job.service.workspace
+    members = (
+        {lib.name: lib.path.relative_to(used.root).as_posix() for lib in used.libraries}
+        if used
+        else {}
+    )
+    return sbom.document(facts.job.stamp, facts.digest, facts.installed, members)
 
 
 def _make_provenance(facts: Facts, started: float, finished: float) -> str:

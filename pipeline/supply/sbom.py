@@ -10,7 +10,11 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pipeline.core.workspace import normalise
+
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pipeline.core.stamp import Stamp
 
 VENV = "/opt/venv"  # where every image holds its Python distributions
@@ -33,8 +37,17 @@ def _licenses(dist: dict[str, Any]) -> list[Any]:
     return [factory.make_from_string(name) for name in names]
 
 
-def document(stamp: Stamp, digest: str, installed: dict[str, Any]) -> str:
-    """The CycloneDX 1.6 JSON of one image, validated against the schema."""
+def document(
+    stamp: Stamp,
+    digest: str,
+    installed: dict[str, Any],
+    workspace: Mapping[str, str] | None = None,
+) -> str:
+    """The CycloneDX 1.6 JSON of one image, validated against the schema. ``workspace`` names
+    the packages built from the monorepo's own uv workspace (name -> folder): they are the
+    commit's, not an index's, and say so (a generic purl with the repository and commit, and
+    their folder)."""
+    members = {normalise(name): folder for name, folder in (workspace or {}).items()}
     from cyclonedx.model import HashAlgorithm, HashType, Property
     from cyclonedx.model.bom import Bom
     from cyclonedx.model.component import Component, ComponentType
@@ -54,7 +67,19 @@ def document(stamp: Stamp, digest: str, installed: dict[str, Any]) -> str:
         properties=[Property(name="pipeline:tier", value=stamp.tier)],
     )
     for dist in sorted(installed["python"], key=lambda d: d["name"].lower()):
-        purl = PackageURL("pypi", None, dist["name"].lower(), dist["version"])
+        folder = members.get(normalise(dist["name"]))
+        properties = [Property(name="pipeline:layer", value=f"venv {VENV}")]
+        if folder is None:
+            purl = PackageURL("pypi", None, dist["name"].lower(), dist["version"])
+        else:
+            vcs = f"git+{stamp.source}@{stamp.revision}" if stamp.source else stamp.revision
+            purl = PackageURL(
+                "generic", None, normalise(dist["name"]), dist["version"], {"vcs_url": vcs}
+            )
+            properties += [
+                Property(name="pipeline:workspace-member", value=folder),
+                Property(name="pipeline:revision", value=stamp.revision),
+            ]
         record = dist["record_sha256"]
         bom.components.add(
             Component(
@@ -66,7 +91,7 @@ def document(stamp: Stamp, digest: str, installed: dict[str, Any]) -> str:
                 licenses=_licenses(dist),
                 # the installed files' own hashes, as the RECORD lists them: one digest of it
                 hashes=[HashType(alg=HashAlgorithm.SHA_256, content=record)] if record else [],
-                properties=[Property(name="pipeline:layer", value=f"venv {VENV}")],
+                properties=properties,
             )
         )
     for pkg in sorted(installed["debian"], key=lambda p: p["name"]):
