@@ -332,3 +332,71 @@ def test_the_sbom_names_workspace_packages_as_the_commits_own():
     assert props["pipeline:workspace-member"] == "libs/greeter"
     assert props["pipeline:revision"] == "c" * 40
     assert found["idna"]["purl"] == "pkg:pypi/idna@3.20"  # from the index, as before
+
+
+def test_requires_python_is_checked_against_the_base_images_python(tmp_path: Path):
+    repo = copy_workspace(tmp_path / "ws")
+    greeter = repo / "libs" / "greeter" / "pyproject.toml"
+    greeter.write_text(
+        greeter.read_text().replace('requires-python = ">=3.11"', 'requires-python = ">=3.12"')
+    )
+    used = session.load(repo).services["api"].workspace
+    files = workspace.python_files(repo / "apps" / "api" / "pyproject.toml", used)
+    assert files == [repo / "apps/api/pyproject.toml", greeter]
+    workspace.check_python(files[:1], "3.11.2", "python:3.11-slim")  # api's own allows 3.11
+    with pytest.raises(ConfigError) as info:
+        workspace.check_python(files, "3.11.2", "python:3.11-slim")
+    said = str(info.value)
+    assert said.startswith(f"{greeter}: project.requires-python: is '>=3.12', but the base image")
+    assert "python:3.11-slim has Python 3.11.2" in said
+    assert "fix: build from a base image whose Python it allows (--base-image)" in said
+    workspace.check_python(files, "3.12.1", "python:3.12-slim")
+
+
+@pytest.mark.engine
+@pytest.mark.usefixtures("engine")
+def test_a_run_refuses_a_requires_python_the_base_image_cannot_meet(
+    tmp_path: Path, base_image: str
+):
+    repo = copy_workspace(tmp_path / "ws")
+    hello = repo / "apps" / "hello" / "pyproject.toml"
+    hello.write_text(
+        hello.read_text().replace('requires-python = ">=3.11"', 'requires-python = ">=3.99"')
+    )
+    out = tmp_path / "out"
+    done = pipeline_in(repo, base_image, "export", "--out", str(out), scope="tests-ws-python")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{hello}: project.requires-python: is '>=3.99', but the base image" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists() or not any(out.iterdir())  # refused before anything was written
+
+
+@pytest.mark.engine
+@pytest.mark.usefixtures("engine")
+def test_a_member_whose_workspace_is_out_of_reach_fails_naming_the_fix(
+    tmp_path: Path, base_image: str
+):
+    """The pipeline's config in apps/: the workspace root above it is not the project's, so
+    api's `{ workspace = true }` source cannot be met; the failure says where the root goes."""
+    repo = copy_workspace(tmp_path / "ws")
+    (repo / "apps" / "base.txt").write_text((repo / "requirements" / "base.txt").read_text())
+    (repo / "apps" / "pipeline.toml").write_text(
+        'services = ["api"]\nbase_image = "python:3.11-slim-bookworm"\n'
+        '[tiers.base]\nrequirements = ["base.txt"]\n'
+    )
+    report = tmp_path / "report.json"
+    done = pipeline_in(
+        repo / "apps",
+        base_image,
+        "build",
+        "--no-test",
+        "--report",
+        str(report),
+        scope="tests-ws-out",
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    [api] = json.loads(report.read_text())["services"]
+    assert api["reason"].startswith("dependencies: ")
+    assert (
+        "fix: keep the uv workspace's root (its pyproject with [tool.uv.workspace]" in api["reason"]
+    )

@@ -14,9 +14,12 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 LOCK = "uv.lock"
 PYPROJECT = "pyproject.toml"
@@ -206,3 +209,39 @@ def _pin(
         alternatives[0] if len(alternatives) == 1 else " or ".join(f"({a})" for a in alternatives)
     )
     return f"{line} ; {marker}"
+
+
+def python_files(requirements: Path | None, used: Use | None) -> list[Path]:
+    """The pyprojects whose ``requires-python`` an image's Python must meet: the service's
+    own, and each workspace package it installs."""
+    files = [requirements] if requirements is not None and requirements.name == PYPROJECT else []
+    files += [lib.path / PYPROJECT for lib in used.libraries] if used else []
+    return list(dict.fromkeys(files))
+
+
+def check_python(files: Sequence[Path], version: str, image: str) -> None:
+    """A ConfigError for the first pyproject whose ``requires-python`` the base image's
+    Python (``version``, e.g. 3.11.2) does not meet."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    for path in files:
+        wanted = _toml(path, path).get("project", {}).get("requires-python")
+        if not isinstance(wanted, str):
+            continue
+        try:
+            allowed = SpecifierSet(wanted)
+        except InvalidSpecifier:
+            raise ConfigError(
+                path,
+                "project.requires-python",
+                f"{wanted!r} is no version specifier",
+                'write it as uv and pip read it, e.g. ">=3.11"',
+            ) from None
+        if not allowed.contains(version, prereleases=True):
+            raise ConfigError(
+                path,
+                "project.requires-python",
+                f"is {wanted!r}, but the base image {image} has Python {version}",
+                "build from a base image whose Python it allows (--base-image), or widen "
+                "requires-python",
+            )

@@ -22,7 +22,7 @@ import anyio
 import dagger
 from dagger import dag
 
-from pipeline.core import jobs
+from pipeline.core import jobs, workspace
 from pipeline.core.delivery import Built, Deliver, keep_nothing
 from pipeline.core.errors import BuildError, UsageError
 from pipeline.core.log import get_logger
@@ -130,6 +130,12 @@ def _reason(exc: BaseException, service: Service) -> str:
                 f"{service.name}'s requirements conflict with the pins of tier "
                 f"{service.tier!r} ({headline}); fix: loosen the tier's pin or move the package "
                 "out of the tier: a tier's installed set constrains every service in it"
+            )
+        if "references a workspace in `tool.uv.sources`" in (exc.stderr or ""):
+            headline += (
+                "; fix: keep the uv workspace's root (its pyproject with [tool.uv.workspace], "
+                "and its uv.lock) inside the project, where the pipeline finds it and builds "
+                "the workspace libraries itself"
             )
         return f"{headline}\ncommand: {command}\n{detail}"
     if isinstance(exc, BuildError):
@@ -376,10 +382,11 @@ async def run(
     """Build every job's service, at most ``options.jobs`` at once; each image that passes
     its checks goes to ``deliver``, each result to ``on_result`` as it comes. Needs a
     connection."""
+    await _pullable(settings.base_image)
+    await _python_allowed(settings.base_image, work)
     if options.out_dir is not None:
         options.out_dir.mkdir(parents=True, exist_ok=True)
         _sweep(options.out_dir)
-    await _pullable(settings.base_image)
     try:
         secrets = await prepare(settings)
     except dagger.DaggerError as exc:
@@ -431,6 +438,26 @@ async def _pullable(ref: str) -> None:
             f"--base-image (or PIPELINE_BASE_IMAGE, base_image): the engine cannot pull {ref}: "
             f"{first}; fix: name an image that exists and this engine's registries serve"
         ) from None
+
+
+async def _python_allowed(ref: str, work: Sequence[jobs.Job]) -> None:
+    """Every service's and workspace package's ``requires-python`` against the base image's
+    Python, asked of the image once, before anything is built."""
+    files = [
+        f for j in work for f in workspace.python_files(j.service.requirements, j.service.workspace)
+    ]
+    if not files:
+        return
+    # marked: an engine's CA hook may print lines of its own around a command's output
+    ask = [
+        "python3",
+        "-c",
+        "import platform; print('pipeline-python=' + platform.python_version())",
+    ]
+    said = await dag.container().from_(ref).with_(compat.run(ask)).stdout()
+    found = re.search(r"^pipeline-python=(\S+)$", said, re.MULTILINE)
+    if found:
+        workspace.check_python(files, found[1], ref)
 
 
 async def _prefetch(ahead: Sequence[dagger.Container]) -> None:
