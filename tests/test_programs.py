@@ -299,3 +299,24 @@ def test_a_failure_names_each_in_container_program_instead_of_showing_its_source
             shown = runner.shown_command(command)
             assert f"<{name}>" in shown
             assert text.splitlines()[0] not in shown
+
+
+def test_the_snapshot_and_the_layer_walk_a_tree_alike(tmp_path: Path):
+    """layer.py and snapshot.py each carry their own walk (each reaches a container alone, as
+    ``python -c TEXT``); a layer is only right when both walk one tree the same way, excludes
+    included: same paths, same order."""
+    from pipeline.engine.programs import layer, snapshot
+
+    root = tmp_path / "root"
+    for rel in ("a/b/c.txt", "a/d.txt", "proc/1/stat", "var/lib/dpkg/status-old", "z.txt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel)
+    (root / "a" / "link").symlink_to("b")
+    (root / "empty").mkdir()
+    excludes = [f"{root}/proc", f"{root}/var/lib/dpkg/*-old"]
+    walked = list(snapshot.walk(str(root), excludes))
+    assert walked == list(layer.walk(str(root), excludes))
+    assert f"{root}/a/b/c.txt" in walked and f"{root}/a/link" in walked
+    assert not [p for p in walked if "/proc" in p or p.endswith("-old")]
+    for path in (f"{root}/proc/1", f"{root}/var/lib/dpkg/status-old", f"{root}/z.txt"):
+        assert snapshot._excluded(path, excludes) == layer._excluded(path, excludes)  # noqa: SLF001
