@@ -178,7 +178,7 @@ source = { git = "https://example.com/tool.git?rev=v2#0123456789abcdef" }
 @pytest.mark.parametrize(
     ("change", "said", "fix"),
     [
-        ("no lock", "declares a uv workspace but uv.lock is missing beside it", "run `uv lock`"),
+        ("no lock", "uv.lock is missing beside", "run `uv lock`"),
         ("stale lock", "has no workspace member 'hello'", "run `uv lock`"),
     ],
 )
@@ -252,8 +252,7 @@ def test_a_tier_may_take_a_pyproject_as_its_requirements(tmp_path: Path, base_im
     config = repo / "pipeline.toml"
     config.write_text(
         config.read_text().replace(
-            'requirements = ["requirements/base.txt"]',
-            'requirements = ["requirements/base.txt", "libs/greeter/pyproject.toml"]',
+            'group = "base"', 'group = "base"\nrequirements = ["libs/greeter/pyproject.toml"]'
         )
     )
     page = tmp_path / "report.json"
@@ -280,27 +279,24 @@ def test_plan_takes_the_scope_options_a_build_takes(tmp_path: Path):
 @pytest.mark.engine
 @pytest.mark.usefixtures("engine")
 def test_the_smoke_check_finds_the_commands_program_first(tmp_path: Path, base_image: str):
-    """hello's command is its console script (installed with the app itself); api's, changed
-    to a program nothing installs, fails the smoke check saying so, not silently."""
+    """hello's command changed to a program nothing installs: its smoke check fails saying
+    so (hello has no port, so no health probe races it), not with an empty output. (Its own
+    console script `hello` is found: the example's build runs it as its smoke.)"""
     repo = copy_workspace(tmp_path / "ws")
-    manifest = repo / "apps" / "api" / "service.toml"
+    manifest = repo / "apps" / "hello" / "service.toml"
     manifest.write_text(
-        manifest.read_text().replace(
-            'command = ["python", "-m", "api"]', 'command = ["api-server"]'
-        )
+        manifest.read_text().replace('command = ["hello"]', 'command = ["hello-cli"]')
     )
     report = tmp_path / "report.json"
     done = pipeline_in(
-        repo, base_image, "build", "--no-cache", "--report", str(report), scope="tests-ws-smoke"
-    )
+        repo, base_image, "build", "hello", "--no-cache", "--report", str(report),
+        scope="tests-ws-smoke",
+    )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
-    results = {r["service"]: r for r in json.loads(report.read_text())["services"]}
-    assert results["hello"]["status"] == "ok"
-    assert results["hello"]["tests"]["smoke"] is True  # `hello` is on PATH: the entry point
-    api = results["api"]
-    assert api["status"] == "failed"
-    assert api["reason"].startswith("smoke: the command's program api-server is not on PATH")
-    assert "fix: install the package that provides it, or correct command" in api["reason"]
+    [hello] = json.loads(report.read_text())["services"]
+    assert hello["status"] == "failed"
+    assert hello["reason"].startswith("smoke: the command's program hello-cli is not on PATH")
+    assert "fix: install the package that provides it, or correct command" in hello["reason"]
 
 
 def test_the_sbom_names_workspace_packages_as_the_commits_own():
@@ -379,7 +375,7 @@ def test_a_member_whose_workspace_is_out_of_reach_fails_naming_the_fix(
     """The pipeline's config in apps/: the workspace root above it is not the project's, so
     api's `{ workspace = true }` source cannot be met; the failure says where the root goes."""
     repo = copy_workspace(tmp_path / "ws")
-    (repo / "apps" / "base.txt").write_text((repo / "requirements" / "base.txt").read_text())
+    (repo / "apps" / "base.txt").write_text("certifi==2024.8.30\n")
     (repo / "apps" / "pipeline.toml").write_text(
         'services = ["api"]\nbase_image = "python:3.11-slim-bookworm"\n'
         '[tiers.base]\nrequirements = ["base.txt"]\n'
@@ -400,3 +396,40 @@ def test_a_member_whose_workspace_is_out_of_reach_fails_naming_the_fix(
     assert (
         "fix: keep the uv workspace's root (its pyproject with [tool.uv.workspace]" in api["reason"]
     )
+
+
+def test_a_tier_from_a_dependency_group_is_pinned_by_the_lock(tmp_path: Path):
+    repo = copy_workspace(tmp_path / "ws")
+    lock_path = repo / "uv.lock"
+    lock = lock_path.read_text()
+    certifi = locked_version(lock, "certifi")
+    tier = session.load(repo).tiers["base"]
+    assert tier.lock == lock_path
+    assert tier.pins == (f"certifi=={certifi}",)
+    before = keys(repo)
+    # the group's pin moves: every app rebuilds (they all start from the tier)
+    lock_path.write_text(lock.replace(f'version = "{certifi}"', 'version = "2024.8.30"', 1))
+    moved = keys(repo)
+    assert moved["api"] != before["api"] and moved["hello"] != before["hello"]
+    assert session.load(repo).tiers["base"].pins == ("certifi==2024.8.30",)
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ("unknown group", "names the dependency group 'nope', which uv.lock does not hold"),
+        ("no workspace", "names the dependency group 'base', but"),
+    ],
+)
+def test_a_tier_group_that_cannot_be_read_is_a_config_error(tmp_path: Path, change: str, said: str):
+    repo = copy_workspace(tmp_path / "ws")
+    if change == "unknown group":
+        config = repo / "pipeline.toml"
+        config.write_text(config.read_text().replace('group = "base"', 'group = "nope"'))
+    else:
+        root = repo / "pyproject.toml"
+        root.write_text(root.read_text().replace("[tool.uv.workspace]", "[tool.not-uv]"))
+    done = run_pipeline("plan", "--project-dir", str(repo))
+    assert done.returncode == 2, done.stdout
+    assert f"{repo / 'pipeline.toml'}: tiers.base.group: {said}" in done.stderr
+    assert "fix:" in done.stderr and "Traceback" not in done.stderr

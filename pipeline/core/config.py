@@ -57,6 +57,12 @@ class TierSpec(_Strict):
         default_factory=list,
         description="requirement files for the tier's venv, relative to the project root",
     )
+    group: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="a dependency group of the uv workspace's root pyproject "
+        "([dependency-groups]), installed as its uv.lock pins it",
+    )
     apt: list[DebPackage] = Field(
         default_factory=list, description="Debian packages the tier's runtime images need"
     )

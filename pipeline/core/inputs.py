@@ -331,6 +331,7 @@ def tier_inputs(project: Project, settings: BuildSettings, base_digest: str) -> 
             "apt": tier.spec.apt,
             "build_apt": tier.spec.build_apt,
             "requirements": [p.relative_to(project.root).as_posix() for p in tier.requirements],
+            "group": list(tier.pins),  # a workspace group's pins, by value: not the whole lock
         }
         if parent is None:
             values |= {

@@ -21,6 +21,9 @@ class Tier:
     name: str
     spec: TierSpec
     requirements: tuple[Path, ...]
+    # from the workspace (spec.group): the lock and the group's pins as it resolved them
+    lock: Path | None = None
+    pins: tuple[str, ...] = ()
 
     @property
     def image_name(self) -> str:

@@ -49,7 +49,13 @@ def _ordered_tiers(spec: ProjectSpec, root: Path, config_file: Path) -> dict[str
                 )
             visit(parent, (*seen, name))
         reqs = _existing(root, tier.requirements, config_file, f"{field}.{name}.requirements")
-        ordered[name] = Tier(name, tier, reqs)
+        lock: Path | None = None
+        pins: tuple[str, ...] = ()
+        if tier.group is not None:
+            lock, pins = workspace.group_pins(
+                root, tier.group, config_file, f"{field}.{name}.group"
+            )
+        ordered[name] = Tier(name, tier, reqs, lock, pins)
 
     for name in spec.tiers:
         visit(name, ())

@@ -129,12 +129,16 @@ def _exact(req: Requirement) -> str | None:
 def tier_pins(project: Project, tier: str) -> dict[str, tuple[str, str, Path]]:
     """Exact pins of a tier and its parents: package -> (version, tier, file)."""
     pins: dict[str, tuple[str, str, Path]] = {}
+    from packaging.requirements import Requirement
+
     for link in project.chain(tier):
-        for path in link.requirements:
-            for req in requirements(path):
-                version = _exact(req)
-                if version is not None and req.marker is None:
-                    pins[canonicalize_name(req.name)] = (version, link.name, path)
+        named = [(path, req) for path in link.requirements for req in requirements(path)]
+        if link.lock is not None:  # a workspace group: its pins are the lock's
+            named += [(link.lock, Requirement(line)) for line in link.pins]
+        for path, req in named:
+            version = _exact(req)
+            if version is not None and req.marker is None:
+                pins[canonicalize_name(req.name)] = (version, link.name, path)
     return pins
 
 
@@ -144,8 +148,16 @@ def check(project: Project, services: list[Service]) -> None:
     for service in services:
         if service.requirements is None:
             continue
-        tier_files = [p for link in project.chain(service.tier) for p in link.requirements]
-        if not _names(service.requirements) & set().union(*map(_names, tier_files)):
+        chain = project.chain(service.tier)
+        tier_files = [p for link in chain for p in link.requirements]
+        named = set().union(*map(_names, tier_files))
+        named |= {
+            canonicalize_name(m[1])
+            for link in chain
+            for pin in link.pins
+            if (m := _NAME.match(pin))
+        }
+        if not _names(service.requirements) & named:
             continue
         pins = tier_pins(project, service.tier)
         for req in requirements(service.requirements):

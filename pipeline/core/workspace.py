@@ -96,12 +96,67 @@ def use(pyproject: Path, stop: Path) -> Use | None:
     return _from_lock(root, lock, normalise(name))
 
 
-def _from_lock(root: Path, lock: Path, package: str) -> Use:
+def _read_lock(lock: Path) -> tuple[dict[str, list[dict[str, Any]]], set[str]]:
+    """The lock's packages by name (a name may have several versions), and its members."""
     data = _toml(lock, lock)
     packages: dict[str, list[dict[str, Any]]] = {}
     for entry in data.get("package", []):
         packages.setdefault(normalise(str(entry.get("name", ""))), []).append(entry)
-    members = {normalise(m) for m in data.get("manifest", {}).get("members", [])}
+    return packages, {normalise(m) for m in data.get("manifest", {}).get("members", [])}
+
+
+def group_pins(root: Path, group: str, config: Path, field: str) -> tuple[Path, tuple[str, ...]]:
+    """A tier from the workspace: the lock, and the pins of the root project's dependency
+    group ``group`` (``[dependency-groups]`` of the root pyproject), as the lock resolved it."""
+    workspace_root = find_root(root, root)
+    if workspace_root is None:
+        raise ConfigError(
+            config,
+            field,
+            f"names the dependency group {group!r}, but {root} is no uv workspace",
+            f"declare [tool.uv.workspace] in {root / PYPROJECT}, or give the tier requirements",
+        )
+    lock = workspace_root / LOCK
+    if not lock.is_file():
+        raise ConfigError(
+            config,
+            field,
+            f"takes its pins from the workspace's lock, but {LOCK} is missing beside "
+            f"{workspace_root / PYPROJECT}",
+            f"run `uv lock` in {root}",
+        )
+    packages, members = _read_lock(lock)
+    name = _toml(workspace_root / PYPROJECT, lock).get("project", {}).get("name")
+    entries = packages.get(normalise(name)) if isinstance(name, str) else None
+    groups = entries[0].get("dev-dependencies", {}) if entries else {}
+    if group not in groups:
+        raise ConfigError(
+            config,
+            field,
+            f"names the dependency group {group!r}, which {lock.name} does not hold",
+            f"add it to [dependency-groups] of {workspace_root / PYPROJECT} and run `uv lock`",
+        )
+    start = {"name": f"group {group}", "version": "", "dependencies": groups[group]}
+    found, reached = _closure(packages, start, lock, workspace_root)
+    pins = []
+    for (dep, version), entry in sorted(found.items()):
+        if (dep, version) == (normalise(start["name"]), ""):
+            continue
+        if dep in members:
+            raise ConfigError(
+                config,
+                field,
+                f"the group {group!r} takes the workspace member {dep}",
+                "a tier holds third-party packages; list the library in the apps that use it",
+            )
+        pins.append(
+            _pin(dep, version, entry.get("source", {}), reached[(dep, version)], lock, root)
+        )
+    return lock, tuple(sorted(pins))
+
+
+def _from_lock(root: Path, lock: Path, package: str) -> Use:
+    packages, members = _read_lock(lock)
     if package not in packages or package not in members:
         raise ConfigError(
             lock,
@@ -110,7 +165,7 @@ def _from_lock(root: Path, lock: Path, package: str) -> Use:
             f"run `uv lock` in {root}",
         )
 
-    entries, reached = _closure(packages, package, lock, root)
+    entries, reached = _closure(packages, packages[package][0], lock, root)
     libraries, pins = [], []
     own = None
     for (name, version), entry in sorted(entries.items()):
@@ -134,11 +189,11 @@ Key = tuple[str, str]  # a package's name and version
 
 
 def _closure(
-    packages: dict[str, list[dict[str, Any]]], package: str, lock: Path, root: Path
+    packages: dict[str, list[dict[str, Any]]], start: dict[str, Any], lock: Path, root: Path
 ) -> tuple[dict[Key, dict[str, Any]], dict[Key, set[tuple[str, ...]]]]:
-    """Every package ``package`` depends on (itself included), and each one's conditions:
-    the ways it is reached, each the markers along one path (all of which must hold); () is a
-    way with none: it is always installed."""
+    """Every package the lock entry ``start`` depends on (itself included), and the ways each
+    is reached, each the markers along one path (all of which must hold); () is a way with
+    none: it is always installed."""
 
     def find(dep: dict[str, Any]) -> dict[str, Any]:
         name = normalise(str(dep["name"]))
@@ -154,9 +209,7 @@ def _closure(
     reached: dict[Key, set[tuple[str, ...]]] = {}
     entries: dict[Key, dict[str, Any]] = {}
     visited: set[tuple[Key, tuple[str, ...], tuple[str, ...]]] = set()
-    todo: list[tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]] = [
-        (packages[package][0], (), ())
-    ]
+    todo: list[tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]] = [(start, (), ())]
     while todo:
         entry, path, extras = todo.pop()
         key = (normalise(str(entry["name"])), str(entry.get("version", "")))

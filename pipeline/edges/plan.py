@@ -26,7 +26,7 @@ from pipeline.edges.resultcache import FOLDER, FORMAT, write_entry
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from pipeline.core.model import Project, Service
+    from pipeline.core.model import Project, Service, Tier
 
 ENTRY = "plan.json"
 TIER_KEYS = ("name", "image", "extends", "requirements")
@@ -43,12 +43,20 @@ def data(project: Project, services: Sequence[Service]) -> dict[str, Any]:
                 "name": t.name,
                 "image": t.image_name,
                 "extends": t.spec.extends,
-                "requirements": [str(p.relative_to(project.root)) for p in t.requirements],
+                "requirements": _tier_requirements(t, project.root),
             }
             for t in project.tiers.values()
         ],
         "services": [_service(s, project.root) for s in services],
     }
+
+
+def _tier_requirements(t: Tier, root: Path) -> list[str]:
+    """A tier's requirement files, and its workspace group as the lock pins it."""
+    named = [str(p.relative_to(root)) for p in t.requirements]
+    if t.lock is not None:
+        named.append(f"{t.lock.relative_to(root)} group {t.spec.group} ({len(t.pins)} pins)")
+    return named
 
 
 def _service(s: Service, root: Path) -> dict[str, Any]:
@@ -141,6 +149,8 @@ def record(project: Project) -> dict[str, Any]:
     files.update(project.test_requirements)
     for tier in project.tiers.values():
         files.update(tier.requirements)
+        if tier.lock is not None:  # a workspace group's pins are read out of it
+            files.update((tier.lock, tier.lock.parent / "pyproject.toml"))
     walks = {}
     for svc in project.services.values():
         files.add(svc.manifest)

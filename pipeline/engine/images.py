@@ -288,6 +288,16 @@ def _with_requirements(
     return ctr, mounted
 
 
+def _with_pins(ctr: dagger.Container, tier: Tier) -> tuple[dagger.Container, str]:
+    """A tier's workspace-group pins mounted as a requirements file, and where it is."""
+    text = "".join(f"{line}\n" for line in tier.pins)
+    name = f"group-{tier.spec.group}.txt"
+    target = f"/req/{tier.name}/group/{name}"
+    return ctr.with_mounted_file(
+        target, dag.directory().with_new_file(name, text).file(name)
+    ), target
+
+
 @dataclass(frozen=True)
 class TierImage:
     tier: Tier
@@ -303,6 +313,9 @@ def tier_venv(
     """The builder with the tier's requirements installed on the venv (created when
     ``first``), and what the install added: the tier's venv layer."""
     ctr, mounted = _with_requirements(build, tier.name, tier.requirements)
+    if tier.pins:  # a workspace group, as the lock pins it
+        ctr, group = _with_pins(ctr, tier)
+        mounted.append(group)
     python = f"{VENV}/bin/python"
     installs = [["uv", "pip", "install", "-q", "--python", python, "-r", req] for req in mounted]
     if first:
@@ -358,6 +371,10 @@ def prefetch(
         ctr, mounted = _with_requirements(
             tier_builder(project, chain[0].name, settings, secrets), "prefetch", paths
         )
+        for tier in chain:
+            if tier.pins:
+                ctr, group = _with_pins(ctr, tier)
+                mounted.append(group)
         reqs = " ".join(f"-r {shlex.quote(req)}" for req in mounted)
         script = (
             f"d=$(mktemp -d {UV_CACHE}/.pipeline-prefetch.XXXXXX) || exit 0; "
