@@ -350,3 +350,25 @@ def test_a_service_at_the_project_root_never_reads_the_pipelines_own_folder(tmp_
     (tmp_path / ".pipeline" / "cache" / "main" / "results").mkdir(parents=True)
     (tmp_path / ".pipeline" / "cache" / "main" / "results" / "x.json").write_text("{}\n")
     assert key() == before
+
+
+def test_why_an_unchanged_service_is_built_again_says_so(tmp_path: Path):
+    """An export or publish builds an image whose identical build is stored (a replay cannot
+    write or push it): the reason says nothing changed, not that the stamp did."""
+    from pipeline.core.outcomes import ImageFacts, Result, Status
+
+    repo = copy_example(tmp_path / "repo", services=("echo",))
+    project = session.load(repo)
+    settings = build_settings(project, "python:3.11-slim-bookworm", "tests")
+    cache = ResultCache(repo, "tests")
+    base = "sha256:" + "0" * 64
+    [job] = jobs.plan(project, [project.services["echo"]], settings, base, cache)
+    assert jobs.changes(job, cache) == ["(no earlier build)"]
+    facts = ImageFacts("sha256:" + "a" * 64, 1000, ("sha256:1",))
+    tests = {"unit": True, "smoke": True, "health": True}
+    jobs.record(job, Result("echo", "base", Status.OK, 1.0, facts, tests), cache, tested=True)
+    [again] = jobs.plan(project, [project.services["echo"]], settings, base, cache)
+    assert again.recorded == facts.digest
+    assert jobs.changes(again, cache) == [
+        "(nothing changed: the image is built again to be written or pushed)"
+    ]

@@ -152,7 +152,12 @@ def changes(job: Job, cache: Store) -> list[str]:
         before = _inputs_from(cache.get(Kind.INPUTS, job.service.name))
     except (KeyError, TypeError):
         before = None
-    return job.inputs.changes(before) or ["(stamp: commit, branch or dirty state)"]
+    changed = job.inputs.changes(before)
+    if changed:
+        return changed
+    if job.recorded:  # an identical build is stored: only a run that must write or push redoes it
+        return ["(nothing changed: the image is built again to be written or pushed)"]
+    return ["(stamp: commit, branch or dirty state)"]
 
 
 def _explain(job: Job, cache: Store) -> None:
