@@ -433,3 +433,62 @@ def test_a_tier_group_that_cannot_be_read_is_a_config_error(tmp_path: Path, chan
     assert done.returncode == 2, done.stdout
     assert f"{repo / 'pipeline.toml'}: tiers.base.group: {said}" in done.stderr
     assert "fix:" in done.stderr and "Traceback" not in done.stderr
+
+
+def _tier_with_greeter(repo: Path) -> None:
+    config = repo / "pipeline.toml"
+    config.write_text(
+        config.read_text().replace('group = "base"', 'group = "base"\nlibraries = ["greeter-lib"]')
+    )
+
+
+def test_a_library_many_apps_use_may_go_into_their_tier(tmp_path: Path):
+    """greeter-lib in the base tier: built once into the tier's layer, with its pins; the apps
+    install only what the tier lacks, and a greeter edit reaches both through the tier."""
+    repo = copy_workspace(tmp_path / "ws")
+    _tier_with_greeter(repo)
+    project = session.load(repo)
+    tier = project.tiers["base"]
+    assert [lib.name for lib in tier.libraries] == ["greeter-lib"]
+    idna, certifi = (locked_version((repo / "uv.lock").read_text(), n) for n in ("idna", "certifi"))
+    assert tier.pins == (f"certifi=={certifi}", f"idna=={idna}")
+    hello, api = project.services["hello"].workspace, project.services["api"].workspace
+    assert hello is not None and api is not None
+    assert [lib.name for lib in hello.libraries] == ["shout-lib", "hello"]
+    assert api.libraries == ()
+    done = run_pipeline("plan", "--project-dir", str(repo))
+    assert "base (image base): uv.lock group base (2 pins, libraries greeter-lib)" in done.stdout
+    before = keys(repo)
+    greeter = repo / "libs" / "greeter" / "src" / "greeter" / "__init__.py"
+    greeter.write_text(greeter.read_text() + "\nPOLITE = True\n")
+    after = keys(repo)
+    assert after["api"] != before["api"] and after["hello"] != before["hello"]
+    shout = repo / "libs" / "shout" / "src" / "shout" / "__init__.py"
+    shout.write_text(shout.read_text() + "\nLOUD = True\n")
+    last = keys(repo)
+    assert last["hello"] != after["hello"] and last["api"] == after["api"]
+    config = repo / "pipeline.toml"
+    config.write_text(config.read_text().replace('["greeter-lib"]', '["nope-lib"]'))
+    bad = run_pipeline("plan", "--project-dir", str(repo))
+    assert bad.returncode == 2
+    assert "tiers.base.libraries: names 'nope-lib', which is no member" in bad.stderr
+
+
+@pytest.mark.engine
+@pytest.mark.usefixtures("engine")
+def test_a_tier_library_is_built_into_the_tier_and_not_into_the_apps(
+    tmp_path: Path, base_image: str
+):
+    repo = copy_workspace(tmp_path / "ws")
+    _tier_with_greeter(repo)
+    report = tmp_path / "report.json"
+    done = pipeline_in(
+        repo, base_image, "build", "--no-cache", "--report", str(report), scope="tests-ws-tierlib"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = {r["service"]: r for r in json.loads(report.read_text())["services"]}
+    assert all(r["status"] == "ok" for r in results.values())
+    # api's own layers hold its two source files and build-info: greeter and idna are the tier's
+    assert results["api"]["own_size"] < 20_000, results["api"]["own_size"]
+    assert results["api"]["tests"]["smoke"] is True  # greeter imports from the tier's venv
+    assert results["hello"]["tests"] == {"unit": True, "smoke": True}

@@ -63,6 +63,12 @@ class TierSpec(_Strict):
         description="a dependency group of the uv workspace's root pyproject "
         "([dependency-groups]), installed as its uv.lock pins it",
     )
+    libraries: list[str] = Field(
+        default_factory=list,
+        description="uv workspace libraries (package names) built into the tier's venv, with "
+        "their dependencies as uv.lock pins them: the services of this tier and of the tiers "
+        "above it take them from the tier's layer",
+    )
     apt: list[DebPackage] = Field(
         default_factory=list, description="Debian packages the tier's runtime images need"
     )

@@ -261,6 +261,19 @@ def library_files(project: Project, library: Library) -> list[str]:
     return walk(library.path, project.root, ["**"], (), ignored_below(project.ignored, rel))
 
 
+def _library_files(
+    project: Project, workspace_root: Path, libraries: Sequence[Library]
+) -> dict[str, str]:
+    """What building workspace libraries reads: the workspace's root pyproject (the builds
+    find the workspace by it) and each library's folder."""
+    root = project.root
+    files = _files(root, [workspace_root / "pyproject.toml"])
+    for library in libraries:
+        read = library_files(project, library)
+        files |= _files(root, [library.path / rel for rel in [*parent_folders(read), *read]])
+    return files
+
+
 def service_requirement_files(service: Service) -> list[Path]:
     """The service's own requirements file, and its lock file when it is a pyproject (not a
     workspace member's: its pins are taken from the workspace's lock by value)."""
@@ -347,6 +360,11 @@ def tier_inputs(project: Project, settings: BuildSettings, base_digest: str) -> 
         # every image dirty.
         own = [project.config_file] if parent is None else []
         files = _files(project.root, [*own, *tier.requirements])
+        if tier.libraries and tier.lock is not None:  # built from their folders
+            files |= _library_files(project, tier.lock.parent, tier.libraries)
+            values["libraries"] = {
+                lib.name: lib.path.relative_to(project.root).as_posix() for lib in tier.libraries
+            }
         out[name] = Inputs(f"tier:{name}", files, values, parent)
     return out
 
@@ -372,10 +390,7 @@ def service_inputs(project: Project, service: Service, tier: Inputs) -> Inputs:
     }
     used = service.workspace
     if used is not None:
-        files |= _files(root, [used.root / "pyproject.toml"])  # the builds find the workspace by it
-        for library in used.libraries:
-            read = library_files(project, library)
-            files |= _files(root, [library.path / rel for rel in [*parent_folders(read), *read]])
+        files |= _library_files(project, used.root, used.libraries)
         # the pins by value, not the lock: a lock change that moves none of them changes nothing
         values["workspace"] = {
             "pins": list(used.pins),

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from pipeline.core.config import ProjectSpec, ServiceSpec, TierSpec
-    from pipeline.core.workspace import Use
+    from pipeline.core.workspace import Library, Use
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Tier:
     # from the workspace (spec.group): the lock and the group's pins as it resolved them
     lock: Path | None = None
     pins: tuple[str, ...] = ()
+    libraries: tuple[Library, ...] = ()  # workspace libraries built into the tier (spec.libraries)
 
     @property
     def image_name(self) -> str:

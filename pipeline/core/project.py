@@ -3,6 +3,7 @@ build order, services found on disk. Reads files; never talks to git or the engi
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from pipeline.core.config import (
     MANIFEST,
     ROOT_TIER,
     ProjectSpec,
+    TierSpec,
     load_project,
     load_service,
 )
@@ -49,17 +51,30 @@ def _ordered_tiers(spec: ProjectSpec, root: Path, config_file: Path) -> dict[str
                 )
             visit(parent, (*seen, name))
         reqs = _existing(root, tier.requirements, config_file, f"{field}.{name}.requirements")
-        lock: Path | None = None
-        pins: tuple[str, ...] = ()
-        if tier.group is not None:
-            lock, pins = workspace.group_pins(
-                root, tier.group, config_file, f"{field}.{name}.group"
-            )
-        ordered[name] = Tier(name, tier, reqs, lock, pins)
+        lock, pins, libraries = _from_workspace(root, tier, config_file, f"{field}.{name}")
+        ordered[name] = Tier(name, tier, reqs, lock, pins, libraries)
 
     for name in spec.tiers:
         visit(name, ())
     return ordered
+
+
+def _from_workspace(
+    root: Path, tier: TierSpec, config_file: Path, field: str
+) -> tuple[Path | None, tuple[str, ...], tuple[workspace.Library, ...]]:
+    """What a tier takes from the uv workspace: its lock, the pins of its dependency group and
+    of its libraries' dependencies, and the libraries."""
+    lock: Path | None = None
+    pins: tuple[str, ...] = ()
+    libraries: tuple[workspace.Library, ...] = ()
+    if tier.group is not None:
+        lock, pins = workspace.group_pins(root, tier.group, config_file, f"{field}.group")
+    if tier.libraries:
+        lock, libraries, more = workspace.tier_libraries(
+            root, tier.libraries, config_file, f"{field}.libraries"
+        )
+        pins = tuple(sorted({*pins, *more}))
+    return lock, pins, libraries
 
 
 def _inside(root: Path, rel: str, file: Path, field: str) -> Path:
@@ -138,7 +153,8 @@ def _service(
                 "point it at requirements.txt or pyproject.toml",
             )
     own = ignored_below(ignored, folder.relative_to(root).as_posix())
-    used = _workspace_use(name, requirements, root)
+    provided = {lib.name for t in _chain(tiers, spec.tier) for lib in t.libraries}
+    used = _workspace_use(name, requirements, root, provided)
     service = Service(name, folder, manifest, spec, requirements, own, workspace=used)
     if not source_files(service, root):
         raise ConfigError(
@@ -150,13 +166,27 @@ def _service(
     return service
 
 
-def _workspace_use(name: str, requirements: Path | None, root: Path) -> workspace.Use | None:
-    """What the service takes from the uv workspace its pyproject is a member of, if any."""
+def _chain(tiers: dict[str, Tier], name: str) -> list[Tier]:
+    """The tiers from ``name`` down to the root."""
+    out = []
+    while name in tiers:
+        out.append(tiers[name])
+        name = tiers[name].spec.extends or ""
+    return out
+
+
+def _workspace_use(
+    name: str, requirements: Path | None, root: Path, provided: set[str]
+) -> workspace.Use | None:
+    """What the service takes from the uv workspace its pyproject is a member of, if any;
+    the libraries its tiers already hold (``provided``) are not installed again."""
     if requirements is None or requirements.name != "pyproject.toml":
         return None
     used = workspace.use(requirements, root)
     if used is None:
         return None
+    own = tuple(lib for lib in used.libraries if lib.name not in provided)
+    used = dataclasses.replace(used, libraries=own)
     for library in used.libraries:
         if not library.path.is_relative_to(root):
             raise ConfigError(

@@ -155,6 +155,38 @@ def group_pins(root: Path, group: str, config: Path, field: str) -> tuple[Path, 
     return lock, tuple(sorted(pins))
 
 
+def tier_libraries(
+    root: Path, names: Sequence[str], config: Path, field: str
+) -> tuple[Path, tuple[Library, ...], tuple[str, ...]]:
+    """A tier's workspace libraries: the lock, the libraries with the members they depend on
+    (each once, dependencies first), and their third-party pins as the lock resolved them."""
+    workspace_root = find_root(root, root)
+    lock = workspace_root / LOCK if workspace_root else None
+    if workspace_root is None or lock is None or not lock.is_file():
+        raise ConfigError(
+            config,
+            field,
+            f"names workspace libraries, but {root} holds no uv workspace with its {LOCK}",
+            f"declare [tool.uv.workspace] in {root / PYPROJECT} and run `uv lock`",
+        )
+    _, members = _read_lock(lock)
+    libraries: dict[str, Library] = {}
+    pins: set[str] = set()
+    for name in names:
+        if normalise(name) not in members:
+            raise ConfigError(
+                config,
+                field,
+                f"names {name!r}, which is no member of the workspace's {LOCK}",
+                f"name one of: {', '.join(sorted(members))}",
+            )
+        used = _from_lock(workspace_root, lock, normalise(name))
+        for library in used.libraries:
+            libraries.setdefault(library.name, library)
+        pins.update(used.pins)
+    return lock, tuple(libraries.values()), tuple(sorted(pins))
+
+
 def _from_lock(root: Path, lock: Path, package: str) -> Use:
     packages, members = _read_lock(lock)
     if package not in packages or package not in members:

@@ -55,7 +55,9 @@ def _tier_requirements(t: Tier, root: Path) -> list[str]:
     """A tier's requirement files, and its workspace group as the lock pins it."""
     named = [str(p.relative_to(root)) for p in t.requirements]
     if t.lock is not None:
-        named.append(f"{t.lock.relative_to(root)} group {t.spec.group} ({len(t.pins)} pins)")
+        group = f" group {t.spec.group}" if t.spec.group else ""
+        libs = f", libraries {', '.join(lib.name for lib in t.libraries)}" if t.libraries else ""
+        named.append(f"{t.lock.relative_to(root)}{group} ({len(t.pins)} pins{libs})")
     return named
 
 

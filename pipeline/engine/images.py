@@ -308,16 +308,24 @@ class TierImage:
 
 
 def tier_venv(
-    build: dagger.Container, tier: Tier, first: bool, compile_bytecode: bool = True
+    build: dagger.Container,
+    tier: Tier,
+    first: bool,
+    compile_bytecode: bool = True,
+    project: Project | None = None,
 ) -> tuple[dagger.Container, dagger.Directory]:
     """The builder with the tier's requirements installed on the venv (created when
-    ``first``), and what the install added: the tier's venv layer."""
+    ``first``), then its workspace libraries, and what the install added: the tier's venv
+    layer."""
     ctr, mounted = _with_requirements(build, tier.name, tier.requirements)
-    if tier.pins:  # a workspace group, as the lock pins it
+    if tier.pins:  # a workspace group's and the libraries' pins, as the lock pins them
         ctr, group = _with_pins(ctr, tier)
         mounted.append(group)
     python = f"{VENV}/bin/python"
     installs = [["uv", "pip", "install", "-q", "--python", python, "-r", req] for req in mounted]
+    if tier.libraries and tier.lock is not None and project is not None:
+        ctr, paths = _with_workspace(ctr, project, tier.lock.parent, tier.libraries)
+        installs.append(["uv", "pip", "install", "-q", "--python", python, "--no-deps", *paths])
     if first:
         installs.insert(0, ["uv", "venv", "-q", "--python", "python3", VENV])
     ctr = ctr.with_(with_install(installs, compile_bytecode))
@@ -338,7 +346,7 @@ def tier_images(
             below = {p for t in project.chain(parent.tier.name) for p in t.spec.build_apt}
             extra = [p for p in tier.spec.build_apt if p not in below]
             build = parent.build.with_(with_apt(extra, settings.cache_scope))
-        build, _ = tier_venv(build, tier, parent is None, settings.compile_bytecode)
+        build, _ = tier_venv(build, tier, parent is None, settings.compile_bytecode, project)
         # A layer cannot delete, which is why children install on top of their parent's pins
         # instead of replacing them.
         below_image = parent.image if parent else runtime_os(settings)
@@ -410,7 +418,10 @@ def _service_installs(service: Service) -> list[list[str]]:
         # (non-editable, their dependencies being among the pins)
         steps = [_constrained_install(f"-r /svc/{PINS}")] if used.pins else []
         if used.libraries:
-            libraries = [f"{WORKSPACE}/{_in_workspace(used, lib)}" for lib in used.libraries]
+            libraries = [
+                f"{WORKSPACE}/{lib.path.relative_to(used.root).as_posix()}"
+                for lib in used.libraries
+            ]
             python = f"{VENV}/bin/python"
             steps.append(
                 ["uv", "pip", "install", "-q", "--python", python, "--no-deps", *libraries]
@@ -440,19 +451,28 @@ def _with_service_files(
     used = service.workspace
     if used is not None:
         files = files.with_new_file(PINS, used.pins_text(), permissions=0o644)
-        # the workspace as uv finds it (its root's pyproject, each library where it is), so a
-        # library whose sources name another member (`{ workspace = true }`) builds
-        ctr = ctr.with_mounted_file(
-            f"{WORKSPACE}/{workspace.PYPROJECT}", _host_file(used.root / workspace.PYPROJECT)
-        )
-        for lib in used.libraries:
-            folder = _files(lib.path, library_files(project, lib))
-            ctr = ctr.with_mounted_directory(f"{WORKSPACE}/{_in_workspace(used, lib)}", folder)
+        ctr, _ = _with_workspace(ctr, project, used.root, used.libraries)
     return ctr.with_mounted_directory("/svc", files)
 
 
-def _in_workspace(used: workspace.Use, library: workspace.Library) -> str:
-    return library.path.relative_to(used.root).as_posix()
+def _with_workspace(
+    ctr: dagger.Container,
+    project: Project,
+    root: Path,
+    libraries: Sequence[workspace.Library],
+) -> tuple[dagger.Container, list[str]]:
+    """The workspace as uv finds it (its root's pyproject, each library where it is, under
+    WORKSPACE), so a library whose sources name another member (`{ workspace = true }`)
+    builds; and where each library is."""
+    ctr = ctr.with_mounted_file(
+        f"{WORKSPACE}/{workspace.PYPROJECT}", _host_file(root / workspace.PYPROJECT)
+    )
+    paths = []
+    for lib in libraries:
+        path = f"{WORKSPACE}/{lib.path.relative_to(root).as_posix()}"
+        ctr = ctr.with_mounted_directory(path, _files(lib.path, library_files(project, lib)))
+        paths.append(path)
+    return ctr, paths
 
 
 def service_layer(
