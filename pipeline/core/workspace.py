@@ -11,12 +11,12 @@ rebuild it, and one that moves a pin rebuilds exactly the services that take it.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.locate import read_toml
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -52,21 +52,12 @@ def normalise(name: str) -> str:
     return "-".join(name.lower().replace("_", "-").replace(".", "-").split("-"))
 
 
-def _toml(path: Path, where: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(
-            path, "", f"cannot be read as TOML ({exc})", f"fix the file ({where})"
-        ) from None
-
-
 def find_root(member: Path, stop: Path) -> Path | None:
     """The nearest folder from ``member`` up to ``stop`` whose pyproject declares a uv
     workspace, None when there is none."""
     for folder in (member, *member.parents):
         pyproject = folder / PYPROJECT
-        if pyproject.is_file() and "workspace" in _toml(pyproject, member).get("tool", {}).get(
+        if pyproject.is_file() and "workspace" in read_toml(pyproject).get("tool", {}).get(
             "uv", {}
         ):
             return folder
@@ -89,7 +80,7 @@ def use(pyproject: Path, stop: Path) -> Use | None:
             f"declares a uv workspace but {LOCK} is missing beside it",
             f"run `uv lock` in {root}",
         )
-    project = _toml(pyproject, pyproject).get("project", {})
+    project = read_toml(pyproject).get("project", {})
     name = project.get("name")
     if not isinstance(name, str):
         raise ConfigError(pyproject, "project.name", "is missing", "name the service's package")
@@ -98,7 +89,7 @@ def use(pyproject: Path, stop: Path) -> Use | None:
 
 def _read_lock(lock: Path) -> tuple[dict[str, list[dict[str, Any]]], set[str]]:
     """The lock's packages by name (a name may have several versions), and its members."""
-    data = _toml(lock, lock)
+    data = read_toml(lock)
     packages: dict[str, list[dict[str, Any]]] = {}
     for entry in data.get("package", []):
         packages.setdefault(normalise(str(entry.get("name", ""))), []).append(entry)
@@ -126,7 +117,7 @@ def group_pins(root: Path, group: str, config: Path, field: str) -> tuple[Path, 
             f"run `uv lock` in {root}",
         )
     packages, members = _read_lock(lock)
-    name = _toml(workspace_root / PYPROJECT, lock).get("project", {}).get("name")
+    name = read_toml(workspace_root / PYPROJECT).get("project", {}).get("name")
     entries = packages.get(normalise(name)) if isinstance(name, str) else None
     groups = entries[0].get("dev-dependencies", {}) if entries else {}
     if group not in groups:
@@ -310,7 +301,7 @@ def check_python(files: Sequence[Path], version: str, image: str) -> None:
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
     for path in files:
-        wanted = _toml(path, path).get("project", {}).get("requires-python")
+        wanted = read_toml(path).get("project", {}).get("requires-python")
         if not isinstance(wanted, str):
             continue
         try:
