@@ -470,12 +470,14 @@ def _doctor_engine() -> list[Finding]:
     sdk = version("dagger-io")
     found = [Finding.good("sdk", f"dagger-io {sdk}")]
     match = f"install the CLI of dagger-io {sdk}, or the SDK of its version (pyproject's extras)"
+    cli, cli_ok = "", False
     try:
         cli, cli_version = enginecheck.cli_version()
     except enginecheck.EngineUnreachableError as exc:
         problem, _, fix = str(exc).partition("; fix: ")
         found.append(Finding.bad("cli", problem, fix))
     else:
+        cli_ok = generation(cli_version) != "0.11"  # v0.11's CLI has no `core` command
         same = generation(cli_version) == generation(sdk)
         seen = f"{cli} {cli_version}" + ("" if same else f", not dagger-io {sdk}'s generation")
         found.append(Finding("cli", ok=same, seen=seen, fix=match))
@@ -491,7 +493,9 @@ def _doctor_engine() -> list[Finding]:
 
     try:
         enginecheck.require_engine()
-        engine = anyio.run(ask)
+        # the CLI's own question when it has one: quicker than importing the SDK for a session
+        asked = enginecheck.engine_version_by_cli(cli, ENGINE_WAIT_S) if cli_ok else None
+        engine = asked or anyio.run(ask)
     except enginecheck.EngineUnreachableError as exc:
         problem, _, fix = str(exc).partition("; fix: ")
         return [*found, Finding.bad("engine", problem, fix)]

@@ -72,3 +72,17 @@ def test_build_without_an_engine_fails_fast_with_exit_2(tmp_path: Path, where: s
     assert "fix:" in done.stderr
     assert time.monotonic() - started < 60  # bounded: not the SDK's minutes of retries
     assert not (repo / ".pipeline/cache").exists()
+
+
+def test_the_engine_version_is_asked_of_a_cli_that_can_say(tmp_path: Path):
+    from pipeline.engine.enginecheck import engine_version_by_cli
+
+    says = tmp_path / "says"
+    says.write_text("#!/bin/sh\n[ \"$1 $2\" = 'core version' ] && printf 'v0.21.8' && exit 0\nexit 3\n")
+    cannot = tmp_path / "cannot"  # v0.11's CLI: no `core` command
+    cannot.write_text("#!/bin/sh\necho 'unknown command \"core\"' >&2\nexit 1\n")
+    for cli in (says, cannot):
+        cli.chmod(0o755)
+    assert engine_version_by_cli(str(says), 5) == "v0.21.8"
+    assert engine_version_by_cli(str(cannot), 5) is None
+    assert engine_version_by_cli(str(tmp_path / "missing"), 5) is None

@@ -104,3 +104,16 @@ def cli_version(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
             "fix: reinstall the Dagger CLI"
         )
     return cli, found[0]
+
+
+def engine_version_by_cli(cli: str, timeout: float) -> str | None:
+    """The engine's version as the CLI asks it (``dagger core version``: a session of the
+    CLI's own, no SDK to import), or None when this CLI cannot say (v0.11 has no ``core``)."""
+    try:
+        done = subprocess.run(
+            [cli, "core", "version"], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.fullmatch(r"\s*(v\d+\.\d+\.\d+\S*)\s*", done.stdout)
+    return found[1] if done.returncode == 0 and found else None
