@@ -78,7 +78,8 @@ def test_the_engine_version_is_asked_of_a_cli_that_can_say(tmp_path: Path):
     from pipeline.engine.enginecheck import engine_version_by_cli
 
     says = tmp_path / "says"
-    says.write_text("#!/bin/sh\n[ \"$1 $2\" = 'core version' ] && printf 'v0.21.8' && exit 0\nexit 3\n")
+    script = "[ \"$1 $2\" = 'core version' ] && printf 'v0.21.8' && exit 0\nexit 3\n"
+    says.write_text(f"#!/bin/sh\n{script}")
     cannot = tmp_path / "cannot"  # v0.11's CLI: no `core` command
     cannot.write_text("#!/bin/sh\necho 'unknown command \"core\"' >&2\nexit 1\n")
     for cli in (says, cannot):
