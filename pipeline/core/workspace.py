@@ -7,10 +7,15 @@ Read on the host from the lock itself, the way ``uv export --frozen --package SE
 environment markers carried along the path that reaches it, extras followed. So the pins are
 an input of the image by value: a lock change that moves none of a service's pins does not
 rebuild it, and one that moves a pin rebuilds exactly the services that take it.
+
+A tier may take from the workspace too: a dependency group of the root pyproject
+(``group_pins``), or libraries built into the tier's layer with their pins
+(``tier_libraries``); the services above it then install only what their tiers lack.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +54,7 @@ class Use:
 
 def normalise(name: str) -> str:
     """A distribution name as the lock spells it (PEP 503)."""
-    return "-".join(name.lower().replace("_", "-").replace(".", "-").split("-"))
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def find_root(member: Path, stop: Path) -> Path | None:
