@@ -38,6 +38,9 @@ def dagger_run(repo: Path, base_image: str, *args: str) -> list[str]:
         text=True,
         check=False,
         timeout=900,
+        # from inside the monorepo, as a user runs it: the CLI reads the folder's git remote
+        # (v0.11's warns, last, about one it cannot parse, such as a local path)
+        cwd=repo,
     )
     assert done.returncode == 0, done.stdout[-4000:]
     lines = done.stdout.rstrip("\n").splitlines()  # v0.21's CLI ends with a blank line
