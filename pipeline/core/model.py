@@ -54,6 +54,16 @@ class Service:
         return self.spec.tier
 
 
+def chain(tiers: Mapping[str, Tier], tier: str) -> list[Tier]:
+    """The tiers from the root down to ``tier`` (while a project loads, its tiers alone)."""
+    out: list[Tier] = []
+    name: str | None = tier
+    while name is not None:
+        out.append(tiers[name])
+        name = tiers[name].spec.extends
+    return out[::-1]
+
+
 @dataclass(frozen=True)
 class Project:
     root: Path
@@ -66,12 +76,7 @@ class Project:
 
     def chain(self, tier: str) -> list[Tier]:
         """The tiers from the root down to ``tier``."""
-        out: list[Tier] = []
-        name: str | None = tier
-        while name is not None:
-            out.append(self.tiers[name])
-            name = self.tiers[name].spec.extends
-        return out[::-1]
+        return chain(self.tiers, tier)
 
     def affected(self, changed: Iterable[str], reads: Mapping[str, set[str]]) -> set[str]:
         """Services whose image a change to these files (relative to the root) can alter: a

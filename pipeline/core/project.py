@@ -19,7 +19,7 @@ from pipeline.core.config import (
 from pipeline.core.errors import ConfigError, UsageError
 from pipeline.core.globs import ignored_below
 from pipeline.core.inputs import source_files
-from pipeline.core.model import Project, Service, Tier
+from pipeline.core.model import Project, Service, Tier, chain
 from pipeline.core.names import NAME_PATTERN
 
 
@@ -153,7 +153,7 @@ def _service(
                 "point it at requirements.txt or pyproject.toml",
             )
     own = ignored_below(ignored, folder.relative_to(root).as_posix())
-    provided = {lib.name for t in _chain(tiers, spec.tier) for lib in t.libraries}
+    provided = {lib.name for t in chain(tiers, spec.tier) for lib in t.libraries}
     used = _workspace_use(name, requirements, root, provided)
     service = Service(name, folder, manifest, spec, requirements, own, workspace=used)
     if not source_files(service, root):
@@ -164,15 +164,6 @@ def _service(
             'correct the globs (relative to the service folder, e.g. "app/**")',
         )
     return service
-
-
-def _chain(tiers: dict[str, Tier], name: str) -> list[Tier]:
-    """The tiers from ``name`` down to the root."""
-    out = []
-    while name in tiers:
-        out.append(tiers[name])
-        name = tiers[name].spec.extends or ""
-    return out
 
 
 def _workspace_use(

@@ -49,7 +49,12 @@ class Use:
     pins: tuple[str, ...]  # third-party requirements, one line each, sorted
 
     def pins_text(self) -> str:
-        return "".join(f"{line}\n" for line in self.pins)
+        return requirements_text(self.pins)
+
+
+def requirements_text(pins: Sequence[str]) -> str:
+    """Pins as a requirements file: one a line."""
+    return "".join(f"{line}\n" for line in pins)
 
 
 def normalise(name: str) -> str:

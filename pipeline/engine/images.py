@@ -290,7 +290,7 @@ def _with_requirements(
 
 def _with_pins(ctr: dagger.Container, tier: Tier) -> tuple[dagger.Container, str]:
     """A tier's workspace-group pins mounted as a requirements file, and where it is."""
-    text = "".join(f"{line}\n" for line in tier.pins)
+    text = workspace.requirements_text(tier.pins)
     name = f"group-{tier.spec.group}.txt"
     target = f"/req/{tier.name}/group/{name}"
     return ctr.with_mounted_file(
@@ -325,7 +325,7 @@ def tier_venv(
     installs = [["uv", "pip", "install", "-q", "--python", python, "-r", req] for req in mounted]
     if tier.libraries and tier.lock is not None and project is not None:
         ctr, paths = _with_workspace(ctr, project, tier.lock.parent, tier.libraries)
-        installs.append(["uv", "pip", "install", "-q", "--python", python, "--no-deps", *paths])
+        installs.append(_libraries_install(paths))
     if first:
         installs.insert(0, ["uv", "venv", "-q", "--python", "python3", VENV])
     ctr = ctr.with_(with_install(installs, compile_bytecode))
@@ -418,14 +418,8 @@ def _service_installs(service: Service) -> list[list[str]]:
         # (non-editable, their dependencies being among the pins)
         steps = [_constrained_install(f"-r /svc/{PINS}")] if used.pins else []
         if used.libraries:
-            libraries = [
-                f"{WORKSPACE}/{lib.path.relative_to(used.root).as_posix()}"
-                for lib in used.libraries
-            ]
-            python = f"{VENV}/bin/python"
-            steps.append(
-                ["uv", "pip", "install", "-q", "--python", python, "--no-deps", *libraries]
-            )
+            paths = [_in_workspace(used.root, lib) for lib in used.libraries]
+            steps.append(_libraries_install(paths))
         return steps
     if req.name == "pyproject.toml":
         # With a lock file the locked versions are installed; without, the declared ranges.
@@ -469,10 +463,21 @@ def _with_workspace(
     )
     paths = []
     for lib in libraries:
-        path = f"{WORKSPACE}/{lib.path.relative_to(root).as_posix()}"
+        path = _in_workspace(root, lib)
         ctr = ctr.with_mounted_directory(path, _files(lib.path, library_files(project, lib)))
         paths.append(path)
     return ctr, paths
+
+
+def _in_workspace(root: Path, library: workspace.Library) -> str:
+    """Where ``_with_workspace`` mounts a library: as it lies in the workspace at ``root``."""
+    return f"{WORKSPACE}/{library.path.relative_to(root).as_posix()}"
+
+
+def _libraries_install(paths: Sequence[str]) -> list[str]:
+    """Build the workspace libraries mounted at ``paths`` and install them into the venv,
+    non-editable; their dependencies are installed before, as the lock pins them."""
+    return ["uv", "pip", "install", "-q", "--python", f"{VENV}/bin/python", "--no-deps", *paths]
 
 
 def service_layer(

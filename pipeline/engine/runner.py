@@ -177,13 +177,13 @@ class _Progress:
     started: float = field(default_factory=time.time)
 
     async def timed(self, name: str, work: Awaitable[T]) -> T:
-        started = time.monotonic()
+        started, begun = time.monotonic(), time.time()
         try:
             return await work
         finally:
             took = round(time.monotonic() - started, 2)
             self.steps[name] = took
-            self.spans[name] = (round(time.time() - took - self.started, 2), took)
+            self.spans[name] = (round(begun - self.started, 2), took)
 
     async def check(self, name: str, work: Awaitable[object]) -> None:
         try:
