@@ -20,7 +20,9 @@ from pipeline.core.log import get_logger
 from pipeline.core.names import IMAGE_REFERENCE
 from pipeline.core.options import chosen as resolve_options
 from pipeline.edges import history, registry, report
+from pipeline.edges.pool import MEMBER_ENV as POOL_MEMBER
 from pipeline.edges.resultcache import ResultCache
+from pipeline.edges.resultstore import Layered
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -30,7 +32,9 @@ if TYPE_CHECKING:
     from pipeline.core.model import Project, Service
     from pipeline.core.options import Chosen
     from pipeline.core.outcomes import Result
+    from pipeline.core.placement import Engine
     from pipeline.core.settings import BuildSettings, RunOptions
+    from pipeline.edges.pool import PoolRun
     from pipeline.edges.publish import Release
     from pipeline.supply.kinds import Kind
 
@@ -70,7 +74,7 @@ async def _engine_run(
     work: list[jobs.Job],
     build: BuildSettings,
     options: RunOptions,
-    cache: ResultCache,
+    cache: Layered,
     verbose: bool,
 ) -> tuple[list[Result], Release | None]:
     """The engine part of a run, cancelled cleanly by Ctrl-C or a CI runner's SIGTERM: every
@@ -108,7 +112,7 @@ async def _engine_run(
         raise group.exceptions[0] from None  # one expected error, said as such
     if interrupted:
         raise KeyboardInterrupt
-    if target is None:
+    if target is None or os.environ.get(POOL_MEMBER):  # a share leaves the tags to its run
         return outcome, None
     return await publish.move_tags(outcome, work, target)
 
@@ -215,7 +219,7 @@ def run(chosen: Chosen, project: Project, services: list[Service]) -> int:
         raise UsageError("publish needs --registry (or PIPELINE_REGISTRY), e.g. ghcr.io/acme")
     build = build_settings(project, chosen=chosen)
     _preflight(chosen, options, build)
-    cache = ResultCache(project.root, build.cache_scope, read=options.use_cache)
+    cache = _result_store(chosen, project.root, build.cache_scope, options.use_cache)
     base = registry.resolve(build.base_image)
     if base is None:
         # Without the base image's digest a stored result cannot be trusted to match.
@@ -238,19 +242,119 @@ def run(chosen: Chosen, project: Project, services: list[Service]) -> int:
     todo = [j for j in work if j.service.name not in replayed]
     built: dict[str, Result] = {}
     release = None
-    if todo:
-        import anyio
+    pooled: PoolRun | None = None
+    try:
+        if todo:
+            import anyio
 
-        why = {j.service.name: tuple(jobs.changes(j, cache)) for j in todo}  # before it records
-        done, release = anyio.run(_engine_run, project, todo, build, options, cache, chosen.verbose)
-        built = {r.service: dataclasses.replace(r, changed=why[r.service]) for r in done}
+            why = {j.service.name: tuple(jobs.changes(j, cache)) for j in todo}  # before records
+            engines = chosen.values.get("engines") or []
+            if len(engines) > 1:
+                done, release, pooled = _pool_run(chosen, todo, build, options, engines)
+            else:
+                done, release = anyio.run(
+                    _engine_run, project, todo, build, options, cache, chosen.verbose
+                )
+            built = {r.service: dataclasses.replace(r, changed=why[r.service]) for r in done}
+    finally:
+        cache.close()  # the entries still being pushed to the cache registry
+    if cache.shared is not None:
+        log.info(
+            "cache_registry",
+            registry=cache.shared.where,
+            found=cache.shared.found,
+            written=cache.shared.written,
+        )
     results = [replayed.get(s.name) or built[s.name] for s in services]
     for result in results:
         report.log_line(result)
     elapsed = time.monotonic() - started
-    _summarize(chosen, project, build, results, release, {"started": began, "wall": elapsed})
+    if os.environ.get(POOL_MEMBER):
+        # one engine's share of a pooled run: its report only; the run says the rest
+        if chosen.report:
+            report.write_json(results, chosen.report, {"cache_scope": build.cache_scope})
+        return 0 if all(r.ok for r in results) else 1
+    summary = {"started": began, "wall": elapsed}
+    _summarize(chosen, project, build, results, (release, pooled), summary)
     complete = release is None or release.complete
     return 0 if all(r.ok for r in results) and complete else 1
+
+
+# what a share of a pooled run is given by the run itself (its services by name), or must not
+# do (reports, history and warnings are the run's)
+_NOT_SHARED = frozenset(
+    {"tier", "changed_since", "report", "report_html", "growth_warning", "engines"}
+)
+
+
+def _share_options(chosen: Chosen, build: BuildSettings) -> list[str]:
+    """The run's options as a share's command line: the same scope and base (by digest), and
+    every other option the run was given."""
+    from pipeline.core.options import for_command
+
+    argv = ["--project-dir", str(build.root), "--cache-scope", build.cache_scope]
+    argv += ["--base-image", build.base_image]
+    taken = {"project_dir", "cache_scope", "base_image"} | _NOT_SHARED
+    for option in for_command(chosen.command):
+        value = chosen.values.get(option.dest)
+        if option.dest in taken or value is None or value is False or value == option.default:
+            continue
+        if option.flag:
+            argv.append(option.flags[-1])
+        elif option.repeat:
+            for each in value:
+                argv += [option.flags[-1], str(each)]
+        else:
+            argv += [option.flags[-1], str(value)]
+    return argv
+
+
+def _pool_run(
+    chosen: Chosen,
+    todo: list[jobs.Job],
+    build: BuildSettings,
+    options: RunOptions,
+    engines: list[Engine],
+) -> tuple[list[Result], Release | None, PoolRun]:
+    """The run's work spread over a pool of engines, each share the CLI itself; then, once
+    every share is done, the release's moving tags."""
+    import anyio
+
+    from pipeline.edges import pool, publish
+    from pipeline.engine import enginecheck
+
+    def alive(engine: Engine) -> bool:
+        env = {k: v for k, v in os.environ.items() if k != enginecheck.SESSION_PORT}
+        try:
+            enginecheck.require_engine({**env, enginecheck.RUNNER_HOST: engine.url})
+        except enginecheck.EngineUnreachableError:
+            return False
+        return True
+
+    argv = _share_options(chosen, build)
+    results, pooled = pool.run(engines, todo, chosen.command, argv, alive)
+    target = publish.target_for(options)
+    if target is None:
+        return results, None, pooled
+    moved, release = anyio.run(publish.move_tags, results, todo, target)
+    return moved, release, pooled
+
+
+def _result_store(chosen: Chosen, root: Path, scope: str, use_cache: bool) -> Layered:
+    """The run's result cache: the local one, then the cache registry's when one is named."""
+    local = ResultCache(root, scope, read=use_cache)
+    ref = chosen.values.get("cache_registry")
+    if not ref:
+        return Layered(local, None)
+    from pipeline.edges.referrers import Client
+    from pipeline.edges.resultstore import RegistryStore
+
+    user = chosen.values.get("registry_username")
+    password = os.environ.get(settings.PASSWORD_ENV) if user else None
+    reads = (scope, chosen.values.get("fallback_scope") or "main")
+    write = chosen.values.get("cache_registry_mode") != "read"
+    shared = RegistryStore(ref, scope, reads, write, lambda host: Client(host, user, password))
+    return Layered(local, shared)
 
 
 def _summarize(
@@ -258,12 +362,13 @@ def _summarize(
     project: Project,
     build: BuildSettings,
     results: list[Result],
-    release: Release | None,
+    delivered: tuple[Release | None, PoolRun | None],
     times: dict[str, float],
 ) -> None:
     """The run's history entry and its summary, printed last; then the step summary and the
     reports asked for."""
     log = get_logger()
+    release, pooled = delivered
     began, elapsed = times["started"], times["wall"]
     base_ref = build.base_image
     now = history.Run.of(results, began, build.provenance.revision, chosen.command)
@@ -277,6 +382,8 @@ def _summarize(
     print(report.table(results))
     if release is not None:
         print(release.summary())
+    if pooled is not None:
+        print(pooled.summary())
     for change in grown:
         print(f"warning: {change.warning()}")
     print(f"wall time {elapsed:.1f}s")
@@ -292,6 +399,8 @@ def _summarize(
     }
     if release is not None:
         extra["release"] = release.as_dict()
+    if pooled is not None:
+        extra["pool"] = pooled.as_dict()
     extra["history"] = [c.as_dict() for c in changes]
     if chosen.report:
         report.write_json(results, chosen.report, extra)

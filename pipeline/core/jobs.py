@@ -88,7 +88,22 @@ def replay(job: Job, cache: Store, options: RunOptions) -> Result | None:
     if why:
         get_logger().warning("cache_entry_ignored", service=job.service.name, reason=why)
         return None
-    return replace(stored, duration=0.0, cached=True, tarball="", published=())
+    # a replay does no work this run: no timeline, no engine
+    return replace(
+        stored,
+        duration=0.0,
+        cached=True,
+        tarball="",
+        sbom="",
+        attestation="",
+        published=(),
+        reused_checks=(),
+        steps={},
+        started=0.0,
+        spans={},
+        changed=(),
+        engine="",
+    )
 
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.core import names
+from pipeline.core import names, placement
 from pipeline.core.errors import UsageError
 
 if TYPE_CHECKING:
@@ -77,6 +77,31 @@ def _registry(value: str, where: str) -> str:
 
 
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def _cache_registry(value: str, where: str) -> str:
+    path = value.rstrip("/").partition("/")[2]
+    if not path or not REGISTRY_PREFIX.match(value):
+        raise UsageError(
+            f"{where}: {value!r} is not a registry repository; use e.g. "
+            "ghcr.io/acme/pipeline-cache or localhost:5000/cache (lower case, no tag)"
+        )
+    return value.rstrip("/")
+
+
+def _mode(value: str, where: str) -> str:
+    if value not in CACHE_REGISTRY_MODES:
+        raise UsageError(
+            f"{where}: {value!r} is no mode; fix: give {' or '.join(CACHE_REGISTRY_MODES)}"
+        )
+    return value
+
+
+CACHE_REGISTRY_MODES = ("read-write", "read")
+
+
+def _engines(value: str, where: str) -> list[placement.Engine]:
+    return placement.parse(value, where)
 
 
 def _tag(value: str, where: str) -> str:
@@ -260,15 +285,49 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "registry_username",
         ("--registry-username",),
-        "user for the registry (its password only from PIPELINE_REGISTRY_PASSWORD)",
-        frozenset({"publish", "verify", "doctor"}),
+        "user for the registry and the cache registry (its password only from "
+        "PIPELINE_REGISTRY_PASSWORD)",
+        BUILDS | frozenset({"verify", "doctor"}),
         env="PIPELINE_REGISTRY_USERNAME",
+    ),
+    Option(
+        "engines",
+        ("--engines",),
+        "a pool of engines, name=url each, comma-separated (an optional ;weight=N each): "
+        "services are placed by their tier, so a tier is built on one engine; an engine that "
+        "is down or lost hands its services to the next",
+        BUILDS | DOCTOR,
+        env="PIPELINE_ENGINES",
+        check=_engines,
+        metavar="POOL",
+    ),
+    Option(
+        "cache_registry",
+        ("--cache-registry",),
+        "a registry repository where verified results are shared by every runner and engine: "
+        "read from this scope, then the fallback scope; written to this scope only",
+        BUILDS,
+        env="PIPELINE_CACHE_REGISTRY",
+        check=_cache_registry,
+        metavar="REF",
+    ),
+    Option(
+        "cache_registry_mode",
+        ("--cache-registry-mode",),
+        "read-write, or read (pull requests with a read-only token)",
+        BUILDS,
+        env="PIPELINE_CACHE_REGISTRY_MODE",
+        default="read-write",
+        check=_mode,
+        metavar="MODE",
     ),
     Option(
         "fallback_scope",
         ("--fallback-scope",),
-        "import: the scope whose export is used when this scope has none",
-        CACHE,
+        "the scope read after this one: its cache export (import), its results in the cache "
+        "registry (runs)",
+        CACHE | BUILDS,
+        env="PIPELINE_FALLBACK_SCOPE",
         default="main",
         check=_scope,
     ),

@@ -155,6 +155,15 @@ class Result:
             tarball=str(data.get("tarball", "")),
             published=tuple(data.get("published", ())),
             tier_image=facts("tier_image"),
+            sbom=str(data.get("sbom", "")),
+            attestation=str(data.get("attestation", "")),
+            cached=bool(data.get("cached", False)),
+            reused_checks=tuple(map(str, data.get("reused_checks", ()))),
+            steps={str(k): float(v) for k, v in data.get("steps", {}).items()},
+            started=float(data.get("started", 0.0)),
+            spans={str(k): (float(v[0]), float(v[1])) for k, v in data.get("spans", {}).items()},
+            changed=tuple(map(str, data.get("changed", ()))),
+            engine=str(data.get("engine", "")),
         )
 
     @property

@@ -139,6 +139,8 @@ def log_line(result: Result) -> None:
         "reused_checks": list(result.reused_checks),
         "steps": result.steps,
     }
+    if result.engine:
+        figures["engine"] = result.engine
     if result.ok:
         get_logger().info("service_built", **figures, published=list(result.published))
     else:
