@@ -180,3 +180,84 @@ def registry() -> str:
 @pytest.fixture(scope="session")
 def base_image() -> str:
     return os.environ.get("PIPELINE_BASE_IMAGE", "python:3.11-slim-bookworm")
+
+
+# The engines of a pool on this machine (scripts/engine pool up) as `scripts/engine pool env`
+# lists them: NAME=URL,... Tests read them from PIPELINE_TEST_ENGINES, never PIPELINE_ENGINES,
+# so that no other test's run spreads over the pool.
+POOL_ENV = "PIPELINE_TEST_ENGINES"
+POOL_LABEL = "pipeline.engine.url"  # scripts/engine's label on a pool engine's container
+RUNNER_SOCKET_DIR = re.compile(r"^unix:///run/([^/]+)/buildkitd\.sock$")
+
+
+def pool_entries() -> list[tuple[str, str]]:
+    """(name, runner URL) of each engine PIPELINE_TEST_ENGINES lists, in its order."""
+    entries: list[tuple[str, str]] = []
+    for item in os.environ.get(POOL_ENV, "").split(","):
+        name, sep, url = item.strip().partition("=")
+        if not (sep and name and "://" in url):
+            pytest.fail(
+                f"{POOL_ENV}: {item!r} is not NAME=URL (e.g. pool1=tcp://127.0.0.1:12341); "
+                "give what `scripts/engine pool env` prints as PIPELINE_ENGINES"
+            )
+        entries.append((name, url))
+    return entries
+
+
+@pytest.fixture(scope="session")
+def engine_pool() -> list[tuple[str, str]]:
+    """The pool's engines as (name, runner URL) pairs: the main engine first, then the others."""
+    if not os.environ.get(POOL_ENV):
+        if os.environ.get("CI"):
+            pytest.fail(
+                f"CI=true but {POOL_ENV} is unset: run `scripts/engine pool up`, then set "
+                f"{POOL_ENV} to the PIPELINE_ENGINES value `scripts/engine pool env` prints"
+            )
+        pytest.skip(f"no engine pool ({POOL_ENV}; scripts/engine pool up, pool env)")
+    return pool_entries()
+
+
+def pool_engine_container(name: str) -> tuple[str, str]:
+    """The container of the pool's engine ``name`` and the Dagger version it runs."""
+    url = dict(pool_entries()).get(name)
+    assert url, f"{POOL_ENV} names no engine {name!r}"
+    found = subprocess.run(
+        ["docker", "ps", "-a", "--filter", f"label={POOL_LABEL}={url}", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    socket_dir = RUNNER_SOCKET_DIR.match(url)
+    container = found[0] if found else socket_dir[1] if socket_dir else ""
+    assert container, f"no engine container answers to {url} ({name})"
+    version = subprocess.run(
+        ["docker", "inspect", "-f", '{{index .Config.Labels "org.opencontainers.image.version"}}',
+         container],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()  # fmt: skip
+    return container, version
+
+
+def pool_engine_command(action: str, name: str) -> None:
+    container, version = pool_engine_container(name)
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts/engine"), "pool", action, container],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PIPELINE_DAGGER_VERSION": version},
+    )
+    assert done.returncode == 0, f"scripts/engine pool {action} {container}: {done.stderr}"
+
+
+def stop_engine(name: str) -> None:
+    """Kill the pool's engine ``name`` at once, as an engine lost mid-run goes; it stays down
+    until :func:`start_engine`."""
+    pool_engine_command("stop", name)
+
+
+def start_engine(name: str) -> None:
+    """Start the pool's engine ``name`` again; returns once it answers a query."""
+    pool_engine_command("start", name)
