@@ -248,7 +248,7 @@ def run(chosen: Chosen, project: Project, services: list[Service]) -> int:
             import anyio
 
             why = {j.service.name: tuple(jobs.changes(j, cache)) for j in todo}  # before records
-            engines = chosen.values.get("engines") or []
+            engines = chosen.values.get("engines") or _configured_pool(project)
             if len(engines) > 1:
                 done, release, pooled = _pool_run(chosen, todo, build, options, engines)
             else:
@@ -307,6 +307,13 @@ def _share_options(chosen: Chosen, build: BuildSettings) -> list[str]:
         else:
             argv += [option.flags[-1], str(value)]
     return argv
+
+
+def _configured_pool(project: Project) -> list[Engine]:
+    from pipeline.core import placement
+
+    text = project.spec.engines or ""
+    return placement.parse(text, "engines") if text else []
 
 
 def _pool_run(

@@ -194,6 +194,10 @@ CASES: dict[str, tuple[dict[str, str | bytes], str]] = {
         _svc('env = { A = "x\\u0000y" }\n'),
         f"{M}: env: the value of A holds a NUL character",
     ),
+    "engines in the config with an http URL": (
+        _top('engines = "a=http://h:1"\n'),
+        f"{C}: engines: 'a=http://h:1' has scheme 'http'",
+    ),
     "base image not an image reference": (
         _top('base_image = "python:3.11 slim"\n'),
         f"{C}: base_image: 'python:3.11 slim' is not an image reference",
@@ -242,6 +246,10 @@ UNSET = (
     "DAGGER_SESSION_PORT",
     "DAGGER_SESSION_TOKEN",
     "PIPELINE_JOBS",
+    "PIPELINE_ENGINES",
+    "PIPELINE_CACHE_REGISTRY",
+    "PIPELINE_CACHE_REGISTRY_MODE",
+    "PIPELINE_FALLBACK_SCOPE",
     "PIPELINE_CACHE_SCOPE",
     "PIPELINE_PROJECT_DIR",
     "PIPELINE_VERSION",
@@ -396,9 +404,7 @@ RUNS: dict[str, Row] = {
     ),
     "PIPELINE_JOBS=0": Row(("build",), "PIPELINE_JOBS must be at least 1", {"PIPELINE_JOBS": "0"}),
     "--jobs -2": Row(("build", "--jobs", "-2"), "--jobs must be at least 1"),
-    "--jobs 1.5": Row(
-        ("build", "--jobs", "1.5"), "--jobs: '1.5' is not a number"
-    ),
+    "--jobs 1.5": Row(("build", "--jobs", "1.5"), "--jobs: '1.5' is not a number"),
     "--growth-warning abc": Row(
         ("build", "--growth-warning", "abc"), "--growth-warning: 'abc' is not a number; fix:"
     ),
@@ -406,6 +412,23 @@ RUNS: dict[str, Row] = {
         ("build",),
         "PIPELINE_GROWTH_WARNING: -5 is out of range; fix: give a percentage from 0 to 1000",
         {"PIPELINE_GROWTH_WARNING": "-5"},
+    ),
+    "PIPELINE_ENGINES without a port": Row(
+        ("build",),
+        "PIPELINE_ENGINES: 'a=tcp://1.2.3.4' needs a host and a port number",
+        {"PIPELINE_ENGINES": "a=tcp://1.2.3.4"},
+    ),
+    "--engines with one name twice": Row(
+        ("build", "--engines", "a=tcp://h:1,a=tcp://h:2"), "--engines: 'a=tcp://h:2'"
+    ),
+    "--cache-registry with a tag": Row(
+        ("build", "--cache-registry", "ghcr.io/acme/cache:v1"),
+        "--cache-registry: 'ghcr.io/acme/cache:v1' is not a registry repository",
+    ),
+    "PIPELINE_CACHE_REGISTRY_MODE=write": Row(
+        ("build",),
+        "PIPELINE_CACHE_REGISTRY_MODE: 'write' is no mode; fix: give read-write or read",
+        {"PIPELINE_CACHE_REGISTRY_MODE": "write"},
     ),
     "--report-html into a folder": Row(
         ("build", "--report-html", "/tmp"), "--report-html: /tmp is a folder; fix: name a file"

@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from pipeline.core.errors import ConfigError
+from pipeline.core import placement
+from pipeline.core.errors import ConfigError, UsageError
 from pipeline.core.locate import read_toml
 from pipeline.core.names import (
     IMAGE_EXAMPLE,
@@ -112,6 +113,23 @@ class ProjectSpec(_Strict):
         default_factory=lambda: {ROOT_TIER: TierSpec()},
         description="the dependency tiers; 'base' is the root, others extend a tier",
     )
+
+    engines: str | None = Field(
+        None,
+        description="a pool of engines, name=url each, comma-separated, an optional "
+        ";weight=N each (or --engines, PIPELINE_ENGINES): each tier's services on one engine",
+    )
+
+    @field_validator("engines")
+    @classmethod
+    def _pool(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                placement.parse(value, "engines")
+            except UsageError as exc:
+                problem, _, fix = str(exc).partition("; fix: ")
+                raise _refused(problem.removeprefix("engines: "), fix) from None
+        return value
 
     @field_validator("base_image")
     @classmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,8 @@ RUNNER_HOST = "_EXPERIMENTAL_DAGGER_RUNNER_HOST"
 # what a share must not inherit: the parent's `dagger run` session, and the pool itself
 DROPPED = ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN", "TRACEPARENT", "PIPELINE_ENGINES")
 TAIL = 1500  # characters of a share's error output kept in a failed service's reason
+WATCH_S = 2.0  # seconds between asking whether a share's engine still answers
+SILENT_CHECKS = 2  # answers missed in a row before the engine is taken for lost
 
 
 @dataclass
@@ -90,18 +93,40 @@ def _share_env(engine: Engine, environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def _run_share(
-    engine: Engine, command: str, names: list[str], options: Sequence[str], folder: Path
+    engine: Engine,
+    command: str,
+    names: list[str],
+    options: Sequence[str],
+    folder: Path,
+    alive: Callable[[Engine], bool],
 ) -> tuple[dict[str, Result], int, str]:
-    """One engine's share as the CLI: its results by service, its exit status, its stderr."""
+    """One engine's share as the CLI: its results by service, its exit status, its stderr.
+    The engine is asked every few seconds whether it still answers: a session whose engine
+    died waits minutes for it, so the share is stopped at once instead."""
     report = folder / f"{engine.name}-{os.getpid()}-{len(names)}-{names[0]}.json"
-    done = subprocess.run(
-        share_argv(command, names, options, report),
-        capture_output=True,
-        text=True,
-        env=_share_env(engine, os.environ),
-        check=False,
-    )
-    sys.stderr.write(_relabelled(done.stderr, engine.name))
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as err:
+        share = subprocess.Popen(
+            share_argv(command, names, options, report),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+            env=_share_env(engine, os.environ),
+            start_new_session=True,  # its CLI and session processes are stopped with it
+        )
+        silent = 0
+        while True:
+            try:
+                share.wait(timeout=WATCH_S)
+                break
+            except subprocess.TimeoutExpired:
+                silent = 0 if alive(engine) else silent + 1
+                if silent >= SILENT_CHECKS:  # the run says the engine was lost
+                    os.killpg(share.pid, signal.SIGKILL)
+                    share.wait()
+                    break
+        err.seek(0)
+        stderr = err.read()
+    sys.stderr.write(_relabelled(stderr, engine.name))
     results: dict[str, Result] = {}
     try:
         data = json.loads(report.read_text(encoding="utf-8"))
@@ -110,7 +135,7 @@ def _run_share(
             results[result.service] = result
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no report: every service of the share is unanswered
-    return results, done.returncode, done.stderr
+    return results, share.returncode, stderr
 
 
 def _relabelled(text: str, engine: str) -> str:
@@ -186,7 +211,7 @@ def _round(
     """Every engine's share at once; the services left unfinished by an engine lost meanwhile."""
     with ThreadPoolExecutor(max(1, len(shares))) as threads:
         running = {
-            engine: threads.submit(_run_share, engine, command, names, options, folder)
+            engine: threads.submit(_run_share, engine, command, names, options, folder, alive)
             for engine, names in shares.items()
         }
     again = []
