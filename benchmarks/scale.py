@@ -281,21 +281,27 @@ def chart(results: list[SizeResult], path: Path) -> None:
     sizes = [r.n for r in results]
     first, last = results[0], results[-1]
     panels = [
-        ("plan", [r.plan for r in results], PLAN_TARGET_S),
-        ("warm no-change build", [r.warm for r in results], WARM_TARGET_S),
+        ("plan", [r.plan for r in results], PLAN_TARGET_S, f"target at N={last.n}"),
         (
-            "one-service edit",
+            "warm no-change build",
+            [r.warm for r in results],
+            WARM_TARGET_S,
+            f"target at N={last.n}",
+        ),
+        (
+            "one-service edit (commit, build)",
             [r.edit for r in results],
             EDIT_GROWTH_TARGET * median_wall(first.edit),
+            f"target at N={last.n}: {EDIT_GROWTH_TARGET}x N={first.n}",
         ),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, (title, timings, target) in zip(axes, panels, strict=True):
+    for ax, (title, timings, target, label) in zip(axes, panels, strict=True):
         ax.plot(sizes, [median_wall(t) for t in timings], "o-", label="wall (median)")
         ax.plot(sizes, [median_cpu(t) for t in timings], "s--", label="CLI CPU (median)")
         for n, runs in zip(sizes, timings, strict=True):
             ax.scatter([n] * len(runs), [t.wall for t in runs], s=10, color="grey", zorder=3)
-        ax.axhline(target, color="red", linestyle=":", label=f"target at N={last.n}")
+        ax.axhline(target, color="red", linestyle=":", label=label)
         ax.set_xscale("log")
         ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.set_xlabel("services (N)")
@@ -303,7 +309,7 @@ def chart(results: list[SizeResult], path: Path) -> None:
         ax.set_ylim(bottom=0)
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+        ax.legend(fontsize=8)
     fig.suptitle("pipeline cost as the monorepo grows (issue #23, item 5)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -354,7 +360,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chart", type=Path, default=DEFAULT_CHART)
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the generated monorepos")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: the table and chart of an earlier run's scale.json",
+    )
     args = parser.parse_args(argv)
+    if args.source is not None:
+        return args
     if not args.base_image:
         parser.error('no base image: pass --base-image or eval "$(scripts/engine env)"')
     if min(args.sizes) < 2 or min(args.plan_runs, args.warm_runs, args.edit_runs) < 1:  # noqa: PLR2004
@@ -367,8 +382,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def load_results(path: Path) -> tuple[str, list[SizeResult]]:
+    """The heading and results of an earlier run's scale.json."""
+    data = json.loads(path.read_text())
+    results = []
+    for item in data["results"]:
+
+        def runs(key: str, item: dict[str, Any] = item) -> list[Timing]:
+            return [Timing(**t) for t in item[key]]
+
+        results.append(
+            SizeResult(
+                n=int(item["n"]),
+                scope=str(item["scope"]),
+                plan=runs("plan"),
+                cold=Timing(**item["cold"]) if item["cold"] else None,
+                warm=runs("warm"),
+                edit=runs("edit"),
+                edit_built=item["edit_built"],
+                edit_stamp_only=item.get("edit_stamp_only", []),
+                problems=item["problems"],
+            )
+        )
+    facts = data["facts"]
+    head = data.get("head") or (
+        f"dagger-io {facts.get('dagger-io', '?')}, commit {facts['commit']}, --jobs {data['jobs']}"
+    )
+    return head, results
+
+
+def write(head: str, results: list[SizeResult], args: argparse.Namespace) -> str:
+    """The table and the verdicts, printed and written to --out; the chart."""
+    text = "\n".join([head, "", table(results), "", *verdicts(results)])
+    for r in results:
+        text += "".join(f"\n- N={r.n}: {p}" for p in r.problems)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scale.md").write_text(text + "\n")
+    if not args.no_chart:
+        chart(results, args.chart)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.source is not None:
+        write(*load_results(args.source), args)
+        return 0
+    start_load = os.getloadavg()[0]
     results: list[SizeResult] = []
     work = Path(tempfile.mkdtemp(prefix="pipeline-scale-"))
     try:
@@ -386,26 +447,25 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         return 1
     facts = engine_facts()
-    load = os.getloadavg()
     head = (
         f"dagger-io {facts.get('dagger-io', '?')}, commit {facts['commit']}, --jobs {args.jobs}, "
-        f"{args.ai} ai service(s), load average {load[0]:.1f} at the end"
+        f"{args.ai} ai service(s), 1-minute load average {start_load:.1f} at the start and "
+        f"{os.getloadavg()[0]:.1f} at the end"
     )
-    text = "\n".join([head, "", table(results), "", *verdicts(results)])
-    for r in results:
-        text += "".join(f"\n- N={r.n}: {p}" for p in r.problems)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scale.md").write_text(text + "\n")
+    write(head, results, args)
     (args.out / "scale.json").write_text(
         json.dumps(
-            {"facts": facts, "jobs": args.jobs, "results": [asdict(r) for r in results]},
+            {
+                "head": head,
+                "facts": facts,
+                "jobs": args.jobs,
+                "ai": args.ai,
+                "results": [asdict(r) for r in results],
+            },
             indent=2,
         )
         + "\n"
     )
-    if not args.no_chart:
-        chart(results, args.chart)
     failed = len(results) < len(args.sizes) or any(r.problems for r in results)
     return 1 if failed else 0
 
