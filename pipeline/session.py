@@ -228,6 +228,9 @@ def run(chosen: Chosen, project: Project, services: list[Service]) -> int:
     base_ref = base or build.base_image
     # built from the digest that keys the results, not from a tag that may move meanwhile
     build = dataclasses.replace(build, base_image=base_ref)
+    if cache.shared is not None and cache.read:  # every entry asked of the registry at once
+        first = jobs.plan(project, services, build, base_ref, cache.local)
+        cache.prefetch(item for job in first for item in jobs.wanted(job))
     work = jobs.plan(project, services, build, base_ref, cache)
     log.info(
         "run_started",

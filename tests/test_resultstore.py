@@ -25,6 +25,7 @@ from pipeline.edges.resultstore import (
     tag_for,
 )
 from tests.conftest import git, pipeline_in, tiny_repo
+from tests.faultyregistry import FaultyRegistry
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -246,3 +247,26 @@ def test_a_changed_service_is_rebuilt_not_replayed(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert _report(tmp_path / "b.json")["alpha"]["cached"] is False
+
+
+def test_a_runs_entries_are_asked_at_once_and_each_only_once(repository: str):
+    """prefetch asks the registry for every entry side by side; later lookups, hits and
+    misses alike, are answered without another request."""
+    host, path = repository.split("/", 1)
+    writer = store(repository, "main", ("main",))
+    for n in range(5):
+        writer.put(Kind.RESULTS, f"hit{n}", {**VALUE, "n": n})
+    writer.close()
+    with FaultyRegistry(host) as proxy:
+        reader = store(f"{proxy.address}/{path}", "pr-1", ("pr-1", "main"))
+        wanted = [(Kind.RESULTS, f"hit{n}") for n in range(5)]
+        wanted += [(Kind.CHECKS, f"miss{n}") for n in range(5)]
+        reader.prefetch(wanted)
+        asked = len(proxy.log)
+        for kind, key in wanted:
+            answer = reader.get(kind, key)
+            assert (answer is None) == key.startswith("miss")
+        assert reader.get(Kind.RESULTS, "hit3") == ({**VALUE, "n": 3}, "main")
+        assert len(proxy.log) == asked  # nothing asked twice
+    # each hit: its manifest in pr-1 (absent), then in main, then its blob; each miss: two
+    assert asked == 5 * 3 + 5 * 2

@@ -67,6 +67,15 @@ def plan(
     return out
 
 
+def wanted(job: Job) -> list[tuple[Kind, str]]:
+    """The entries planning and replaying this job read: its checks, its whole result."""
+    return [
+        (Kind.CHECKS, job.content_key),
+        (Kind.RESULTS, job.key),
+        (Kind.RESULTS, f"{job.key}-untested"),
+    ]
+
+
 def replay(job: Job, cache: Store, options: RunOptions) -> Result | None:
     """The stored result of an identical build, when this run needs nothing more of it: no
     tarball to write, nothing to publish, and every check it asks for already passed."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ from pipeline.edges.registry import Reference, RegistryError
 from pipeline.edges.resultcache import FORMAT, proven, seal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from concurrent.futures import Future
 
     from pipeline.edges.referrers import Client
@@ -41,6 +42,7 @@ ARTIFACT_TYPE = "application/vnd.pipeline.result.v1"
 ENTRY_TYPE = "application/vnd.pipeline.result.entry.v1+json"
 SHARED = frozenset({Kind.RESULTS, Kind.CHECKS})  # the inputs of a last build stay local
 WRITERS = 4  # entries pushed at once, beside the run
+LOOKUPS = 16  # entries asked for at once
 
 
 class _UnfitError(Exception):
@@ -70,7 +72,12 @@ class RegistryStore:
         self.scope = scope
         self.reads = tuple(dict.fromkeys(reads))
         self.write = write
-        self._client = client(parsed.registry)
+        self._host = parsed.registry
+        self._factory = client
+        self._clients = threading.local()  # one client per thread: lookups run side by side
+        self._lock = threading.Lock()
+        # what the registry answered for each (kind, key) this run: asked once, even a miss
+        self._answers: dict[tuple[str, str], tuple[dict[str, Any], str] | None] = {}
         self._broken = False  # the registry did not answer: said once, not asked again
         self._refused = False
         self._writers: ThreadPoolExecutor | None = None
@@ -78,16 +85,41 @@ class RegistryStore:
         self.found = 0  # entries the registry answered this run
         self.written = 0
 
+    @property
+    def _client(self) -> Client:
+        made: Client | None = getattr(self._clients, "client", None)
+        if made is None:
+            made = self._clients.client = self._factory(self._host)
+        return made
+
     def get(self, kind: Kind, key: str) -> tuple[dict[str, Any], str] | None:
         """The entry's value and the scope it came from, or None."""
         if kind not in SHARED or self._broken:
             return None
+        if (kind, key) not in self._answers:
+            self._answers[kind, key] = self._lookup(kind, key)
+        answer = self._answers[kind, key]
+        if answer is not None:
+            self.found += 1
+        return answer
+
+    def prefetch(self, items: Iterable[tuple[Kind, str]]) -> None:
+        """Ask the registry for these entries at once (a run's every lookup costs one round
+        trip, not one per service): ``get`` then answers from what came back."""
+        todo = [i for i in dict.fromkeys(items) if i[0] in SHARED and i not in self._answers]
+        if not todo or self._broken:
+            return
+        with ThreadPoolExecutor(LOOKUPS, thread_name_prefix="cache-registry-get") as threads:
+            answers = list(threads.map(lambda item: self._lookup(*item), todo))
+        if not self._broken:
+            self._answers.update(zip(todo, answers, strict=True))
+
+    def _lookup(self, kind: Kind, key: str) -> tuple[dict[str, Any], str] | None:
         for scope in self.reads:
             value = self._fetch(scope, kind, key)
             if self._broken:
                 return None
             if value is not None:
-                self.found += 1
                 return value, scope
         return None
 
@@ -132,7 +164,10 @@ class RegistryStore:
         return entry
 
     def _unreachable(self, exc: Exception) -> None:
-        self._broken = True
+        with self._lock:
+            if self._broken:
+                return
+            self._broken = True
         get_logger().warning(
             "cache_registry_unreachable",
             registry=self.where,
@@ -144,6 +179,7 @@ class RegistryStore:
         """Push an entry of this run's scope, beside the run (``close`` waits for it)."""
         if not self.write or kind not in SHARED or self._broken or self._refused:
             return
+        self._answers[kind, key] = (value, self.scope)  # this run's own entry, read first
         if self._writers is None:
             self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="cache-registry")
         self._pending.append(self._writers.submit(self._push, kind, key, value))
@@ -230,6 +266,11 @@ class Layered:
         value, _scope = answered
         self.local.put(kind, key, value)
         return value
+
+    def prefetch(self, items: Iterable[tuple[Kind, str]]) -> None:
+        """Ask the registry at once for the entries the local cache lacks."""
+        if self.shared is not None and self.local.read:
+            self.shared.prefetch(i for i in items if self.local.get(*i) is None)
 
     def put(self, kind: Kind, key: str, value: dict[str, Any]) -> None:
         self.local.put(kind, key, value)
