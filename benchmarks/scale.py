@@ -424,6 +424,26 @@ def write(head: str, results: list[SizeResult], args: argparse.Namespace) -> str
     return text
 
 
+def save(results: list[SizeResult], args: argparse.Namespace, start_load: float) -> str:
+    """scale.json in --out, with what was measured so far; its heading."""
+    facts = engine_facts()
+    head = (
+        f"dagger-io {facts.get('dagger-io', '?')}, commit {facts['commit']}, --jobs {args.jobs}, "
+        f"{args.ai} ai service(s), 1-minute load average {start_load:.1f} at the start and "
+        f"{os.getloadavg()[0]:.1f} at the end"
+    )
+    data = {
+        "head": head,
+        "facts": facts,
+        "jobs": args.jobs,
+        "ai": args.ai,
+        "results": [asdict(r) for r in results],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scale.json").write_text(json.dumps(data, indent=2) + "\n")
+    return head
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.source is not None:
@@ -439,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             except (BenchError, subprocess.CalledProcessError) as exc:
                 print(f"N={n}: {exc}", file=sys.stderr)
                 break
+            save(results, args, start_load)  # each size as it ends: an interrupted run keeps it
     finally:
         if args.keep:
             print(f"monorepos kept in {work}", file=sys.stderr)
@@ -446,26 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     if not results:
         return 1
-    facts = engine_facts()
-    head = (
-        f"dagger-io {facts.get('dagger-io', '?')}, commit {facts['commit']}, --jobs {args.jobs}, "
-        f"{args.ai} ai service(s), 1-minute load average {start_load:.1f} at the start and "
-        f"{os.getloadavg()[0]:.1f} at the end"
-    )
-    write(head, results, args)
-    (args.out / "scale.json").write_text(
-        json.dumps(
-            {
-                "head": head,
-                "facts": facts,
-                "jobs": args.jobs,
-                "ai": args.ai,
-                "results": [asdict(r) for r in results],
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    write(save(results, args, start_load), results, args)
     failed = len(results) < len(args.sizes) or any(r.problems for r in results)
     return 1 if failed else 0
 
