@@ -306,7 +306,28 @@ def chart(results: list[SizeResult], path: Path) -> None:
         ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.set_xlabel("services (N)")
         ax.set_ylabel("seconds")
-        ax.set_ylim(bottom=0)
+        # a lone outlier (a run that rebuilt everything) would flatten the medians: it is
+        # written on the panel instead of drawn
+        top = 1.6 * max(target, *(max(t.wall for t in runs) for runs in timings if runs))
+        cap = 1.6 * max(target, *(median_wall(runs) for runs in timings))
+        if top > 3 * cap:
+            far = [
+                f"{t.wall:.0f} s (N={n})" for n, r in zip(sizes, timings, strict=True) for t in r
+            ]
+            far = [
+                f for f, t in zip(far, [t for r in timings for t in r], strict=True) if t.wall > cap
+            ]
+            ax.set_ylim(0, cap)
+            ax.text(
+                0.02,
+                0.95,
+                "off the chart: " + ", ".join(far),
+                transform=ax.transAxes,
+                fontsize=7,
+                va="top",
+            )
+        else:
+            ax.set_ylim(bottom=0)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
