@@ -67,12 +67,17 @@ def plan(
     return out
 
 
+def untested(key: str) -> str:
+    """Where a result stored by a run without checks is kept: it serves only such runs."""
+    return f"{key}-untested"
+
+
 def wanted(job: Job) -> list[tuple[Kind, str]]:
     """The entries planning and replaying this job read: its checks, its whole result."""
     return [
         (Kind.CHECKS, job.content_key),
         (Kind.RESULTS, job.key),
-        (Kind.RESULTS, f"{job.key}-untested"),
+        (Kind.RESULTS, untested(job.key)),
     ]
 
 
@@ -83,7 +88,7 @@ def replay(job: Job, cache: Store, options: RunOptions) -> Result | None:
         return None
     # A result stored by a run without checks serves only runs without checks.
     entry = cache.get(Kind.RESULTS, job.key) or (
-        None if options.test else cache.get(Kind.RESULTS, f"{job.key}-untested")
+        None if options.test else cache.get(Kind.RESULTS, untested(job.key))
     )
     if entry is None:
         _explain(job, cache)
@@ -151,7 +156,7 @@ def record(job: Job, result: Result, cache: Store, tested: bool) -> None:
         data = replace(result, tarball="", published=()).as_dict()
         data["stored_at"] = time.time()
         complete = tested or not expected_checks(job)
-        cache.put(Kind.RESULTS, job.key if complete else f"{job.key}-untested", data)
+        cache.put(Kind.RESULTS, job.key if complete else untested(job.key), data)
     cache.put(Kind.INPUTS, job.service.name, _inputs_dict(job.inputs))
 
 

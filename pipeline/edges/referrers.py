@@ -21,7 +21,7 @@ from pipeline.edges.registry import RegistryError, endpoint, is_local, session, 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["Client", "RegistryError"]
+__all__ = ["Client", "ContentMismatchError", "RegistryError"]
 
 EMPTY = "application/vnd.oci.empty.v1+json"
 EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
@@ -35,6 +35,11 @@ CREDENTIALS_FIX = (
     "set PIPELINE_REGISTRY_USERNAME (or --registry-username) and PIPELINE_REGISTRY_PASSWORD "
     "to an account or token with access to it"
 )
+
+
+class ContentMismatchError(RegistryError):
+    """The registry answered with content other than what was asked for: bytes that do not
+    hash to the digest asked, or no manifest where one should be."""
 
 
 class Client:
@@ -130,11 +135,11 @@ class Client:
         body = response.content
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if reference.startswith("sha256:") and digest != reference:
-            raise RegistryError(f"{repository}@{reference}: the registry sent {digest}")
+            raise ContentMismatchError(f"{repository}@{reference}: the registry sent {digest}")
         try:
             media_type = json.loads(body).get("mediaType")
         except (ValueError, AttributeError):
-            raise RegistryError(f"GET {url}: the registry sent no JSON manifest") from None
+            raise ContentMismatchError(f"GET {url}: the registry sent no JSON manifest") from None
         return body, str(media_type or response.headers.get("Content-Type")), digest
 
     def blob(self, repository: str, digest: str) -> bytes:
@@ -145,7 +150,7 @@ class Client:
             raise RegistryError(f"GET {url}: {response.status_code} {response.reason}")
         got = "sha256:" + hashlib.sha256(response.content).hexdigest()
         if got != digest:
-            raise RegistryError(f"{repository} blob {digest}: content hashes to {got}")
+            raise ContentMismatchError(f"{repository} blob {digest}: content hashes to {got}")
         return bytes(response.content)
 
     def _put_blob(self, repository: str, data: bytes, media_type: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.core.log import get_logger
 from pipeline.core.outcomes import Kind
+from pipeline.edges.referrers import EMPTY, MANIFEST, Client, ContentMismatchError
 from pipeline.edges.registry import Reference, RegistryError
 from pipeline.edges.resultcache import FORMAT, proven, seal
 
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
     from concurrent.futures import Future
 
-    from pipeline.edges.referrers import Client
     from pipeline.edges.resultcache import ResultCache
 
 ARTIFACT_TYPE = "application/vnd.pipeline.result.v1"
@@ -127,13 +127,11 @@ class RegistryStore:
         tag = tag_for(scope, kind, key)
         try:
             entry = self._entry(tag)
-        except _UnfitError as exc:
+        except (_UnfitError, ContentMismatchError) as exc:
             entry, why = None, str(exc)
         except RegistryError as exc:
-            if "hashes to" not in str(exc) and "the registry sent" not in str(exc):
-                self._unreachable(exc)
-                return None
-            entry, why = None, str(exc)  # content other than what its digest names
+            self._unreachable(exc)
+            return None
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             entry, why = None, f"malformed ({exc!r})"
         else:
@@ -196,8 +194,6 @@ class RegistryStore:
         data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         tag = tag_for(self.scope, kind, key)
         try:
-            from pipeline.edges.referrers import EMPTY, MANIFEST
-
             config = self._client.push_blob(self.repository, b"{}", EMPTY)
             layer = self._client.push_blob(self.repository, data, ENTRY_TYPE)
             manifest = {
