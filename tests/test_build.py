@@ -300,7 +300,6 @@ async def test_labels_and_build_info(built: dict[str, Result], example: model.Pr
         "service": "users",
         "tier": "backend",
         "commit": head,
-        "branch": "main",
         "dirty": False,
         "version": head[:12],
         "created": "2026-01-02T03:04:05Z",

@@ -157,3 +157,101 @@ def test_outside_git_the_image_is_as_old_as_its_newest_input(
     assert stamp.revision == "unknown"
     assert stamp.created == "2026-01-01T00:00:00Z"
     assert "org.opencontainers.image.source" not in stamp.labels()
+
+
+def _commit(repo: Path, message: str, when: str = "2026-02-03T04:05:06Z") -> str:
+    """Everything in the work tree committed at ``when``; the new commit."""
+    git(repo, "add", "-A")
+    env = {**os.environ, "GIT_COMMITTER_DATE": when, "GIT_AUTHOR_DATE": when}
+    user = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "-C", str(repo), *user, "commit", "-qm", message], check=True, env=env)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def test_an_image_names_the_last_commit_that_changed_its_inputs(tmp_path: Path):
+    """A commit that changes users leaves worker's stamp, its key and its build-info as they
+    were; users names that commit, and a run at that commit tags both images with it."""
+    repo = copy_example(tmp_path / "repo", services=("users", "worker"))
+    first = git(repo, "rev-parse", "HEAD")
+    before = {job.service.name: job for job in _plan(repo)}
+    (repo / "services/users/users/app.py").write_text("# edited\n")
+    edit = _commit(repo, "users")
+    after = {job.service.name: job for job in _plan(repo)}
+    assert after["worker"].stamp.revision == first
+    assert after["worker"].key == before["worker"].key
+    assert after["worker"].stamp.build_info() == before["worker"].stamp.build_info()
+    assert after["users"].stamp.revision == edit
+    assert after["users"].stamp.created == "2026-02-03T04:05:06Z"  # that commit's time
+    assert after["users"].key != before["users"].key
+    # the run's commit names every image of the run, as a tag only
+    assert immutable_tags(after["worker"].stamp) == [first[:12], edit[:12]]
+    assert immutable_tags(after["users"].stamp) == [edit[:12]]
+    assert "branch" not in json.loads(after["worker"].stamp.build_info())
+    # a commit of files no image reads changes no image
+    (repo / "NOTES.md").write_text("notes\n")
+    _commit(repo, "notes")
+    assert {j.service.name: j.key for j in _plan(repo)} == {
+        name: job.key for name, job in after.items()
+    }
+    # the config is what every service's settings are read from
+    (repo / "pipeline.toml").write_text((repo / "pipeline.toml").read_text() + "# note\n")
+    config = _commit(repo, "config")
+    assert {j.stamp.revision for j in _plan(repo)} == {config}
+
+
+def test_a_deleted_input_and_a_merged_branch_are_changes(tmp_path: Path):
+    repo = copy_example(tmp_path / "repo", services=("users", "worker"))
+    (repo / "services/users/users/extra.py").write_text("X = 1\n")
+    git(repo, "add", "-A")
+    _commit(repo, "extra")
+    git(repo, "rm", "-q", "services/users/users/extra.py")
+    deleted = _commit(repo, "no extra")
+    stamps = {j.service.name: j.stamp for j in _plan(repo)}
+    assert stamps["users"].revision == deleted  # no path of it now, yet it changed users
+
+    # worker changes on a branch; users changes on main after it forked; the merge brings
+    # worker's change, so worker names the merge (its tree holds worker as HEAD does)
+    git(repo, "checkout", "-q", "-b", "feature")
+    (repo / "services/worker/worker/__init__.py").write_text("# feature\n")
+    _commit(repo, "worker on a branch")
+    git(repo, "checkout", "-q", "main")
+    (repo / "services/users/users/app.py").write_text("# main\n")
+    on_main = _commit(repo, "users on main", "2026-03-01T00:00:00Z")
+    git(
+        repo,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@e",
+        "merge",
+        "-q",
+        "--no-ff",
+        "-m",
+        "m",
+        "feature",
+    )
+    merge = git(repo, "rev-parse", "HEAD")
+    stamps = {j.service.name: j.stamp for j in _plan(repo)}
+    assert stamps["worker"].revision == merge
+    assert stamps["users"].revision == on_main
+
+
+def test_a_shallow_clone_names_its_oldest_commit(tmp_path: Path):
+    """A clone without history knows no older change: its one commit stands for all."""
+    repo = copy_example(tmp_path / "repo", services=("users", "worker"))
+    (repo / "services/users/users/app.py").write_text("# edited\n")
+    _commit(repo, "users")
+    (repo / "NOTES.md").write_text("notes\n")
+    head = _commit(repo, "notes")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{repo}", str(clone)], check=True)
+    assert {j.stamp.revision for j in _plan(clone)} == {head}
+    full = {j.service.name: j.stamp.revision for j in _plan(repo)}
+    assert full["users"] != head
+
+
+def _plan(repo: Path) -> list[jobs.Job]:
+    project = session.load(repo)
+    build = build_settings(project, "base:1", "tests")
+    cache = ResultCache(repo, "tests", read=False, write=False)
+    return jobs.plan(project, list(project.services.values()), build, "base@sha256:0", cache)

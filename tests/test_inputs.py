@@ -326,7 +326,6 @@ def test_a_service_at_the_project_root_never_reads_the_pipelines_own_folder(tmp_
     """The root is the service's folder: its result cache (.pipeline/) is never among its
     files, so a run's own records never change its key."""
 
-
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "main.py").write_text("print(1)\n")
     (tmp_path / "req.txt").write_text("six==1.17.0\n")

@@ -196,8 +196,7 @@ def test_the_pipeline_reads_back_the_report_between_engine_lines():
 def test_a_probe_that_could_not_run_gives_its_exit_code_and_output_not_its_source():
     why = probes.reason("sh: 1: python3: not found\n", 127)
     assert why == (
-        "health check failed: the probe could not run (exit code 127)\n"
-        "  sh: 1: python3: not found"
+        "health check failed: the probe could not run (exit code 127)\n  sh: 1: python3: not found"
     )
 
 

@@ -77,17 +77,33 @@ def test_unchanged_services_replay_and_a_change_rebuilds_only_its_service(
     assert not any(s["cached"] for s in fresh.values())
 
 
-def test_a_new_commit_reuses_checks_of_identical_content(
+def test_a_commit_elsewhere_replays_and_a_new_stamp_reuses_checks(
     tmp_path: Path, base_image: str, scope: str
 ):
-    """The stamp (commit, build-info) changes the image, not what its checks proved."""
+    """A commit that changes no input of an image leaves the image as it was: replayed, same
+    digest. A commit that changes an input back to what it was gives the image a new stamp
+    (that commit) over the same content: built anew, its checks' answers reused."""
     from tests.conftest import git
+
+    def commit(message: str) -> None:
+        git(repo, "add", "-A")
+        git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", message)
 
     repo = copy_example(tmp_path / "repo", services=("worker",))
     first, _ = build(repo, base_image, scope)
     (repo / "NOTES.md").write_text("no image reads this\n")
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "notes")
+    commit("notes")
+    elsewhere, log = build(repo, base_image, scope)
+    assert started(log) == set()
+    assert elsewhere["worker"]["cached"] is True
+    assert elsewhere["worker"]["image"]["digest"] == first["worker"]["image"]["digest"]
+
+    source = repo / "services/worker/worker/__init__.py"
+    original = source.read_text()
+    source.write_text(original + "# for a while\n")
+    commit("edit")
+    source.write_text(original)
+    commit("undo")
     second, log = build(repo, base_image, scope)
     assert started(log) == {"worker"}  # a new stamp: the image is made anew
     assert second["worker"]["image"]["digest"] != first["worker"]["image"]["digest"]

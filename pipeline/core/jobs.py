@@ -50,21 +50,37 @@ def plan(
     cache: Store,
 ) -> list[Job]:
     tiers = tier_inputs(project, settings, base_digest)
+    made_of = {svc.name: service_inputs(project, svc, tiers[svc.tier]) for svc in services}
+    reads = {svc.name: would_read(svc, project.root) for svc in services}
+    changes = settings.provenance.last_changes(
+        {
+            svc.name: ([*made_of[svc.name].paths, *_settings_files(project, svc)], reads[svc.name])
+            for svc in services
+        }
+    )
     out = []
     for svc in services:
-        inputs = service_inputs(project, svc, tiers[svc.tier])
+        inputs = made_of[svc.name]
         stamp = settings.provenance.stamp(
-            svc.name, svc.tier, inputs.paths, would_read(svc, project.root)
+            svc.name, svc.tier, inputs.paths, reads[svc.name], changes.get(svc.name)
         )
         content = inputs.key()
         entry = cache.get(Kind.CHECKS, content) or {}
         passed = frozenset(k for k in Check if entry.get(k) is True)
-        key = _key(content, stamp)
+        key = _key(content, stamp.identity())
         stored = cache.get(Kind.RESULTS, key) or {}
         recorded = (stored.get("image") or {}).get("digest") if passed else None
         job = Job(svc, inputs, stamp, content, key, passed, recorded)
         out.append(job)
     return out
+
+
+def _settings_files(project: Project, service: Service) -> list[str]:
+    """The files a service's settings are read from: the config and its manifest."""
+    files = {project.config_file, service.manifest}
+    return sorted(
+        f.relative_to(project.root).as_posix() for f in files if f.is_relative_to(project.root)
+    )
 
 
 def untested(key: str) -> str:

@@ -1,22 +1,33 @@
 """Where an image came from: commit, branch, time and repository, read from git once; and the
-stamp each image carries of it (build-info.json, OCI labels, tags)."""
+stamp each image carries of it (build-info.json, OCI labels, tags).
+
+An image names the newest commit that changed what it is made of (its files, its tiers'
+files, the config), not the commit the run is at: that commit's tree holds those inputs
+exactly as the run's does, so it is as true, and a commit elsewhere in the monorepo leaves
+the image, its digest and its stored result as they were. The run's commit and branch name
+where the image is published (its tags), not what it is."""
 
 from __future__ import annotations
 
 import json
 import re
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pipeline.core.globs import is_ignored
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
     from pathlib import Path
 
 UNKNOWN = "unknown"
+
+Change = tuple[str, int]  # a commit and its time (epoch seconds)
+# What an image is made of, for finding its newest change: root-relative paths, and whether
+# a path no longer there would have been read (a deleted input).
+Wanted = tuple["Iterable[str]", "Callable[[str], bool]"]
 
 
 def _utc(epoch: float) -> str:
@@ -35,6 +46,15 @@ class Provenance:
     root: Path | None = None
     # What git ignores (relative to the root; folders as "dir/"): never in the commit.
     ignored: frozenset[str] = frozenset()
+    # created_epoch is SOURCE_DATE_EPOCH: every image says it, whatever its commit
+    fixed_time: bool = False
+    # The newest change of each named input set (git's answer; absent: none known)
+    history: Callable[[Mapping[str, Wanted]], Mapping[str, Change]] | None = field(
+        default=None, compare=False, repr=False
+    )
+
+    def last_changes(self, wanted: Mapping[str, Wanted]) -> Mapping[str, Change]:
+        return self.history(wanted) if self.history is not None and self.known else {}
 
     @property
     def known(self) -> bool:
@@ -50,35 +70,48 @@ class Provenance:
         tier: str,
         inputs: Iterable[str],
         would_read: Callable[[str], bool] | None = None,
+        change: Change | None = None,
     ) -> Stamp:
-        """The stamp of an image made from these host files (relative to the root): dirty
-        when any of them differs from the commit or is one git ignores, wherever it lies, or
-        when a changed path the image would read (``would_read``: a deleted input) is gone.
-        Without a commit time, the image is as old as its newest input file."""
+        """The stamp of an image made from these host files (relative to the root): of the
+        commit that last changed them (``change``; else the run's), dirty when any of them
+        differs from the commit or is one git ignores, wherever it lies, or when a changed
+        path the image would read (``would_read``: a deleted input) is gone. Without a
+        commit time, the image is as old as its newest input file."""
         paths = list(inputs)
         dirty = any(p in self.modified or is_ignored(self.ignored, p) for p in paths) or (
             would_read is not None and any(would_read(p) for p in self.modified)
         )
-        created = self.created
+        revision, created = self.revision, self.created
+        if change is not None:
+            revision = change[0]
+            created = created if self.fixed_time else _utc(change[1])
         if self.created_epoch is None and self.root is not None:
             mtimes = [(self.root / p).stat().st_mtime for p in paths if (self.root / p).exists()]
             created = _utc(int(max(mtimes, default=0)))
-        prov = (self.revision, self.branch, created, self.source_url)
-        return Stamp(service, tier, *prov, dirty, self.release)
+        prov = (revision, self.branch, created, self.source_url)
+        return Stamp(service, tier, *prov, dirty, self.release, self.revision)
 
 
 @dataclass(frozen=True)
 class Stamp:
-    """What one image says of where it came from."""
+    """What one image says of where it came from, and where the run that built it stood."""
 
     service: str
     tier: str
-    revision: str
-    branch: str
+    revision: str  # the newest commit that changed the image's inputs
+    branch: str  # the run's branch: its tags, not the image
     created: str
     source: str
     dirty: bool
     release: str = ""
+    head: str = ""  # the run's commit: a tag, not the image ("" when the same as revision)
+
+    @property
+    def head_tag(self) -> str:
+        """The run's commit as a tag, when it is not the image's own commit ("" else)."""
+        if self.dirty or self.head in ("", UNKNOWN, self.revision):
+            return ""
+        return self.head[:12]
 
     @property
     def commit_tag(self) -> str:
@@ -92,6 +125,10 @@ class Stamp:
             return f"{self.release}-dirty" if self.dirty else self.release
         return self.commit_tag
 
+    def identity(self) -> tuple[str, dict[str, str]]:
+        """All the stamp puts into the image: equal identities, equal stamped images."""
+        return self.build_info(), self.labels()
+
     def build_info(self) -> str:
         """The contents of /app/build-info.json."""
         return json.dumps(
@@ -99,7 +136,6 @@ class Stamp:
                 "service": self.service,
                 "tier": self.tier,
                 "commit": self.revision,
-                "branch": self.branch,
                 "dirty": self.dirty,
                 "version": self.version,
                 "created": self.created,

@@ -12,7 +12,11 @@ from pipeline.core.errors import UsageError
 from pipeline.core.stamp import UNKNOWN, Provenance, public_url
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
     from pathlib import Path
+    from typing import IO
+
+    from pipeline.core.stamp import Change, Wanted
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -60,6 +64,61 @@ def _modified(root: Path) -> frozenset[str]:
     return frozenset(p.removeprefix(prefix) for p in paths if p.startswith(prefix))
 
 
+def last_changes(root: Path, wanted: Mapping[str, Wanted]) -> dict[str, Change]:
+    """For each name, the newest commit on HEAD's first-parent line that changed any of its
+    paths (a merge counts as the change its branch brought), with that commit's time: the
+    commit whose tree holds those paths exactly as HEAD does. A path no name holds any
+    more counts for each name that ``would_read`` it (a deleted input). One ``git log``
+    that stops as soon as every name is answered; a name left unanswered (no history, or
+    only untracked paths) is absent."""
+    owners: dict[str, list[str]] = {}
+    for name, (paths, _) in wanted.items():
+        for path in paths:
+            owners.setdefault(path, []).append(name)
+    found: dict[str, Change] = {}
+    args = ["git", "-C", str(root), "log", "--first-parent", "--diff-merges=first-parent"]
+    args += ["--no-renames", "--relative", "-z", "--name-only", "--format=%x01%H %ct", "HEAD"]
+    try:
+        walk = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    except OSError:
+        return found
+    try:
+        for commit in _commits(walk.stdout):  # type: ignore[arg-type]  # a PIPE
+            head, *paths = commit
+            revision, _, epoch = head.partition(" ")
+            for path in paths:
+                names = owners.get(path)
+                if names is None:  # nobody holds it now: whoever would read it lost it
+                    names = [n for n in wanted if n not in found and wanted[n][1](path)]
+                for name in names:
+                    found.setdefault(name, (revision, int(epoch)))
+            if len(found) == len(wanted):
+                break
+    finally:
+        walk.kill()
+        walk.wait()
+        walk.stdout.close()  # type: ignore[union-attr]  # a PIPE
+    return found
+
+
+def _commits(stream: IO[bytes]) -> Iterator[list[str]]:
+    """The commits of a ``log -z --name-only --format=%x01...`` stream, as they come: each
+    its header, then its paths."""
+    pending = b""
+    for chunk in iter(lambda: os.read(stream.fileno(), 65536), b""):
+        pending += chunk
+        *whole, pending = pending.split(b"\x01")
+        for record in whole:
+            if record:
+                yield _record(record)
+    if pending:
+        yield _record(pending)
+
+
+def _record(record: bytes) -> list[str]:
+    return [os.fsdecode(f.strip(b"\n")) for f in record.split(b"\0") if f.strip(b"\n")]
+
+
 def read_provenance(
     root: Path,
     source_url: str | None = None,
@@ -88,7 +147,16 @@ def read_provenance(
         else:
             source_url = ""
     return Provenance(
-        revision, branch, epoch, public_url(source_url), modified, release or "", root, ignored
+        revision,
+        branch,
+        epoch,
+        public_url(source_url),
+        modified,
+        release or "",
+        root,
+        ignored,
+        fixed_time=env.get("SOURCE_DATE_EPOCH", "").isdigit(),
+        history=lambda wanted: last_changes(root, wanted),
     )
 
 

@@ -8,11 +8,13 @@ DEFAULT_BRANCHES = frozenset({"main", "master"})
 
 
 def immutable_tags(stamp: Stamp) -> list[str]:
-    """Tags that name one build: the commit ('-dirty' when any input of the image differs
-    from it) and the explicit version. A dirty build gets only its commit tag."""
+    """Tags that name one build: the image's commit ('-dirty' when any input of the image
+    differs from it), the run's commit when that is another (every service of a commit can
+    be pulled by it), and the explicit version. A dirty build gets only its commit tag."""
     if stamp.dirty:
         return [stamp.commit_tag]
     tags = [stamp.commit_tag] if stamp.revision != UNKNOWN else []
+    tags += [stamp.head_tag] if stamp.head_tag else []
     return [*tags, stamp.release] if stamp.release else tags
 
 
