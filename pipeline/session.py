@@ -186,6 +186,14 @@ def _preflight(chosen: Chosen, options: RunOptions, build: BuildSettings) -> Non
             detail="not a git checkout: images say revision 'unknown'; "
             "--version (or PIPELINE_VERSION) names them",
         )
+    if prov.shallow:
+        get_logger().warning(
+            "shallow_clone",
+            project=str(build.root),
+            detail="git has no history before the oldest commit of this clone: images "
+            "unchanged since then name it, and are built anew at every commit; "
+            "fix: fetch the history (actions/checkout: fetch-depth: 0)",
+        )
     if options.publish_to is not None and not prov.known and not prov.release:
         raise UsageError(
             f"publish: {build.root} is not a git checkout, so no commit names the images; "
@@ -228,10 +236,10 @@ def run(chosen: Chosen, project: Project, services: list[Service]) -> int:
     base_ref = base or build.base_image
     # built from the digest that keys the results, not from a tag that may move meanwhile
     build = dataclasses.replace(build, base_image=base_ref)
+    drafts = jobs.draft(project, services, build, base_ref)
     if cache.shared is not None and cache.read:  # every entry asked of the registry at once
-        first = jobs.plan(project, services, build, base_ref, cache.local)
-        cache.prefetch(item for job in first for item in jobs.wanted(job))
-    work = jobs.plan(project, services, build, base_ref, cache)
+        cache.prefetch(item for job in drafts for item in jobs.wanted(job))
+    work = [jobs.settle(job, cache) for job in drafts]
     log.info(
         "run_started",
         command=chosen.command,

@@ -246,6 +246,8 @@ def test_a_shallow_clone_names_its_oldest_commit(tmp_path: Path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{repo}", str(clone)], check=True)
     assert {j.stamp.revision for j in _plan(clone)} == {head}
+    assert read_provenance(clone).shallow
+    assert not read_provenance(repo).shallow
     full = {j.service.name: j.stamp.revision for j in _plan(repo)}
     assert full["users"] != head
 

@@ -6,6 +6,7 @@ everything below it.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 
+@functools.cache  # a monorepo's services share their patterns: each is compiled once
 def compile_glob(pattern: str) -> re.Pattern[str]:
     pattern = pattern.strip("/")
     out, i = [], 0

@@ -49,6 +49,15 @@ def plan(
     base_digest: str,
     cache: Store,
 ) -> list[Job]:
+    """Each service's job: its inputs, stamp and keys, and what ``cache`` holds of them."""
+    return [settle(job, cache) for job in draft(project, services, settings, base_digest)]
+
+
+def draft(
+    project: Project, services: Sequence[Service], settings: BuildSettings, base_digest: str
+) -> list[Job]:
+    """Each service's job before any store is read: its inputs, stamp and keys (what a
+    store is asked for: ``wanted``)."""
     tiers = tier_inputs(project, settings, base_digest)
     made_of = {svc.name: service_inputs(project, svc, tiers[svc.tier]) for svc in services}
     reads = {svc.name: would_read(svc, project.root) for svc in services}
@@ -65,14 +74,18 @@ def plan(
             svc.name, svc.tier, inputs.paths, reads[svc.name], changes.get(svc.name)
         )
         content = inputs.key()
-        entry = cache.get(Kind.CHECKS, content) or {}
-        passed = frozenset(k for k in Check if entry.get(k) is True)
-        key = _key(content, stamp.identity())
-        stored = cache.get(Kind.RESULTS, key) or {}
-        recorded = (stored.get("image") or {}).get("digest") if passed else None
-        job = Job(svc, inputs, stamp, content, key, passed, recorded)
-        out.append(job)
+        out.append(Job(svc, inputs, stamp, content, _key(content, stamp.identity())))
     return out
+
+
+def settle(job: Job, cache: Store) -> Job:
+    """The job with what ``cache`` holds of it: the checks passed on its content, and the
+    digest a stored result of its key names."""
+    entry = cache.get(Kind.CHECKS, job.content_key) or {}
+    passed = frozenset(k for k in Check if entry.get(k) is True)
+    stored = cache.get(Kind.RESULTS, job.key) or {}
+    recorded = (stored.get("image") or {}).get("digest") if passed else None
+    return replace(job, passed=passed, recorded=recorded)
 
 
 def _settings_files(project: Project, service: Service) -> list[str]:

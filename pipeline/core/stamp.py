@@ -48,6 +48,8 @@ class Provenance:
     ignored: frozenset[str] = frozenset()
     # created_epoch is SOURCE_DATE_EPOCH: every image says it, whatever its commit
     fixed_time: bool = False
+    # a clone without the history: its oldest commit stands for every older change
+    shallow: bool = False
     # The newest change of each named input set (git's answer; absent: none known)
     history: Callable[[Mapping[str, Wanted]], Mapping[str, Change]] | None = field(
         default=None, compare=False, repr=False

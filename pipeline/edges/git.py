@@ -156,6 +156,7 @@ def read_provenance(
         root,
         ignored,
         fixed_time=env.get("SOURCE_DATE_EPOCH", "").isdigit(),
+        shallow=_git(root, "rev-parse", "--is-shallow-repository") == "true",
         history=lambda wanted: last_changes(root, wanted),
     )
 
