@@ -307,6 +307,20 @@ async def test_labels_and_build_info(built: dict[str, Result], example: model.Pr
     }
 
 
+async def test_a_build_without_files_reads_the_same_facts_in_the_engine(
+    built: dict[str, Result], example: model.Project, settings: BuildSettings
+):
+    """With nothing to write or push, the digest, size and layers come from the engine (no
+    tarball crosses to the host); they equal those of the exported tarballs."""
+    chosen = [example.services["users"], example.services["inference"]]
+    results = await session.build(example, chosen, settings, RunOptions(jobs=2, test=False))
+    for result in results:
+        assert result.tarball == ""
+        assert result.image == built[result.service].image
+        assert result.image is not None
+        assert result.image.layers == ImageFacts.from_tarball(built[result.service].tarball).layers
+
+
 def test_exported_tarballs_are_valid_oci_images(built: dict[str, Result]):
     for name, result in built.items():
         assert result.tarball.endswith(f"{name}.tar")

@@ -3,18 +3,22 @@ image runs them: no engine, the same file."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import stat
 import subprocess
 import sys
+import tarfile
 from importlib import resources
 from pathlib import Path
 
 from pipeline.engine import inventory, layers
 from pipeline.engine.programs import inventory as inventory_program
+from pipeline.supply import ocilayout
 
 DPKG_STATUS = """\
 Package: tini
@@ -34,6 +38,50 @@ Version: 1.0
 def test_the_shipped_inventory_is_this_file():
     shipped = resources.files("pipeline.engine.programs").joinpath("inventory.py")
     assert inventory.program_text() == shipped.read_text(encoding="utf-8")
+
+
+def test_members_sends_back_an_image_layout_without_its_layers(tmp_path: Path):
+    """What the engine returns of an image's tarball, run as the exec runs it (python -c):
+    its manifest and config, read as the layout they are; not the bulk of its layers."""
+    layer = os.urandom(300 * 1024)
+    config = json.dumps({"created": "x", "history": [{"created": "y"}]}).encode()
+    digest = {
+        name: "sha256:" + hashlib.sha256(data).hexdigest()
+        for name, data in (("layer", layer), ("config", config))
+    }
+    manifest = json.dumps(
+        {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"digest": digest["config"], "size": len(config)},
+            "layers": [{"digest": digest["layer"], "size": len(layer)}],
+        }
+    ).encode()
+    digest["manifest"] = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    index = json.dumps({"manifests": [{"digest": digest["manifest"]}]}).encode()
+    tarball = tmp_path / "image.tar"
+    with tarfile.open(tarball, "w") as tar:
+        for name, data in (
+            ("index.json", index),
+            ("config", config),
+            ("manifest", manifest),
+            ("layer", layer),
+        ):
+            member = name if name == "index.json" else f"blobs/sha256/{digest[name][7:]}"
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    text = layers.program_text("members.py")
+    out = subprocess.run(
+        [sys.executable, "-c", text, str(tarball)], capture_output=True, check=True
+    ).stdout
+    small = base64.b64decode(out.strip().splitlines()[-1])
+    assert len(small) < 20 * 1024
+    image = ocilayout.read(small)
+    assert (image.manifest, image.config) == (manifest, config)
+    assert image.digest == digest["manifest"]
+    dated = ocilayout.restamped(image, "2026-01-02T03:04:05Z")
+    assert json.loads(dated.config)["history"] == [{"created": "2026-01-02T03:04:05Z"}]
+    assert json.loads(dated.manifest)["layers"] == json.loads(manifest)["layers"]
 
 
 def test_inventory_lists_installed_debian_packages_only():

@@ -16,12 +16,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Built:
-    """An image that passed every check asked of it, staged as an OCI tarball: what is
-    delivered (written out, published, attested) by the run's ``Deliver``."""
+    """An image that passed every check asked of it, staged as an OCI tarball when the
+    delivery takes one: what is delivered (written out, published, attested) by the run's
+    ``Deliver``."""
 
     job: Job
     facts: ImageFacts
-    staged: Path  # the tarball, in a staging folder of --out (or a temporary one)
+    # the tarball, in a staging folder of --out (or a temporary one); None when nothing is
+    # written or pushed (the facts were read in the engine)
+    staged: Path | None
     installed: dict[str, Any] | None  # what the image holds (its SBOM's facts), if asked
     started: float  # when its build started (epoch seconds)
 

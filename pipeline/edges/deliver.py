@@ -36,6 +36,8 @@ class Delivery:
     async def __call__(self, built: Built, step: Callable[[str], None]) -> Delivered:
         name, staged = built.job.service.name, built.staged
         delivered = Delivered()
+        if staged is None:  # nothing asked of the delivery: no tarball was made
+            return delivered
         if self.out_dir is not None:
             for kind, text in self.documents(built, name, built.facts.digest).items():
                 written = staged.with_name(f"document{kind.suffix}")

@@ -4,20 +4,17 @@ the facts an SBOM is made of."""
 from __future__ import annotations
 
 import json
-from functools import cache
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from pipeline.engine import compat, programs
+from pipeline.engine import compat, layers
 from pipeline.engine.layers import VENV
 
 if TYPE_CHECKING:
     import dagger
 
 
-@cache
 def program_text() -> str:
-    return resources.files(programs).joinpath("inventory.py").read_text(encoding="utf-8")
+    return layers.program_text("inventory.py")
 
 
 async def inventory(image: dagger.Container) -> dict[str, Any]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from functools import cache
-from importlib import resources
 from typing import TYPE_CHECKING
 
 import dagger
@@ -24,7 +22,7 @@ from dagger import dag
 
 from pipeline.core.config import argv
 from pipeline.core.errors import BuildError
-from pipeline.engine import compat, images, programs
+from pipeline.engine import compat, images, layers
 from pipeline.engine.layers import one_step
 from pipeline.engine.programs import probe as probe_program
 
@@ -41,10 +39,9 @@ PROGRAM_DIR = "/opt/pipeline-probe"
 PROGRAM = f"{PROGRAM_DIR}/probe.py"
 
 
-@cache
 def program_text() -> str:
     """The probe program's source, as the package ships it."""
-    return resources.files(programs).joinpath("probe.py").read_text(encoding="utf-8")
+    return layers.program_text("probe.py")
 
 
 def _with_prober(

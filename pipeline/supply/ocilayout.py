@@ -60,9 +60,11 @@ def _read(tar: tarfile.TarFile, name: str) -> bytes:
     return member.read()
 
 
-def read(tarball: Path) -> Image:
-    """The image a layout tarball holds (the first manifest, through an index if any)."""
-    with tarfile.open(tarball) as tar:
+def read(tarball: Path | bytes) -> Image:
+    """The image a layout tarball holds (the first manifest, through an index if any): a
+    file, or a tarball's bytes."""
+    source = {"fileobj": io.BytesIO(tarball)} if isinstance(tarball, bytes) else {"name": tarball}
+    with tarfile.open(**source) as tar:
         desc = _json(_read(tar, "index.json"))["manifests"][0]
         manifest = _read(tar, _member(desc["digest"]))
         while "manifests" in _json(manifest):  # an index: its first image
@@ -88,9 +90,8 @@ def dated(config: bytes, created: str) -> bytes:
     return _canonical(data)
 
 
-def normalize(tarball: Path, created: str) -> Image:
-    """Rewrite the layout in place so its image says ``created``; returns the image."""
-    image = read(tarball)
+def restamped(image: Image, created: str) -> Image:
+    """The image as it says ``created`` (``dated``): a new config, and a manifest naming it."""
     config = dated(image.config, created)
     if config == image.config:
         return image
@@ -100,7 +101,16 @@ def normalize(tarball: Path, created: str) -> Image:
         "digest": _digest(config),
         "size": len(config),
     }
-    manifest = _canonical(manifest_data)
+    return Image(_canonical(manifest_data), image.media_type, config, image.layers)
+
+
+def normalize(tarball: Path, created: str) -> Image:
+    """Rewrite the layout in place so its image says ``created``; returns the image."""
+    image = read(tarball)
+    new = restamped(image, created)
+    if new is image:
+        return image
+    config, manifest = new.config, new.manifest
     index = _canonical(
         {
             "schemaVersion": 2,
@@ -130,7 +140,7 @@ def normalize(tarball: Path, created: str) -> Image:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return Image(manifest, image.media_type, config, image.layers)
+    return new
 
 
 def blob(tarball: Path, digest: str) -> bytes:
