@@ -312,10 +312,10 @@ def chart(results: list[SizeResult], path: Path) -> None:
         cap = 1.6 * max(target, *(median_wall(runs) for runs in timings))
         if top > 3 * cap:
             far = [
-                f"{t.wall:.0f} s (N={n})" for n, r in zip(sizes, timings, strict=True) for t in r
-            ]
-            far = [
-                f for f, t in zip(far, [t for r in timings for t in r], strict=True) if t.wall > cap
+                f"{t.wall:.0f} s (N={n})"
+                for n, runs in zip(sizes, timings, strict=True)
+                for t in runs
+                if t.wall > cap
             ]
             ax.set_ylim(0, cap)
             ax.text(

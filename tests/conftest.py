@@ -9,10 +9,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pipeline.core.outcomes import ImageFacts
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_FILES = ("pipeline.toml", "requirements", "services")
@@ -261,3 +264,27 @@ def stop_engine(name: str) -> None:
 def start_engine(name: str) -> None:
     """Start the pool's engine ``name`` again; returns once it answers a query."""
     pool_engine_command("start", name)
+
+
+def tarball_facts(path: Path) -> ImageFacts:
+    """What an exported OCI tarball says of its image (digest, size, layers), read here with
+    no code of the pipeline's: the tests' own reader, to check the pipeline's against."""
+    with tarfile.open(path) as tar:
+
+        def blob(digest: str) -> dict[str, Any]:
+            member = tar.extractfile(f"blobs/sha256/{digest.removeprefix('sha256:')}")
+            if member is None:
+                raise ValueError(f"{path}: blob {digest} missing")
+            return json.loads(member.read())  # type: ignore[no-any-return]
+
+        index_file = tar.extractfile("index.json")
+        if index_file is None:
+            raise ValueError(f"{path}: no index.json, not an OCI image layout")
+        desc = json.loads(index_file.read())["manifests"][0]
+        manifest = blob(desc["digest"])
+        while "manifests" in manifest:  # an index: follow to the first image manifest
+            desc = manifest["manifests"][0]
+            manifest = blob(desc["digest"])
+    layers = tuple(layer["digest"] for layer in manifest["layers"])
+    sizes = tuple(int(layer["size"]) for layer in manifest["layers"])
+    return ImageFacts(desc["digest"], manifest["config"]["size"] + sum(sizes), layers, sizes)

@@ -21,13 +21,12 @@ from dagger import dag
 
 from pipeline import session
 from pipeline.core import jobs
-from pipeline.core.outcomes import ImageFacts
 from pipeline.core.settings import RunOptions
 from pipeline.edges.resultcache import ResultCache
 from pipeline.engine import images, runner
 from pipeline.engine import layers as venv_layers
 from pipeline.session import build_settings
-from tests.conftest import copy_example, git, pipeline_in, skopeo, value_of
+from tests.conftest import copy_example, git, pipeline_in, skopeo, tarball_facts, value_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -120,7 +119,7 @@ async def test_tier_layers_are_shared_byte_for_byte(
     layers = {}
     for name in ("base", "backend", "ai"):
         await tiers[name].image.export(str(tmp_path / f"{name}.tar"))
-        layers[name] = ImageFacts.from_tarball(tmp_path / f"{name}.tar").layers
+        layers[name] = tarball_facts(tmp_path / f"{name}.tar").layers
     # ai-base extends backend-base: its bottom layers are backend-base's layers
     assert layers["ai"][: len(layers["backend"])] == layers["backend"]
     assert len(layers["ai"]) > len(layers["backend"])
@@ -318,7 +317,7 @@ async def test_a_build_without_files_reads_the_same_facts_in_the_engine(
         assert result.tarball == ""
         assert result.image == built[result.service].image
         assert result.image is not None
-        assert result.image.layers == ImageFacts.from_tarball(built[result.service].tarball).layers
+        assert result.image.layers == tarball_facts(built[result.service].tarball).layers
 
 
 def test_exported_tarballs_are_valid_oci_images(built: dict[str, Result]):
@@ -563,7 +562,7 @@ async def test_a_fresh_install_gives_a_byte_identical_venv_layer(
             venv_layers.with_tree(venv_layers.added_tree(built))
         )
         await ctr.export(str(tmp_path / f"{i}.tar"))
-        layers.append(ImageFacts.from_tarball(tmp_path / f"{i}.tar").layers)
+        layers.append(tarball_facts(tmp_path / f"{i}.tar").layers)
     assert layers[0] == layers[1]
 
 
@@ -594,13 +593,13 @@ async def test_apt_packages_give_the_same_image_from_a_fresh_install(
         assert done.returncode == 0, done.stderr
         [result] = json.loads(report.read_text())["services"]
         tarballs.append(out / "worker.tar")
-        assert result["image"]["digest"] == ImageFacts.from_tarball(tarballs[-1]).digest
+        assert result["image"]["digest"] == tarball_facts(tarballs[-1]).digest
         digests.append(result["image"]["digest"])
     assert digests[0] == digests[1]
     # the packages' layer (the one below the source's) holds the install's files, nothing of
     # the engine's (v0.11's exec wrote its stderr under /.dagger_meta_mount) or apt's caches
     with tarfile.open(tarballs[0]) as image:
-        digest = ImageFacts.from_tarball(tarballs[0]).layers[-2].removeprefix("sha256:")
+        digest = tarball_facts(tarballs[0]).layers[-2].removeprefix("sha256:")
         member = image.extractfile(f"blobs/sha256/{digest}")
         assert member is not None
         with tarfile.open(fileobj=member) as layer:
@@ -620,7 +619,7 @@ async def test_apt_packages_give_the_same_image_from_a_fresh_install(
             .with_(images.with_apt_layer(["tini"], f"tests-apt-{time.time_ns()}"))
         )
         await ctr.export(str(tmp_path / f"{i}.tar"))
-        layers.append(ImageFacts.from_tarball(tmp_path / f"{i}.tar").layers)
+        layers.append(tarball_facts(tmp_path / f"{i}.tar").layers)
     assert layers[0] == layers[1]
 
 

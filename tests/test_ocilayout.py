@@ -9,8 +9,8 @@ import json
 import tarfile
 from typing import TYPE_CHECKING
 
-from pipeline.core.outcomes import ImageFacts
 from pipeline.supply import ocilayout
+from tests.conftest import tarball_facts
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -81,10 +81,10 @@ def _layout(path: Path, when: str, step: str = "buildkit") -> Path:
 def test_engine_times_give_way_to_the_commit_time(tmp_path: Path):
     one = _layout(tmp_path / "one.tar", "2026-11-30T10:00:00Z")
     two = _layout(tmp_path / "two.tar", "2026-11-30T11:11:11Z")
-    assert ImageFacts.from_tarball(one).digest != ImageFacts.from_tarball(two).digest
+    assert tarball_facts(one).digest != tarball_facts(two).digest
     first, second = ocilayout.normalize(one, COMMIT), ocilayout.normalize(two, COMMIT)
-    assert first.digest == second.digest == ImageFacts.from_tarball(one).digest
-    assert ImageFacts.from_tarball(two).digest == first.digest
+    assert first.digest == second.digest == tarball_facts(one).digest
+    assert tarball_facts(two).digest == first.digest
     config = json.loads(ocilayout.read(one).config)
     assert config["created"] == COMMIT
     assert [h["created"] for h in config["history"]] == [COMMIT]
@@ -104,6 +104,6 @@ def test_each_engines_words_for_a_step_give_way(tmp_path: Path):
     images are one image."""
     old = _layout(tmp_path / "v011.tar", COMMIT, "copy /tmp/pipeline-layer /")
     new = _layout(tmp_path / "v021.tar", COMMIT, "Directory.withDirectory")
-    assert ImageFacts.from_tarball(old).digest != ImageFacts.from_tarball(new).digest
+    assert tarball_facts(old).digest != tarball_facts(new).digest
     assert ocilayout.normalize(old, COMMIT).digest == ocilayout.normalize(new, COMMIT).digest
     assert json.loads(ocilayout.read(old).config)["history"] == [{"created": COMMIT}]

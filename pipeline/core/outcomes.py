@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
-import tarfile
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from typing import Any, Protocol
 
 
 class Check(enum.StrEnum):
@@ -65,28 +60,6 @@ class ImageFacts:
     size: int  # compressed bytes: config plus layers (a tier: its layers)
     layers: tuple[str, ...]  # layer digests, bottom first
     layer_sizes: tuple[int, ...] = ()  # compressed bytes of each layer, when known
-
-    @classmethod
-    def from_tarball(cls, path: Path) -> ImageFacts:
-        with tarfile.open(path) as tar:
-
-            def blob(digest: str) -> dict[str, Any]:
-                member = tar.extractfile(f"blobs/sha256/{digest.removeprefix('sha256:')}")
-                if member is None:
-                    raise ValueError(f"{path}: blob {digest} missing")
-                return json.loads(member.read())  # type: ignore[no-any-return]
-
-            index_file = tar.extractfile("index.json")
-            if index_file is None:
-                raise ValueError(f"{path}: no index.json, not an OCI image layout")
-            desc = json.loads(index_file.read())["manifests"][0]
-            manifest = blob(desc["digest"])
-            while "manifests" in manifest:  # an index: follow to the first image manifest
-                desc = manifest["manifests"][0]
-                manifest = blob(desc["digest"])
-        layers = tuple(layer["digest"] for layer in manifest["layers"])
-        sizes = tuple(int(layer["size"]) for layer in manifest["layers"])
-        return cls(desc["digest"], manifest["config"]["size"] + sum(sizes), layers, sizes)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageFacts:

@@ -239,8 +239,9 @@ async def _concurrently(*work: Callable[[], Coroutine[Any, Any, None]]) -> None:
 async def _measure(
     build: images.ServiceBuild, ctx: _Context, progress: _Progress, staging: Path, created: str
 ) -> None:
-    """The image's facts from an export, its tier's (its bottom layers: a tier image is never
-    exported on its own), and for an export what it holds."""
+    """The image's facts (from its export when the delivery takes the tarball, else read in
+    the engine), its tier's (its bottom layers: a tier image is never exported on its own),
+    and for a delivery what it holds."""
     progress.step = Step.EXPORT
     if ctx.documents:  # the delivery writes or pushes the tarball
         exported = _export(build.image, staging, created)
