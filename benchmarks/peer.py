@@ -2,7 +2,7 @@
 (benchmarks/buildkit/Dockerfile) built by dockerd's BuildKit, checked with `docker run`.
 
     eval "$(scripts/engine env)"
-    .venv/bin/python benchmarks/peer.py [--runs N] [--out DIR]
+    .venv/bin/python benchmarks/peer.py [--runs N] [--out DIR] [--peer targets|bake]
 
     eval "$(PIPELINE_DAGGER_VERSION=v0.11.4 scripts/engine env)"
     .venv-dagger-v011/bin/python benchmarks/peer.py [--runs N] [--out DIR]
@@ -27,6 +27,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import statistics
@@ -40,6 +41,7 @@ import urllib.error
 import urllib.request
 import uuid
 import zlib
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,7 +58,17 @@ PEER_SERVICES = ("gateway", "inference", "reports", "users", "worker")
 BUSTED_SUFFIXES = (".py", ".txt", ".toml")  # files a comment line can be appended to
 CA_BUNDLE = os.environ.get("PIPELINE_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
 HEALTH_TIMEOUT = 60.0
+# The bake peer's buildx: built from source with the Go toolchain (the module proxy is all it
+# needs) into a docker config of the benchmark's own, so nothing installed by hand counts.
+BUILDX_MODULE = "github.com/docker/buildx"
+BUILDX_VERSION = "v0.38.2"
+BUILDX_CONFIG = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pipeline-peer" / "docker"
+)
+# `docker buildx bake --progress plain` says this once an image is in dockerd's store
+NAMED = re.compile(r"naming to (?:docker\.io/)?pipeline-peer/([\w.-]+):bench\b.* done$")
 HTTP_OK = 200
+PEERS = ("targets", "bake")  # Peer (the default), BakePeer
 LAST_BUILDX_LESS_MAJOR = 22  # Docker CLIs up to 22.x build with BuildKit without buildx
 PEER_LABEL = "pipeline.benchmark=peer"  # on the peer's images, so only they are pruned
 GZIP_LEVEL = 6  # what docker push and BuildKit compress layers with
@@ -204,6 +216,50 @@ def find_docker() -> tuple[str, str]:
     )
 
 
+def ensure_buildx() -> dict[str, str]:
+    """The environment in which `docker buildx` is buildx BUILDX_VERSION: its CLI plugin in
+    BUILDX_CONFIG (a DOCKER_CONFIG of the benchmark's own), built with `go install` from the Go
+    module proxy when missing or of another version. No default attestations: dockerd's image
+    store takes none."""
+    env = {**os.environ, "DOCKER_CONFIG": str(BUILDX_CONFIG), "BUILDX_NO_DEFAULT_ATTESTATIONS": "1"}
+    plugin = BUILDX_CONFIG / "cli-plugins" / "docker-buildx"
+    if plugin.is_file() and output(str(plugin), "version").endswith(f" {BUILDX_VERSION}"):
+        return env
+    go = shutil.which("go") or next(
+        (g for g in ("/usr/local/go/bin/go", "/usr/lib/go/bin/go") if Path(g).is_file()), None
+    )
+    if go is None:
+        fail(f"the bake peer needs buildx {BUILDX_VERSION}, built with Go: no `go` found")
+    print(f"peer: building buildx {BUILDX_VERSION} into {plugin} (`go install`, minutes, once)")
+    plugin.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="buildx-", dir=plugin.parent) as gobin:
+        version = f"-X {BUILDX_MODULE}/version.Version={BUILDX_VERSION}"
+        done = subprocess.run(
+            [go, "install", "-ldflags", version, f"{BUILDX_MODULE}/cmd/buildx@{BUILDX_VERSION}"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "GOBIN": gobin, "GOFLAGS": "-buildvcs=false"},
+            check=False,
+        )
+        if done.returncode != 0:
+            fail(
+                f"`go install {BUILDX_MODULE}/cmd/buildx@{BUILDX_VERSION}` failed:\n"
+                + "\n".join(done.stderr.splitlines()[-10:])
+            )
+        Path(gobin, "buildx").replace(plugin)
+    return env
+
+
+def find_bake_docker(env: dict[str, str]) -> tuple[str, str]:
+    """A docker CLI that runs the buildx plugin of ``env`` (any CLI with plugin support)."""
+    candidates = [os.environ.get("PEER_DOCKER"), shutil.which("docker")]
+    for cli in dict.fromkeys([*candidates, "/usr/local/bin/docker", "/usr/bin/docker"]):
+        if cli and Path(cli).is_file() and run([cli, "buildx", "version"], env).ok:
+            client = output(cli, "version", "--format", "{{.Client.Version}}")
+            return cli, f"client {client}, buildx {BUILDX_VERSION} plugin, `buildx bake`"
+    fail(f"no docker CLI here runs the buildx plugin in {BUILDX_CONFIG}; set PEER_DOCKER")
+
+
 def copy_example(dest: Path) -> Path:
     """The example monorepo as a fresh git repository (as tests/conftest.py makes it)."""
     dest.mkdir(parents=True)
@@ -297,6 +353,9 @@ class Pipeline:
 
 
 class Peer:
+    """One `docker build --target` process per target, all at once (`--peer targets`, the
+    default: no slower than one bake, see benchmarks/README.md "Why this peer")."""
+
     name = "buildkit"
 
     def __init__(self, docker: str, repo: Path, base: str) -> None:
@@ -318,13 +377,16 @@ class Peer:
         return run(cmd, self.env)
 
     def _docker(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.docker, *args], capture_output=True, text=True, check=False)
+        return subprocess.run(
+            [self.docker, *args], capture_output=True, text=True, env=self.env, check=False
+        )
 
-    def _check(self, service: str, image: Future[Outcome]) -> Outcome:
-        """The smoke command in the image, then the health path of the image started."""
+    def _check_built(self, service: str, image: Future[Outcome]) -> Outcome:
         built = image.result()
-        if not built.ok:
-            return built
+        return self._check(service) if built.ok else built
+
+    def _check(self, service: str) -> Outcome:
+        """The smoke command in the image, then the health path of the image started."""
         spec = self.services[service]
         if spec.get("smoke"):
             smoke = self._docker("run", "--rm", self.image(service), *spec["smoke"])
@@ -368,7 +430,7 @@ class Peer:
             jobs = list(images.values())
             if checks:
                 jobs += [pool.submit(self._build, f"{s}-test") for s in names]
-                jobs += [pool.submit(self._check, s, images[s]) for s in names]
+                jobs += [pool.submit(self._check_built, s, images[s]) for s in names]
             outcomes = [job.result() for job in jobs]
         failed = [o.detail for o in outcomes if not o.ok]
         return Outcome(time.monotonic() - started, not failed, "\n".join(failed)[-4000:])
@@ -414,6 +476,77 @@ class Peer:
         return Sizes(images, sum(gz.values()))
 
 
+class BakePeer(Peer):
+    """Every target in one `docker buildx bake` (`--peer bake`): one client process instead of
+    ten; dockerd's BuildKit through buildx's `docker` driver, images loaded into dockerd
+    (`type=docker`), the -test targets built for their tests only (`type=cacheonly`: nothing
+    exported). The same Dockerfile, secret and cache mounts as `targets`."""
+
+    def __init__(self, docker: str, repo: Path, base: str, env: dict[str, str]) -> None:
+        super().__init__(docker, repo, base)
+        self.env = env
+
+    def bakefile(self) -> Path:
+        """A JSON bake file (beside the repository, out of its context): a target per service
+        and one per service's -test target, all from the one Dockerfile."""
+        common = {
+            "context": str(self.repo),
+            "dockerfile": str(DOCKERFILE),
+            "args": {"BASE": self.base},
+            "secret": [f"id=ca,src={CA_BUNDLE}"],
+        }
+        key, value = PEER_LABEL.split("=")
+        targets: dict[str, Any] = {}
+        for service in self.services:
+            targets[service] = {
+                **common,
+                "target": service,
+                "tags": [self.image(service)],
+                "labels": {key: value},
+                "output": ["type=docker"],
+            }
+            targets[f"{service}-test"] = {
+                **common,
+                "target": f"{service}-test",
+                "output": ["type=cacheonly"],
+            }
+        path = self.repo.parent / f"{self.repo.name}.bake.json"
+        path.write_text(json.dumps({"target": targets}, indent=2) + "\n")
+        return path
+
+    def build(self, *, checks: bool) -> Outcome:
+        """One bake of the image targets (and the -test targets); each image's smoke and health
+        checks start as soon as bake's output says the image is named in dockerd."""
+        started = time.monotonic()
+        names = list(self.services)
+        targets = names + ([f"{s}-test" for s in names] if checks else [])
+        allowed = [f"--allow=fs.read={p}" for p in (self.repo, DOCKERFILE.parent, CA_BUNDLE)]
+        cmd = [self.docker, "buildx", "bake", "--progress", "plain", "-f", str(self.bakefile())]
+        tail: deque[str] = deque(maxlen=25)
+        checked: dict[str, Future[Outcome]] = {}
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            with subprocess.Popen(
+                [*cmd, *allowed, *targets],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=ROOT,
+                env=self.env,
+            ) as bake:
+                for line in bake.stdout or ():
+                    tail.append(line.rstrip())
+                    named = NAMED.search(tail[-1])
+                    if checks and named and named[1] in names and named[1] not in checked:
+                        checked[named[1]] = pool.submit(self._check, named[1])
+            baked = bake.returncode == 0
+            if checks and baked:  # an image whose naming the output did not show
+                checked |= {s: pool.submit(self._check, s) for s in names if s not in checked}
+            outcomes = [Outcome(0, baked, "" if baked else "\n".join(tail))]
+            outcomes += [job.result() for job in checked.values()]
+        failed = [o.detail for o in outcomes if not o.ok]
+        return Outcome(time.monotonic() - started, not failed, "\n".join(failed)[-4000:])
+
+
 def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
     handle = tar.extractfile(name)
     if handle is None:
@@ -430,11 +563,11 @@ def _gzipped_size(stream: Readable) -> int:
 
 
 def one_run(
-    index: int, docker: str, base: str, work: Path, results: dict[str, Any]
+    index: int, make_peer: Callable[[Path], Peer], base: str, work: Path, results: dict[str, Any]
 ) -> tuple[Pipeline, Peer]:
     nonce = uuid.uuid4().hex[:10]
     repo = copy_example(work / f"run{index}")
-    pipeline, peer = Pipeline(repo, base, f"peer-{nonce}"), Peer(docker, repo, base)
+    pipeline, peer = Pipeline(repo, base, f"peer-{nonce}"), make_peer(repo)
     order: tuple[Tool, ...] = (pipeline, peer) if index % 2 == 0 else (peer, pipeline)
 
     def record(scenario: str, tool: Tool, action: Callable[[Tool], Outcome]) -> None:
@@ -543,10 +676,11 @@ def table(data: dict[str, Any]) -> str:
     )
     machine = data.get("machine", {})
     dagger = data.get("dagger", {})
+    docker = data.get("docker", {})
     about = (
         f"{data.get('created', '?')}; pipeline on {which_dagger(data)}, commit "
-        f"{dagger.get('pipeline_commit', '?')}; BuildKit: dockerd "
-        f"{data.get('docker', {}).get('server', '?')}; {machine.get('cpus', '?')} CPUs, "
+        f"{dagger.get('pipeline_commit', '?')}; BuildKit: dockerd {docker.get('server', '?')} "
+        f"(peer: {docker.get('peer', 'targets')}); {machine.get('cpus', '?')} CPUs, "
         f"{load_text(data)}."
     )
     lines = [
@@ -670,6 +804,14 @@ def main() -> int:
         help="where peer.{json,md,png} go (default: benchmarks/results/dagger-<engine version>)",
     )
     parser.add_argument(
+        "--peer",
+        choices=PEERS,
+        default="targets",
+        help="how the peer builds its targets: `targets` (default), one `docker build --target` "
+        "process each, all at once; `bake`, all in one `docker buildx bake` (buildx "
+        f"{BUILDX_VERSION}, built with `go install` on first use)",
+    )
+    parser.add_argument(
         "--compare",
         nargs="+",
         type=Path,
@@ -686,7 +828,18 @@ def main() -> int:
     if not base or not os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST"):
         fail('run `eval "$(scripts/engine env)"` first (PIPELINE_DAGGER_VERSION=... for another)')
     dagger = dagger_info()
-    docker, how = find_docker()
+    if args.peer == "bake":
+        env = ensure_buildx()
+        docker, how = find_bake_docker(env)
+
+        def make_peer(repo: Path) -> Peer:
+            return BakePeer(docker, repo, base, env)
+    else:
+        docker, how = find_docker()
+
+        def make_peer(repo: Path) -> Peer:
+            return Peer(docker, repo, base)
+
     if not run([docker, "info"]).ok:
         fail(f"dockerd does not answer `{docker} info`")
     server = output(docker, "version", "--format", "{{.Server.Version}}")
@@ -701,7 +854,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="peer-bench-") as tmp:
         for index in range(args.runs):
             before = os.getloadavg()[0]
-            pipeline, peer = one_run(index, docker, base, Path(tmp), results)
+            pipeline, peer = one_run(index, make_peer, base, Path(tmp), results)
             load_1min.append([round(before, 2), round(os.getloadavg()[0], 2)])
         sizes = measure_sizes(pipeline, peer, Path(tmp))
     peer.prune_images()
@@ -713,7 +866,7 @@ def main() -> int:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runs": args.runs,
         "dagger": dagger,
-        "docker": {"cli": docker, "how": how, "server": server},
+        "docker": {"cli": docker, "how": how, "server": server, "peer": args.peer},
         "base_image": base,
         "machine": {
             "cpus": os.cpu_count(),
