@@ -194,13 +194,16 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def docker_clis(*fallbacks: str) -> list[str]:
+    """$PEER_DOCKER, `docker` on PATH, then ``fallbacks``: those that exist, each once."""
+    named = [os.environ.get("PEER_DOCKER"), shutil.which("docker"), *fallbacks]
+    return [cli for cli in dict.fromkeys(named) if cli and Path(cli).is_file()]
+
+
 def find_docker() -> tuple[str, str]:
     """A docker CLI whose `docker build` runs on BuildKit, and why it qualifies."""
-    candidates = [os.environ.get("PEER_DOCKER"), shutil.which("docker")]
     tried = []
-    for cli in dict.fromkeys([*candidates, "/usr/bin/docker", "/usr/local/bin/docker"]):
-        if not cli or not Path(cli).is_file():
-            continue
+    for cli in docker_clis("/usr/bin/docker", "/usr/local/bin/docker"):
         if run([cli, "buildx", "version"]).ok:
             return cli, "buildx plugin"
         version = output(cli, "version", "--format", "{{.Client.Version}}")
@@ -252,9 +255,8 @@ def ensure_buildx() -> dict[str, str]:
 
 def find_bake_docker(env: dict[str, str]) -> tuple[str, str]:
     """A docker CLI that runs the buildx plugin of ``env`` (any CLI with plugin support)."""
-    candidates = [os.environ.get("PEER_DOCKER"), shutil.which("docker")]
-    for cli in dict.fromkeys([*candidates, "/usr/local/bin/docker", "/usr/bin/docker"]):
-        if cli and Path(cli).is_file() and run([cli, "buildx", "version"], env).ok:
+    for cli in docker_clis("/usr/local/bin/docker", "/usr/bin/docker"):
+        if run([cli, "buildx", "version"], env).ok:
             client = output(cli, "version", "--format", "{{.Client.Version}}")
             return cli, f"client {client}, buildx {BUILDX_VERSION} plugin, `buildx bake`"
     fail(f"no docker CLI here runs the buildx plugin in {BUILDX_CONFIG}; set PEER_DOCKER")
@@ -352,6 +354,12 @@ class Pipeline:
         return Sizes(images, sum(gz[d] for d in layers), sum(blobs[d] for d in layers))
 
 
+def overall(started: float, outcomes: Sequence[Outcome]) -> Outcome:
+    """A whole build since ``started``: ok when every part was, with the failures' output."""
+    failed = [o.detail for o in outcomes if not o.ok]
+    return Outcome(time.monotonic() - started, not failed, "\n".join(failed)[-4000:])
+
+
 class Peer:
     """One `docker build --target` process per target, all at once (`--peer targets`, the
     default: no slower than one bake, see benchmarks/README.md "Why this peer")."""
@@ -432,8 +440,7 @@ class Peer:
                 jobs += [pool.submit(self._build, f"{s}-test") for s in names]
                 jobs += [pool.submit(self._check_built, s, images[s]) for s in names]
             outcomes = [job.result() for job in jobs]
-        failed = [o.detail for o in outcomes if not o.ok]
-        return Outcome(time.monotonic() - started, not failed, "\n".join(failed)[-4000:])
+        return overall(started, outcomes)
 
     def help(self) -> Outcome:
         return run([self.docker, "--help"])
@@ -543,8 +550,7 @@ class BakePeer(Peer):
                 checked |= {s: pool.submit(self._check, s) for s in names if s not in checked}
             outcomes = [Outcome(0, baked, "" if baked else "\n".join(tail))]
             outcomes += [job.result() for job in checked.values()]
-        failed = [o.detail for o in outcomes if not o.ok]
-        return Outcome(time.monotonic() - started, not failed, "\n".join(failed)[-4000:])
+        return overall(started, outcomes)
 
 
 def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
