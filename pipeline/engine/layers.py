@@ -43,6 +43,12 @@ def _compile(folder: str, python: str, skip: Sequence[str] = ()) -> list[str]:
     return ["env", "PYTHONHASHSEED=0", python, "-c", program_text("compile.py"), folder, *skip]
 
 
+def venv_bytecode() -> list[str]:
+    """The command that precompiles what the venv at VENV has no bytecode for yet (its
+    packages' own test suites left out)."""
+    return _compile(VENV, f"{VENV}/bin/python", PACKAGE_TESTS)
+
+
 def with_bytecode(folder: str, python: str) -> Callable[[dagger.Container], dagger.Container]:
     """Precompile ``folder`` so containers start without compiling imports."""
     return compat.run(_compile(folder, python))
@@ -77,10 +83,9 @@ def with_install(
 ) -> Callable[[dagger.Container], dagger.Container]:
     """Run ``installs`` on the venv, then precompile it and keep what they added in a folder
     of its own (``added``) - all in one exec."""
-    python = f"{VENV}/bin/python"
     commands = [list(c) for c in installs]
     if compile_bytecode:
-        commands.append(_compile(VENV, python, PACKAGE_TESTS))
+        commands.append(venv_bytecode())
     snapshot = ["python3", "-c", program_text("snapshot.py"), VENV, _SNAPSHOT_FILE]
     layer = program_text("layer.py")
     keep = ["python3", "-c", layer, VENV, _SNAPSHOT_FILE, _LAYER_DIR, str(FIXED_MTIME)]

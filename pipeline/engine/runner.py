@@ -90,17 +90,14 @@ def _failed_step(exc: BaseException, step: str) -> str:
     if not isinstance(exc, dagger.ExecError):
         return step
     command = " ".join(exc.command)
-    if images.INSTALL_FAILED in command:  # the unit tests' exec: installs, then the tests
-        said = (ln.strip() for ln in (exc.stderr or "").splitlines())
-        return "dependencies" if images.INSTALL_FAILED in said else step
     return "dependencies" if any(i in command for i in _INSTALLS) else step
 
 
 def _lines(text: str | None) -> list[str]:
-    """The output's lines, less blank ones and those the pipeline or the engine added."""
+    """The output's lines, less blank ones and those the engine added."""
 
     def said(line: str) -> bool:
-        return bool(line) and not _CA_HOOK.match(line) and line != images.INSTALL_FAILED
+        return bool(line) and not _CA_HOOK.match(line)
 
     return [ln for ln in (text or "").splitlines() if said(ln.strip())]
 
