@@ -83,6 +83,18 @@ def test_a_service_that_listens_late_passes_within_its_start_period():
     assert done.returncode == 0, done.stderr
 
 
+def test_a_port_that_refuses_is_tried_again_at_once_not_after_the_interval():
+    """While nothing listens yet, the probe does not wait ``interval`` between attempts: a
+    server that listens after 0.5 s passes a check whose interval outlasts its limit."""
+    port = free_port()
+    late = f"import time; time.sleep(0.5); import runpy, sys; sys.argv[1:] = ['{port}']; "
+    late += "runpy.run_module('http.server', run_name='__main__')"
+    done, _ = run_probe(
+        [PY, "-c", late], kind="http", port=port, target="/", start_period=4, interval=60
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_a_crashing_service_is_reported_by_its_exit_code_and_log_at_once():
     crash = "import sys; print('loading config'); sys.exit('no DB_URL set')"
     done, took = run_probe([PY, "-c", crash], port=free_port(), start_period=60)
