@@ -19,7 +19,7 @@ from pipeline.core.errors import PipelineError, UsageError
 from pipeline.core.log import get_logger
 from pipeline.core.names import IMAGE_REFERENCE
 from pipeline.core.options import chosen as resolve_options
-from pipeline.edges import history, registry, report
+from pipeline.edges import history, registry, report, resultcache
 from pipeline.edges.pool import MEMBER_ENV as POOL_MEMBER
 from pipeline.edges.resultcache import ResultCache
 from pipeline.edges.resultstore import Layered
@@ -105,7 +105,8 @@ async def _engine_run(
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_on_signal, tg.cancel_scope)
-            async with connection.engine_session(verbose):
+            kept = resultcache.ignored_folder(project.root / resultcache.FOLDER) / "engine"
+            async with connection.engine_session(verbose, kept):
                 outcome = await runner.run(project, work, build, options, deliver, record)
             tg.cancel_scope.cancel()
     except* PipelineError as group:

@@ -88,15 +88,23 @@ def proven(entry: object, kind: str, key: str) -> dict[str, Any] | None:
     return value if entry.get("digest") == digest else None
 
 
+def ignored_folder(top: Path) -> Path:
+    """``top`` (the project's ``.pipeline`` folder), made if need be, with the .gitignore that
+    keeps it out of git."""
+    top.mkdir(parents=True, exist_ok=True)
+    ignore = top / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# the pipeline's result cache: never committed\n*\n")
+    return top
+
+
 def write_entry(
     top: Path, path: Path, value: dict[str, Any], extra: dict[str, str] | None = None
 ) -> None:
     """Write ``value`` (with ``extra`` fields beside it) to ``path`` (under ``top``, the
     git-ignored ``.pipeline`` folder) at once: a unique temporary file renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    ignore = top / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# the pipeline's result cache: never committed\n*\n")
+    ignored_folder(top)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump({"format": FORMAT, **(extra or {}), "value": value}, fh, indent=1, sort_keys=True)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import dagger
 
+from pipeline.engine import schema
 from pipeline.engine.enginecheck import (
     CLI_BIN,
     RUNNER_HOST,
@@ -50,18 +51,23 @@ def _quiet_under_dagger_run(verbose: bool) -> Iterator[None]:
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
 
 
 @contextlib.asynccontextmanager
-async def engine_session(verbose: bool) -> AsyncIterator[None]:
+async def engine_session(verbose: bool, kept: Path | None = None) -> AsyncIterator[None]:
     """One connection to the engine, for the whole run. Whether an engine can be reached is
     asked first (enginecheck), and a session that still fails to start is one clear error
-    naming the runner, never a traceback."""
+    naming the runner, never a traceback. The engine's schema is kept in the folder ``kept``
+    between runs (see schema.py)."""
     require_engine()
     config = dagger.Config(log_output=sys.stderr if verbose else None)
     try:
         with _quiet_under_dagger_run(verbose):
-            async with dagger.connection(config):
+            async with contextlib.AsyncExitStack() as stack:
+                with schema.offered(kept) as offer:
+                    await stack.enter_async_context(dagger.connection(config))
+                await schema.settle(offer)
                 yield
     except dagger.ProvisionError as exc:
         where = os.environ.get(RUNNER_HOST) or "the Dagger CLI's default engine"
