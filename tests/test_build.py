@@ -13,7 +13,7 @@ import sys
 import tarfile
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagger
 import pytest
@@ -666,3 +666,49 @@ async def test_accounts_carry_no_build_day(settings: BuildSettings):
     fixed_day = str(venv_layers.FIXED_MTIME // 86400)
     assert days[settings.user] == fixed_day, shadow
     assert days["uuidd"] == fixed_day, shadow
+
+
+def _layers_of(tarball: Path) -> tuple[dict[str, Any], list[bytes]]:
+    """An exported OCI tarball's image config, and the first bytes of each layer blob."""
+    with tarfile.open(tarball) as tar:
+
+        def blob(digest: str) -> bytes:
+            member = tar.extractfile(f"blobs/sha256/{digest.removeprefix('sha256:')}")
+            assert member is not None
+            return member.read()
+
+        index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
+        manifest = json.loads(blob(index["manifests"][0]["digest"]))
+        config = json.loads(blob(manifest["config"]["digest"]))
+        heads = [blob(layer["digest"])[:4] for layer in manifest["layers"]]
+        types = {layer["mediaType"] for layer in manifest["layers"]}
+    return {"config": config, "types": types}, heads
+
+
+def test_zstd_compression_gives_zstd_layers_of_the_same_content(
+    tmp_path: Path, base_image: str
+) -> None:
+    """compression = "zstd": every layer of the image is a zstd blob (the base image's too),
+    its files the same as with gzip (the config's diff_ids), the image another one."""
+    repo = copy_example(tmp_path / "repo", services=("worker",))
+    outs = {}
+    for compression in ("gzip", "zstd"):
+        if compression == "zstd":
+            config = repo / "pipeline.toml"
+            config.write_text(f'compression = "zstd"\n{config.read_text()}')
+        out, report = tmp_path / compression, tmp_path / f"{compression}.json"
+        done = pipeline_in(repo, base_image, "export", "--out", str(out), "--report", str(report))
+        assert done.returncode == 0, done.stdout + done.stderr
+        (worker,) = json.loads(report.read_text())["services"]
+        assert worker["status"] == "ok", worker
+        outs[compression] = (worker["image"]["digest"], *_layers_of(out / "worker.tar"))
+    (gzip_digest, gzip_image, gzip_heads), (zstd_digest, zstd_image, zstd_heads) = outs.values()
+    assert gzip_image["types"] == {"application/vnd.oci.image.layer.v1.tar+gzip"}
+    assert zstd_image["types"] == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    assert all(head[:2] == b"\x1f\x8b" for head in gzip_heads)
+    assert all(head == b"\x28\xb5\x2f\xfd" for head in zstd_heads)  # zstd's frame magic
+    # the same files but the last layer's build-info.json (the config file changed: dirty)
+    zstd_files, gzip_files = (i["config"]["rootfs"]["diff_ids"] for i in (zstd_image, gzip_image))
+    assert zstd_files[:-1] == gzip_files[:-1]
+    assert len(zstd_files) == len(gzip_files)
+    assert zstd_digest != gzip_digest

@@ -356,6 +356,8 @@ def tier_inputs(project: Project, settings: BuildSettings, base_digest: str) -> 
                 "pipeline": pipeline_version(),
                 "dagger_sdk": sdk_version(),
             }
+            if settings.compression != "gzip":  # the blobs, so the digests, differ
+                values["compression"] = settings.compression
         # The config file itself is an input of the root tier: an uncommitted edit to it makes
         # every image dirty.
         own = [project.config_file] if parent is None else []

@@ -41,6 +41,7 @@ class BuildSettings:
     uid: int
     provenance: Provenance
     compile_bytecode: bool = True
+    compression: str = "gzip"  # of the image layers: gzip or zstd
     # Whether a private index URL is given (PIPELINE_INDEX_URL); the value itself reaches
     # the builder as a Dagger secret only.
     private_index: bool = False
@@ -136,6 +137,7 @@ def build_settings(
         uid=project.spec.uid,
         provenance=prov,
         compile_bytecode=project.spec.compile_bytecode,
+        compression=project.spec.compression,
         private_index=bool((os.environ if environ is None else environ).get(INDEX_URL_ENV)),
     )
 

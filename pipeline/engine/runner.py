@@ -141,7 +141,14 @@ def _reason(exc: BaseException, service: Service) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
-async def _export(image: dagger.Container, folder: Path, created: str) -> tuple[ImageFacts, Path]:
+def _compressed(compression: str) -> dagger.ImageLayerCompression | None:
+    """The layers' compression to ask of the engine: None for gzip, its default."""
+    return None if compression == "gzip" else dagger.ImageLayerCompression.Zstd
+
+
+async def _export(
+    image: dagger.Container, folder: Path, created: str, compression: str
+) -> tuple[ImageFacts, Path]:
     """Digest, compressed size and layers of an image, from an OCI tarball in ``folder``
     whose config says it was made at ``created`` (ocilayout.normalize): the same inputs give
     the same digest on every engine."""
@@ -150,17 +157,20 @@ async def _export(image: dagger.Container, folder: Path, created: str) -> tuple[
     # writing the tarball into a staging folder that is being removed (a partial file left
     # in --out, or a transfer still open when the session closes).
     with anyio.CancelScope(shield=True):
-        await image.export(str(tarball))
+        await image.export(str(tarball), forced_compression=_compressed(compression))
     normalized = await anyio.to_thread.run_sync(ocilayout.normalize, tarball, created)
     return _facts(normalized), tarball
 
 
-async def _read_facts(image: dagger.Container, reader: str, created: str) -> ImageFacts:
+async def _read_facts(
+    image: dagger.Container, reader: str, created: str, compression: str
+) -> ImageFacts:
     """The same facts as ``_export``'s, with no file to write: the engine makes the image's
     tarball and a tiny exec in ``reader`` (an image with Python) sends back only its small
     files (index, manifest, config), so no layer crosses to this host."""
     argv = ["python3", "-c", program_text("members.py"), "/image.tar"]
-    ran = dag.container().from_(reader).with_mounted_file("/image.tar", image.as_tarball())
+    tarball = image.as_tarball(forced_compression=_compressed(compression))
+    ran = dag.container().from_(reader).with_mounted_file("/image.tar", tarball)
     out = await ran.with_(compat.run(argv)).stdout()
     small = base64.b64decode(out.strip().splitlines()[-1])
     return _facts(ocilayout.restamped(ocilayout.read(small), created))
@@ -241,10 +251,11 @@ async def _measure(
     and for a delivery what it holds."""
     progress.step = Step.EXPORT
     if ctx.documents:  # the delivery writes or pushes the tarball
-        exported = _export(build.image, staging, created)
+        exported = _export(build.image, staging, created, ctx.settings.compression)
         facts, progress.staged = await progress.timed(Step.EXPORT, exported)
     else:
-        read = _read_facts(build.image, ctx.settings.base_image, created)
+        settings = ctx.settings
+        read = _read_facts(build.image, settings.base_image, created, settings.compression)
         facts = await progress.timed(Step.EXPORT, read)
     progress.facts = facts
     progress.tier_image = facts.bottom(len(facts.layers) - build.own_layers)
