@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import tomllib
 import urllib.error
@@ -262,8 +263,9 @@ def find_bake_docker(env: dict[str, str]) -> tuple[str, str]:
     fail(f"no docker CLI here runs the buildx plugin in {BUILDX_CONFIG}; set PEER_DOCKER")
 
 
-def copy_example(dest: Path) -> Path:
-    """The example monorepo as a fresh git repository (as tests/conftest.py makes it)."""
+def copy_example(dest: Path, compression: str = "gzip") -> Path:
+    """The example monorepo as a fresh git repository (as tests/conftest.py makes it), its
+    images' layers compressed with ``compression`` (the config's setting)."""
     dest.mkdir(parents=True)
     for name in EXAMPLE:
         src = ROOT / name
@@ -274,6 +276,9 @@ def copy_example(dest: Path) -> Path:
     for folder in (dest / "services").iterdir():
         if folder.name not in PEER_SERVICES:
             shutil.rmtree(folder)
+    if compression != "gzip":
+        config = dest / "pipeline.toml"
+        config.write_text(f'compression = "{compression}"\n{config.read_text()}')
     env = {**os.environ, "GIT_AUTHOR_DATE": "2026-01-02T03:04:05Z"}
     env["GIT_COMMITTER_DATE"] = env["GIT_AUTHOR_DATE"]
     for args in (
@@ -341,11 +346,7 @@ class Pipeline:
                     digest = "sha256:" + member.name.rsplit("/", 1)[-1]
                     if member.name.startswith("blobs/sha256/") and digest not in blobs:
                         blobs[digest] = member.size
-                        with gzip.GzipFile(fileobj=_member(tar, member.name)) as layer:
-                            try:
-                                gz[digest] = _gzipped_size(layer)
-                            except gzip.BadGzipFile:  # a manifest or config, not a layer
-                                gz[digest] = member.size
+                        gz[digest] = _regzipped(tar, member)
         images, layers = {}, set()
         for svc in json.loads(report.read_text())["services"]:
             own = svc["image"]["layers"]
@@ -560,6 +561,36 @@ def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
     return handle
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _regzipped(tar: tarfile.TarFile, member: tarfile.TarInfo) -> int:
+    """A blob's size once decompressed (gzip, or zstd by the `zstd` command) and gzipped
+    again; a manifest's or config's own size."""
+    if _member(tar, member.name).read(4) == ZSTD_MAGIC:
+        unpack = subprocess.Popen(["zstd", "-dcq"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert unpack.stdin is not None
+        assert unpack.stdout is not None
+        feed = threading.Thread(target=_feed, args=(_member(tar, member.name), unpack.stdin))
+        feed.start()
+        size = _gzipped_size(unpack.stdout)
+        feed.join()
+        if unpack.wait():
+            raise RuntimeError(f"zstd could not decompress {member.name}")
+        return size
+    with gzip.GzipFile(fileobj=_member(tar, member.name)) as layer:
+        try:
+            return _gzipped_size(layer)
+        except gzip.BadGzipFile:  # a manifest or config, not a layer
+            return member.size
+
+
+def _feed(source: Readable, sink: Any) -> None:  # noqa: ANN401 - a pipe
+    with sink:
+        while chunk := source.read(CHUNK):
+            sink.write(chunk)
+
+
 def _gzipped_size(stream: Readable) -> int:
     packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: gzip framing
     size = 0
@@ -569,10 +600,15 @@ def _gzipped_size(stream: Readable) -> int:
 
 
 def one_run(
-    index: int, make_peer: Callable[[Path], Peer], base: str, work: Path, results: dict[str, Any]
+    index: int,
+    make_peer: Callable[[Path], Peer],
+    base: str,
+    work: Path,
+    results: dict[str, Any],
+    compression: str = "gzip",
 ) -> tuple[Pipeline, Peer]:
     nonce = uuid.uuid4().hex[:10]
-    repo = copy_example(work / f"run{index}")
+    repo = copy_example(work / f"run{index}", compression)
     pipeline, peer = Pipeline(repo, base, f"peer-{nonce}"), make_peer(repo)
     order: tuple[Tool, ...] = (pipeline, peer) if index % 2 == 0 else (peer, pipeline)
 
@@ -686,7 +722,8 @@ def table(data: dict[str, Any]) -> str:
     about = (
         f"{data.get('created', '?')}; pipeline on {which_dagger(data)}, commit "
         f"{dagger.get('pipeline_commit', '?')}; BuildKit: dockerd {docker.get('server', '?')} "
-        f"(peer: {docker.get('peer', 'targets')}); {machine.get('cpus', '?')} CPUs, "
+        f"(peer: {docker.get('peer', 'targets')}); the pipeline's layers "
+        f"{data.get('compression', 'gzip')}; {machine.get('cpus', '?')} CPUs, "
         f"{load_text(data)}."
     )
     lines = [
@@ -818,6 +855,13 @@ def main() -> int:
         f"{BUILDX_VERSION}, built with `go install` on first use)",
     )
     parser.add_argument(
+        "--compression",
+        choices=("gzip", "zstd"),
+        default="gzip",
+        help="the pipeline's layer compression (the config's `compression`; default gzip); "
+        "the peer's images are measured gzipped either way",
+    )
+    parser.add_argument(
         "--compare",
         nargs="+",
         type=Path,
@@ -860,7 +904,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="peer-bench-") as tmp:
         for index in range(args.runs):
             before = os.getloadavg()[0]
-            pipeline, peer = one_run(index, make_peer, base, Path(tmp), results)
+            pipeline, peer = one_run(index, make_peer, base, Path(tmp), results, args.compression)
             load_1min.append([round(before, 2), round(os.getloadavg()[0], 2)])
         sizes = measure_sizes(pipeline, peer, Path(tmp))
     peer.prune_images()
@@ -873,6 +917,7 @@ def main() -> int:
         "runs": args.runs,
         "dagger": dagger,
         "docker": {"cli": docker, "how": how, "server": server, "peer": args.peer},
+        "compression": args.compression,
         "base_image": base,
         "machine": {
             "cpus": os.cpu_count(),
