@@ -48,6 +48,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn, Protocol
 
+import charts  # benchmarks/charts.py, beside this script
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
@@ -803,13 +805,8 @@ def side_by_side(results: list[dict[str, Any]]) -> str:
 
 
 def chart(data: dict[str, Any], target: Path) -> None:
-    try:
-        import matplotlib as mpl  # type: ignore[import-not-found,unused-ignore]
-
-        mpl.use("Agg")
-        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        print("warning: matplotlib is not installed; no chart", file=sys.stderr)
+    plt = charts.pyplot()
+    if plt is None:
         return
     rows = [r for r in data["scenarios"] if r["median_buildkit"] or r["median_pipeline"]]
     fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 1.5))

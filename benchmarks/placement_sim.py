@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import charts  # benchmarks/charts.py, beside this script
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -393,17 +395,8 @@ def _row(rows: Sequence[Row], strategy: str, engines: int) -> Row:
 
 
 def chart(rows: Sequence[Row], histories: int, target: Path) -> bool:
-    try:
-        import matplotlib as mpl  # type: ignore[import-not-found,unused-ignore]
-
-        mpl.use("Agg")
-        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        print(
-            "warning: matplotlib is not installed; no chart (install it with "
-            "`uv sync --group bench` or `.venv/bin/python -m pip install matplotlib`)",
-            file=sys.stderr,
-        )
+    plt = charts.pyplot()
+    if plt is None:
         return False
     sizes = sorted({r.engines for r in rows})
     colors = {

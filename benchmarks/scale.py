@@ -49,6 +49,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import charts  # benchmarks/charts.py, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "scale"
 DEFAULT_CHART = ROOT / "docs" / "images" / "scale.png"
@@ -266,17 +268,8 @@ def verdicts(results: list[SizeResult]) -> list[str]:
 
 
 def chart(results: list[SizeResult], path: Path) -> None:
-    try:
-        import matplotlib as mpl  # type: ignore[import-not-found,unused-ignore]
-
-        mpl.use("Agg")
-        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        print(
-            "warning: matplotlib is not installed; no chart (install it with "
-            "`uv sync --group bench` or `.venv/bin/python -m pip install matplotlib`)",
-            file=sys.stderr,
-        )
+    plt = charts.pyplot()
+    if plt is None:
         return
     sizes = [r.n for r in results]
     first, last = results[0], results[-1]
