@@ -751,7 +751,8 @@ def table(data: dict[str, Any]) -> str:
             lines.append(f"| {label} (gzip -6) {mb} |")
     pushed = data["sizes"].get("pushed", {}).get("pipeline")
     if pushed:
-        note = "The pipeline's own layer blobs (the engine's gzip, what a push sends):"
+        how = data.get("compression", "gzip")
+        note = f"The pipeline's own layer blobs (the engine's {how}, what a push sends):"
         lines += ["", f"{note} {pushed / 1e6:.1f} MB distinct."]
     return "\n".join(lines) + "\n"
 
