@@ -104,8 +104,8 @@ class ProjectSpec(_Strict):
     compression: Literal["gzip", "zstd"] = Field(
         "gzip",
         description="how image layers are compressed, which the digest depends on: gzip, "
-        "which every runtime pulls; zstd, compressed several times faster (a package added to "
-        "a tier built in 0.76x the time), pulled by Docker 23+, containerd 1.5+, Podman",
+        "which every runtime pulls; zstd, several times faster and smaller (a cold build or a "
+        "package added to a tier in 0.8x the time), pulled by Docker 23+, containerd 1.5+, Podman",
     )
     source_url: str | None = Field(
         None, description="repository URL for org.opencontainers.image.source (default: git remote)"
