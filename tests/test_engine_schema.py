@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import pytest
@@ -85,3 +86,16 @@ def test_the_client_decides_the_key_and_a_session_of_dagger_run_keeps_nothing(tm
     cli.write_text("#!/bin/sh\n# another build of the CLI\n")
     assert schema.client_key(env) != key
     assert schema.client_key({**env, SESSION_PORT: "40000"}) is None
+
+
+def test_a_schema_that_cannot_be_kept_leaves_nothing_behind(tmp_path: Path):
+    """Keeping is best effort: a file that cannot be put in place costs only the next run's
+    query, and no temporary file stays."""
+    target = tmp_path / "schema-x.json"
+    target.mkdir()  # the rename onto it fails
+    kept = schema.Kept(target)
+    kept.session = SimpleNamespace(client=SimpleNamespace(introspection={"__schema": {}}))  # type: ignore[assignment]
+    kept.write("v0.21.8")
+    assert kept.engine is None
+    assert list(tmp_path.iterdir()) == [target]
+    assert list(target.iterdir()) == []

@@ -94,6 +94,7 @@ class Kept:
         if not introspection:
             return
         kept = {"format": FORMAT, "engine": engine, "introspection": introspection}
+        tmp = None
         try:
             # the GraphQL library reads enum values (directive locations) into Python enums:
             # kept by name, as the engine's answer spells them
@@ -104,6 +105,8 @@ class Kept:
                 fh.write(text)
             Path(tmp).replace(self.path)
         except (OSError, TypeError, ValueError):
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
             return
         self.engine = engine
 
