@@ -44,7 +44,7 @@ import uuid
 import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -93,6 +93,28 @@ class Outcome:
     seconds: float
     ok: bool
     detail: str = ""  # the end of the output of a failed command
+    cpu: float | None = None  # the machine's busy CPU-seconds while it ran (busy_cpu_seconds)
+
+
+def busy_cpu_seconds() -> float:
+    """CPU-seconds the whole machine has spent busy since boot (/proc/stat: user, nice,
+    system, irq, softirq, steal over every core). The difference around a build counts every
+    process that worked for it, whoever started it: the engine's container and its execs, the
+    Dagger CLI, dockerd, containerd, BuildKit's runc steps, the check containers under their
+    shims, the clients; and anything else busy on the machine then, which is why the
+    benchmark records the idle rate before it starts (``idle_rate``)."""
+    with Path("/proc/stat").open() as fh:
+        fields = fh.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_rate(seconds: float = 5.0) -> float:
+    """Busy CPU-seconds per second with nothing timed running: the background every CPU
+    figure includes (idle engines, dockerd, the rest of the machine)."""
+    before = busy_cpu_seconds()
+    time.sleep(seconds)
+    return (busy_cpu_seconds() - before) / seconds
 
 
 @dataclass(frozen=True)
@@ -615,10 +637,15 @@ def one_run(
     order: tuple[Tool, ...] = (pipeline, peer) if index % 2 == 0 else (peer, pipeline)
 
     def record(scenario: str, tool: Tool, action: Callable[[Tool], Outcome]) -> None:
+        before = busy_cpu_seconds()
         outcome = action(tool)
+        outcome = replace(outcome, cpu=round(busy_cpu_seconds() - before, 2))
         results[scenario][tool.name].append(asdict(outcome))
         state = "ok" if outcome.ok else "FAILED"
-        print(f"run {index + 1} {scenario:12} {tool.name:9} {outcome.seconds:7.1f}s {state}")
+        print(
+            f"run {index + 1} {scenario:12} {tool.name:9} {outcome.seconds:7.1f}s "
+            f"{outcome.cpu:7.1f} CPU-s {state}"
+        )
         if not outcome.ok:
             print(outcome.detail, file=sys.stderr)
 
@@ -651,6 +678,8 @@ def medians(both: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     for tool, outcomes in both.items():
         good = [o["seconds"] for o in outcomes if o["ok"]]
         out[f"median_{tool}"] = statistics.median(good) if good else None
+        cpu = [o["cpu"] for o in outcomes if o["ok"] and o.get("cpu") is not None]
+        out[f"median_cpu_{tool}"] = statistics.median(cpu) if cpu else None
     bk, pl = out["median_buildkit"], out["median_pipeline"]
     out["ratio"] = pl / bk if bk and pl else None
     pairs = zip(both["pipeline"], both["buildkit"], strict=False)
@@ -696,6 +725,13 @@ def cell(value: float | None, outcomes: list[dict[str, Any]]) -> str:
     return text + (f" ({failed} of {len(outcomes)} failed)" if failed and value else "")
 
 
+def cpu_cells(row: dict[str, Any]) -> str:
+    """The median CPU-seconds of each side and their ratio (blank where not recorded)."""
+    bk, pl = row.get("median_cpu_buildkit"), row.get("median_cpu_pipeline")
+    ratio = f"{pl / bk:.2f}x" if bk and pl else ""
+    return " | ".join(["" if v is None else f"{v:.1f}" for v in (bk, pl)] + [ratio])
+
+
 def which_dagger(data: dict[str, Any]) -> str:
     """`Dagger v0.21.8 (dagger-io 0.21.8)`; results written before the versions were recorded
     say they do not know."""
@@ -706,11 +742,15 @@ def which_dagger(data: dict[str, Any]) -> str:
 
 
 def load_text(data: dict[str, Any]) -> str:
-    """The machine's 1-minute load average at the start and end of each run."""
-    runs = data.get("machine", {}).get("load_1min_per_run")
-    if not runs:
-        return "load not recorded"
-    return "load (1 min) per run " + ", ".join(f"{a:.1f}-{b:.1f}" for a, b in runs)
+    """The machine's 1-minute load average at the start and end of each run, and its busy
+    CPU-seconds per second before the first (what every CPU figure includes of the rest)."""
+    machine = data.get("machine", {})
+    runs = machine.get("load_1min_per_run")
+    text = "load (1 min) per run " + ", ".join(f"{a:.1f}-{b:.1f}" for a, b in runs or [])
+    idle = machine.get("idle_cpu_per_second")
+    if idle is not None:
+        text += f", busy CPU-s per second at rest {idle:.2f}"
+    return text if runs else "load not recorded"
 
 
 def table(data: dict[str, Any]) -> str:
@@ -733,15 +773,18 @@ def table(data: dict[str, Any]) -> str:
         "",
         about,
         "",
-        "| scenario | BuildKit | pipeline | ratio of the medians | each run's ratio: median (range) |",  # noqa: E501
-        "|---|---|---|---|---|",
+        (
+            "| scenario | BuildKit | pipeline | ratio of the medians | each run's ratio: median "
+            "(range) | BuildKit CPU-s | pipeline CPU-s | CPU ratio |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in data["scenarios"]:
         ratio = f"{row['ratio']:.2f}x" if row["ratio"] else ""
         bk, pl = row["buildkit"], row["pipeline"]
         lines.append(
             f"| {row['label']} | {cell(row['median_buildkit'], bk)} | "
-            f"{cell(row['median_pipeline'], pl)} | {ratio} | {run_ratio(row)} |"
+            f"{cell(row['median_pipeline'], pl)} | {ratio} | {run_ratio(row)} | {cpu_cells(row)} |"
         )
     for key, label in (("total", "sum of image sizes"), ("distinct", "distinct registry bytes")):
         size = data["sizes"].get(key)
@@ -899,6 +942,7 @@ def main() -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"dagger-{dagger['engine']}"
     results: dict[str, Any] = {key: {"buildkit": [], "pipeline": []} for key in SCENARIOS}
     load_1min: list[list[float]] = []  # the machine's load average as each run began and ended
+    at_rest = idle_rate()
     with tempfile.TemporaryDirectory(prefix="peer-bench-") as tmp:
         for index in range(args.runs):
             before = os.getloadavg()[0]
@@ -921,6 +965,7 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "load_1min_per_run": load_1min,
+            "idle_cpu_per_second": round(at_rest, 3),
         },
         "scenarios": scenarios,
         "sizes": sizes,
