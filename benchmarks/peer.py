@@ -791,7 +791,7 @@ def table(data: dict[str, Any]) -> str:
         if size:
             bk, pl = size["buildkit"] / 1e6, size["pipeline"] / 1e6
             mb = f"| {bk:.1f} MB | {pl:.1f} MB | {pl / bk:.2f}x |"
-            lines.append(f"| {label} (gzip -6) {mb} |")
+            lines.append(f"| {label} (gzip -6) {mb} | | | |")
     pushed = data["sizes"].get("pushed", {}).get("pipeline")
     if pushed:
         how = data.get("compression", "gzip")
