@@ -59,10 +59,15 @@ def secrets_from_env(settings: BuildSettings) -> images.Secrets:
 async def prepare(settings: BuildSettings) -> images.Secrets:
     """The run's secrets, with what the builders need of them in place (the CA bundle)."""
     secrets = secrets_from_env(settings)
+    await _stage_ca(settings, secrets)
+    return secrets
+
+
+async def _stage_ca(settings: BuildSettings, secrets: images.Secrets) -> None:
+    """The CA bundle (if any) put where the builders find it, by an exec unique to this call."""
     staging = images.stage_ca(settings, secrets, f"{os.getpid()}-{time.time_ns()}")
     if staging is not None:
         await staging.sync()
-    return secrets
 
 
 def _expected(exc: BaseException) -> BaseException | None:
@@ -360,17 +365,40 @@ def _sweep(folder: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def untrusted(failure: BaseException, secrets: images.Secrets) -> bool:
+    """Whether a step that fetches refused a server's certificate while the run has a CA
+    bundle: the bundle staged in the scope's volume at the run's start is gone (the engine's
+    garbage collection may prune a cache volume no exec holds, even during a run)."""
+    if secrets.ca_bundle is None or not isinstance(failure, dagger.ExecError):
+        return False
+    return "certificate" in f"{failure.stdout}\n{failure.stderr}".lower()
+
+
+async def _attempt(job: jobs.Job, ctx: _Context, progress: _Progress) -> None:
+    out_dir = ctx.options.out_dir
+    # unique per run and service, in the target folder so the final rename is atomic
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=_staging(job.service.name)) as tmp:
+        await _steps(job, ctx, progress, Path(tmp))
+
+
 async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
     service = job.service
     async with ctx.limiter:
         progress = _Progress()
         started = time.monotonic()
         log.info("build_started", service=service.name, tier=service.tier)
-        out_dir = ctx.options.out_dir
         try:
-            # unique per run and service, in the target folder so the final rename is atomic
-            with tempfile.TemporaryDirectory(dir=out_dir, prefix=_staging(service.name)) as tmp:
-                await _steps(job, ctx, progress, Path(tmp))
+            try:
+                await _attempt(job, ctx, progress)
+            except Exception as exc:
+                failure = _expected(exc)
+                if failure is None or not untrusted(failure, ctx.secrets):
+                    raise
+                # once: the CA bundle staged again, the service built again from the start
+                log.warning("ca_bundle_staged_again", service=service.name)
+                await _stage_ca(ctx.settings, ctx.secrets)
+                progress = _Progress(started=progress.started)
+                await _attempt(job, ctx, progress)
         except Exception as exc:
             failure = _expected(exc)
             if failure is None:
