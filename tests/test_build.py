@@ -249,6 +249,39 @@ async def test_cache_volumes_are_scoped(tmp_path: Path, base_image: str):
     assert int(await cached_pydantic(other)) == 0
 
 
+async def test_a_new_scope_starts_from_the_compilers_and_uv_another_scope_installed(
+    tmp_path: Path, base_image: str
+):
+    """The builder's first steps (build-essential, then uv) mount no volume of a scope: a
+    branch's first build starts from the compilers and uv that any scope installed, with the
+    same install times, instead of installing them again; the steps after them mount the
+    scope's own uv cache."""
+    project = session.load(copy_example(tmp_path / "repo", services=("worker",)))
+    run = time.time_ns()
+    script = (
+        "touch $UV_CACHE_DIR/{scope}; echo cache=$(ls $UV_CACHE_DIR); "
+        "echo dpkg=$(stat -c %y /var/lib/dpkg/status); "
+        "echo uv=$(stat -c %y /opt/uv/pyvenv.cfg); echo version=$(uv --version)"
+    )
+    seen = []
+    for scope in (f"tests-first-{run}", f"tests-second-{run}"):
+        settings = build_settings(project, base_image, scope)
+        secrets = await runner.prepare(settings)
+        out = await (
+            images.builder(settings, (), secrets)
+            .with_env_variable("AT", str(time.time_ns()))
+            .with_exec(["sh", "-c", script.format(scope=scope)])
+            .stdout()
+        )
+        listing = value_of(out, "cache").split()
+        assert scope in listing  # its marker, in the uv cache it mounts
+        assert value_of(out, "version").startswith("uv ")
+        seen.append((value_of(out, "dpkg"), value_of(out, "uv"), listing))
+    (dpkg, uv, _), (dpkg2, uv2, listing2) = seen
+    assert (dpkg2, uv2) == (dpkg, uv)  # installed once, by whichever scope came first
+    assert f"tests-first-{run}" not in listing2  # the uv cache is still the scope's own
+
+
 async def test_downloads_ahead_fill_uv_cache_and_leave_nothing_else(
     tmp_path: Path, base_image: str
 ):

@@ -42,8 +42,9 @@ if TYPE_CHECKING:
     Pack = Callable[[BuildSettings, Sequence[str], Path], Awaitable[dict[str, Path]]]
     Unpack = Callable[[BuildSettings, Mapping[str, Path]], Awaitable[None]]
 
-# The volumes worth carrying, most valuable first: uv's wheels and builds, pip's (uv's own
-# install), then apt's archives and lists.
+# The volumes worth carrying, most valuable first: uv's wheels and builds, pip's, then apt's
+# archives and lists. (No builder step mounts pip's any more: uv is installed outside every
+# scope, see images.uv_tool; it stays a volume so that exports that hold it still import.)
 VOLUMES = ("uv", "pip", "apt-cache", "apt-lists")
 RESULTS = "results"
 MANIFEST = "manifest.json"

@@ -59,6 +59,7 @@ APP = "/app"
 CA_DIR = "/run/pipeline-ca"
 CA_BUNDLE = f"{CA_DIR}/ca.pem"
 UV_CACHE = "/root/.cache/uv"
+UV_HOME = "/opt/uv"  # uv's own venv in a builder
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -99,20 +100,30 @@ def _apt_install(packages: Sequence[str]) -> list[str]:
     return ["sh", "-c", script]
 
 
-def _with_apt_mounts(scope: str) -> Callable[[dagger.Container], dagger.Container]:
-    """apt's caches in the scope's volumes and its logs in a temporary mount: none of them
-    reaches a layer."""
+def _with_apt_mounts(scope: str | None) -> Callable[[dagger.Container], dagger.Container]:
+    """apt's caches in the scope's volumes (with no scope, in temporary mounts: the step's
+    cache key then names no scope) and its logs in a temporary mount: none of them reaches a
+    layer."""
+
+    def caches(ctr: dagger.Container) -> dagger.Container:
+        if scope is None:
+            return ctr.with_mounted_temp("/var/cache/apt").with_mounted_temp("/var/lib/apt/lists")
+        return ctr.with_(with_cache("/var/cache/apt", scope, "apt-cache")).with_(
+            with_cache("/var/lib/apt/lists", scope, "apt-lists")
+        )
+
     return lambda ctr: (
-        ctr.with_(with_cache("/var/cache/apt", scope, "apt-cache"))
-        .with_(with_cache("/var/lib/apt/lists", scope, "apt-lists"))
+        ctr.with_(caches)
         .with_mounted_temp("/var/log")
         .with_env_variable("DEBIAN_FRONTEND", "noninteractive")
     )
 
 
-def with_apt(packages: Sequence[str], scope: str) -> Callable[[dagger.Container], dagger.Container]:
+def with_apt(
+    packages: Sequence[str], scope: str | None
+) -> Callable[[dagger.Container], dagger.Container]:
     """Install Debian packages in a builder (its exec's layer, never shipped) with apt's
-    caches in volumes: nothing of them reaches a layer."""
+    caches in the scope's volumes (None: in no volume): nothing of them reaches a layer."""
 
     def step(ctr: dagger.Container) -> dagger.Container:
         if not packages:
@@ -161,26 +172,27 @@ def builder(
     settings: BuildSettings, build_apt: Sequence[str] = (), secrets: Secrets | None = None
 ) -> dagger.Container:
     """The build stage: compilers and uv on the base image; never shipped. A CA bundle, when
-    given, is found at CA_BUNDLE (see stage_ca) with the tools' CA variables pointing at it."""
+    given, is found at CA_BUNDLE (see stage_ca) with the tools' CA variables pointing at it.
+
+    The compilers and uv come first and mount no volume of the scope: no project code runs in
+    those steps and what they install does not depend on a cache, so every scope shares them
+    (a branch's first build starts from them, as BuildKit reuses a stage whose cache mounts
+    were pruned). Only the steps after them see the scope's volumes, which name it in their
+    cache keys."""
     scope, secrets = settings.cache_scope, secrets or Secrets()
     ctr = (
         dag.container()
         .from_(settings.base_image)
-        .with_(with_apt(["build-essential", *build_apt], scope))
+        .with_(with_apt(["build-essential", *build_apt], None))
+        .with_directory(UV_HOME, uv_tool(settings, secrets))
+        .with_env_variable("PATH", f"{UV_HOME}/bin:{SYSTEM_PATH}")
     )
     if secrets.ca_bundle is not None:
-        ctr = (
-            ctr.with_(with_cache(CA_DIR, scope, "ca"))
-            .with_env_variable("SSL_CERT_FILE", CA_BUNDLE)
-            .with_env_variable("PIP_CERT", CA_BUNDLE)
+        ctr = ctr.with_(with_cache(CA_DIR, scope, "ca")).with_env_variable(
+            "SSL_CERT_FILE", CA_BUNDLE
         )
     ctr = (
-        ctr.with_(with_cache("/root/.cache/pip", scope, "pip"))
-        .with_env_variable("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        .with_(compat.run(["python3", "-m", "venv", "/opt/uv"]))
-        .with_(compat.run(["/opt/uv/bin/pip", "install", "-q", f"uv=={UV_VERSION}"]))
-        .with_env_variable("PATH", f"/opt/uv/bin:{SYSTEM_PATH}")
-        .with_(with_cache(UV_CACHE, scope, "uv"))
+        ctr.with_(with_cache(UV_CACHE, scope, "uv"))
         .with_env_variable("UV_CACHE_DIR", UV_CACHE)
         .with_env_variable("UV_LINK_MODE", "copy")
         .with_env_variable("UV_PYTHON_DOWNLOADS", "never")
@@ -190,6 +202,23 @@ def builder(
     if secrets.index_url is not None:
         ctr = ctr.with_secret_variable("UV_INDEX_URL", secrets.index_url)
     return ctr
+
+
+def uv_tool(settings: BuildSettings, secrets: Secrets) -> dagger.Directory:
+    """uv in a venv of its own (UV_HOME), installed by pip in a container of its own: no
+    volume of a scope (the wheel is fetched whenever this step runs: when the base image or
+    uv's version changes), and the CA bundle, if any, as a secret file, which is in no cache
+    key; the builder takes only the folder, so no later step builds on an exec that had a
+    secret file mounted."""
+    ctr = dag.container().from_(settings.base_image)
+    if secrets.ca_bundle is not None:
+        pem = "/run/secrets/pipeline-ca.pem"
+        ctr = ctr.with_mounted_secret(pem, secrets.ca_bundle).with_env_variable("PIP_CERT", pem)
+    script = (
+        f"python3 -m venv {UV_HOME} && PIP_DISABLE_PIP_VERSION_CHECK=1 "
+        f"{UV_HOME}/bin/pip install -q --no-cache-dir uv=={UV_VERSION}"
+    )
+    return ctr.with_(compat.run(["sh", "-c", script])).directory(UV_HOME)
 
 
 def stage_ca(settings: BuildSettings, secrets: Secrets, run: str) -> dagger.Container | None:
@@ -556,7 +585,7 @@ def unit_tests(tier: TierImage, service: Service, project: Project) -> dagger.Co
         ctr.with_mounted_directory("/src", folder)
         .with_workdir("/src")
         .with_env_variable("PYTHONPATH", "/src")
-        .with_env_variable("PATH", f"{VENV}/bin:/opt/uv/bin:{SYSTEM_PATH}")
+        .with_env_variable("PATH", f"{VENV}/bin:{UV_HOME}/bin:{SYSTEM_PATH}")
         .with_(compat.run(list(service.spec.tests)))
     )
 
