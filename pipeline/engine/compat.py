@@ -14,6 +14,8 @@ v0.11 (what this project's engine harness builds) and v0.12+ up to v0.21 (what u
   (v0.11 "copy / /", "pulled from <ref>"; v0.21 "Directory.withDirectory"). After the export
   ``supply/ocilayout.normalize`` sets the times to the commit's and drops the words, so both
   give one digest (``tests/test_generations.py`` builds on both engines and compares).
+- ``Container.asTarball``: v0.11 copies the whole tarball into its cache through its file
+  sync, ten times slower than an export to the client; ``runner._read_facts`` exports there.
 Everything else the builders call is spelled the same by both SDKs (arguments positional
 where their names changed, as ``with_directory``'s did in v0.19).
 """

@@ -168,11 +168,23 @@ async def _export(
 
 
 async def _read_facts(
-    image: dagger.Container, reader: str, created: str, compression: str
+    image: dagger.Container, reader: str, created: str, compression: str, staging: Path
 ) -> ImageFacts:
-    """The same facts as ``_export``'s, with no file to write: the engine makes the image's
+    """The same facts as ``_export``'s, with no file to keep: the engine makes the image's
     tarball and a tiny exec in ``reader`` (an image with Python) sends back only its small
-    files (index, manifest, config), so no layer crosses to this host."""
+    files (index, manifest, config), so no layer crosses to this host. On v0.11, whose
+    ``asTarball`` copies the whole tarball into the engine's cache through its file sync
+    (5.8 s for a 59 MB image, where an export to this host takes 0.6 s), the tarball is
+    exported to ``staging`` instead, read there and removed."""
+    if compat.legacy():
+        exported = staging / "facts.tar"
+        with anyio.CancelScope(shield=True):  # as in _export
+            await image.export(str(exported), forced_compression=_compressed(compression))
+        try:
+            read = await anyio.to_thread.run_sync(ocilayout.read, exported)
+        finally:
+            exported.unlink(missing_ok=True)
+        return _facts(ocilayout.restamped(read, created))
     argv = ["python3", "-c", program_text("members.py"), "/image.tar"]
     tarball = image.as_tarball(forced_compression=_compressed(compression))
     ran = dag.container().from_(reader).with_mounted_file("/image.tar", tarball)
@@ -260,7 +272,7 @@ async def _measure(
         facts, progress.staged = await progress.timed(Step.EXPORT, exported)
     else:
         settings = ctx.settings
-        read = _read_facts(build.image, settings.base_image, created, settings.compression)
+        read = _read_facts(build.image, settings.base_image, created, settings.compression, staging)
         facts = await progress.timed(Step.EXPORT, read)
     progress.facts = facts
     progress.tier_image = facts.bottom(len(facts.layers) - build.own_layers)
