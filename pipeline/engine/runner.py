@@ -158,13 +158,18 @@ async def _export(
     whose config says it was made at ``created`` (ocilayout.normalize): the same inputs give
     the same digest on every engine."""
     tarball = folder / "image.tar"
-    # Shielded: a sibling check's failure cancels this task, but the engine would go on
-    # writing the tarball into a staging folder that is being removed (a partial file left
-    # in --out, or a transfer still open when the session closes).
-    with anyio.CancelScope(shield=True):
-        await image.export(str(tarball), forced_compression=_compressed(compression))
+    await _write_tarball(image, tarball, compression)
     normalized = await anyio.to_thread.run_sync(ocilayout.normalize, tarball, created)
     return _facts(normalized), tarball
+
+
+async def _write_tarball(image: dagger.Container, tarball: Path, compression: str) -> None:
+    """The image's OCI tarball written at ``tarball`` on this host. Shielded: a sibling
+    check's failure cancels the task, but the engine would go on writing the tarball into a
+    staging folder that is being removed (a partial file left in --out, or a transfer still
+    open when the session closes)."""
+    with anyio.CancelScope(shield=True):
+        await image.export(str(tarball), forced_compression=_compressed(compression))
 
 
 async def _read_facts(
@@ -178,8 +183,7 @@ async def _read_facts(
     exported to ``staging`` instead, read there and removed."""
     if compat.legacy():
         exported = staging / "facts.tar"
-        with anyio.CancelScope(shield=True):  # as in _export
-            await image.export(str(exported), forced_compression=_compressed(compression))
+        await _write_tarball(image, exported, compression)
         try:
             read = await anyio.to_thread.run_sync(ocilayout.read, exported)
         finally:
