@@ -195,6 +195,34 @@ def test_what_the_service_started_is_stopped_with_it(tmp_path: Path):
     assert gone(int(pidfile.read_text()))
 
 
+def test_a_healthy_service_is_killed_not_asked_to_shut_down(tmp_path: Path):
+    # as `docker rm -f` ends a checked container: its shutdown is not the check's, and a
+    # slow one (uvicorn's graceful stop, a handler that flushes) would hold every check open
+    said = tmp_path / "sigterm"
+
+    def server(port: int) -> list[str]:
+        return [
+            PY,
+            "-c",
+            "import signal, pathlib, http.server, socketserver\n"
+            f"signal.signal(signal.SIGTERM, lambda *_: pathlib.Path({str(said)!r}).touch())\n"
+            f"socketserver.TCPServer(('', {port}), http.server.SimpleHTTPRequestHandler)"
+            ".serve_forever()\n",
+        ]
+
+    port = free_port()
+    done, _ = run_probe(server(port), kind="http", port=port, target="/")
+    assert done.returncode == 0, done.stderr
+    assert not said.exists()  # never sent SIGTERM
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    # a failing one is still asked to stop first, so that its last lines reach the report
+    port = free_port()
+    done, _ = run_probe(server(port), kind="http", port=port, target="/missing")
+    assert "HTTP 404" in done.stderr, done.stderr
+    assert said.exists()
+
+
 def test_the_pipeline_reads_back_the_report_between_engine_lines():
     crash = "import sys; print('loading config'); sys.exit('no DB_URL set')"
     done, _ = run_probe([PY, "-c", crash], port=8000)

@@ -25,7 +25,7 @@ from dagger import dag
 
 from pipeline.core import jobs, workspace
 from pipeline.core.delivery import Built, Deliver, keep_nothing
-from pipeline.core.errors import BuildError, UsageError
+from pipeline.core.errors import BuildError, PipelineError, UsageError
 from pipeline.core.log import get_logger
 from pipeline.core.outcomes import Check, ImageFacts, Result, Status, Step
 from pipeline.core.settings import CA_BUNDLE_ENV, INDEX_URL_ENV
@@ -456,22 +456,17 @@ async def run(
     """Build every job's service, at most ``options.jobs`` at once; each image that passes
     its checks goes to ``deliver``, each result to ``on_result`` as it comes. Needs a
     connection."""
-    await _pullable(settings.base_image)
-    await _python_allowed(settings.base_image, work)
+    start = await _start(project, work, settings)
     if options.out_dir is not None:
         options.out_dir.mkdir(parents=True, exist_ok=True)
         _sweep(options.out_dir)
-    try:
-        secrets = await prepare(settings)
-    except dagger.DaggerError as exc:
+    if isinstance(start, dagger.DaggerError):
         # nothing can be built without it: every service fails, and says why
-        why = f"prepare: the run's CA bundle could not be staged: {_reason(exc, work[0].service)}"
+        why = f"prepare: the run's CA bundle could not be staged: {_reason(start, work[0].service)}"
         return [
             Result(j.service.name, j.service.tier, Status.FAILED, 0.0, reason=why) for j in work
         ]
-    tiers = images.tier_images(project, settings, secrets)
-    where = os.environ.get(RUNNER_HOST) or ("dagger run" if os.environ.get(SESSION_PORT) else "")
-    engine = f"{await dag.version()}{f' at {where}' if where else ''}"
+    secrets, tiers, engine = start
     ctx = _Context(
         project,
         settings,
@@ -499,6 +494,51 @@ async def run(
                 tg.start_soon(one, job)
         outer.cancel_scope.cancel()  # downloads ahead are of no use once every build is done
     return [results[j.service.name] for j in work]
+
+
+async def _start(
+    project: Project, work: Sequence[jobs.Job], settings: BuildSettings
+) -> tuple[images.Secrets, dict[str, images.TierImage], str] | dagger.DaggerError:
+    """What every build of the run needs first, asked of the engine side by side (each is a
+    round trip or an exec, and none needs another): the base image checked (a bad one is
+    the run's error, before anything else is said), the CA bundle staged, the engine's
+    version, and the tier images' graph built meanwhile. The staging's failure is returned:
+    every service fails with it."""
+    secrets = secrets_from_env(settings)
+    base: list[PipelineError] = []
+    staged: list[dagger.DaggerError] = []
+    engine: list[str] = []
+    tiers: dict[str, images.TierImage] = {}
+
+    async def check_base() -> None:
+        try:
+            await _pullable(settings.base_image)
+            await _python_allowed(settings.base_image, work)
+        except PipelineError as exc:  # the image cannot be pulled, or its Python is refused
+            base.append(exc)
+
+    async def stage() -> None:
+        try:
+            await _stage_ca(settings, secrets)
+        except dagger.DaggerError as exc:
+            staged.append(exc)
+
+    async def version() -> None:
+        engine.append(await dag.version())
+
+    async def graph() -> None:
+        tiers.update(images.tier_images(project, settings, secrets))
+
+    try:
+        await _concurrently(check_base, stage, version, graph)
+    except BaseExceptionGroup as group:  # a bug or a lost engine: as if asked one at a time
+        raise group.exceptions[0] from None
+    where = os.environ.get(RUNNER_HOST) or ("dagger run" if os.environ.get(SESSION_PORT) else "")
+    if base:
+        raise base[0]
+    if staged:
+        return staged[0]
+    return secrets, tiers, f"{engine[0]}{f' at {where}' if where else ''}"
 
 
 async def _pullable(ref: str) -> None:
