@@ -201,14 +201,13 @@ def test_a_healthy_service_is_killed_not_asked_to_shut_down(tmp_path: Path):
     said = tmp_path / "sigterm"
 
     def server(port: int) -> list[str]:
-        return [
-            PY,
-            "-c",
+        program = (
             "import signal, pathlib, http.server, socketserver\n"
             f"signal.signal(signal.SIGTERM, lambda *_: pathlib.Path({str(said)!r}).touch())\n"
             f"socketserver.TCPServer(('', {port}), http.server.SimpleHTTPRequestHandler)"
-            ".serve_forever()\n",
-        ]
+            ".serve_forever()\n"
+        )
+        return [PY, "-c", program]
 
     port = free_port()
     done, _ = run_probe(server(port), kind="http", port=port, target="/")

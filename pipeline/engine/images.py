@@ -35,6 +35,7 @@ from pipeline.engine.layers import (
     added_tree,
     at_root,
     one_step,
+    program_text,
     venv_bytecode,
     with_bytecode,
     with_install,
@@ -335,6 +336,9 @@ class TierImage:
     # tier's children, services and unit tests go on from here (no copy of the venv).
     build: dagger.Container
     image: dagger.Container  # the runtime image every service of the tier starts from
+    # The exec that installed what the tier adds: ``build`` itself, or for a planned install
+    # (planned_install) the container it ran in, apart from the parent's venv.
+    install: dagger.Container
 
 
 def tier_venv(
@@ -362,11 +366,77 @@ def tier_venv(
     return ctr, added(ctr)
 
 
+# A plain requirement: a name, extras, versions and markers; no option, URL or path.
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*([<>=!~][^;@]*)?(;[^@]*)?")
+_PLAN = "/tmp/pipeline-plan/add.txt"  # noqa: S108 - a path inside the container
+PLAN_FILE = "/req/plan/add.txt"  # where a planned install reads its pins
+
+
+def plannable(project: Project, tier: str) -> bool:
+    """Whether the tier's install can be planned (programs/plan.py): every tier of its chain
+    has requirement files of plain requirements only and no workspace pins or libraries, so
+    that exact pins stand for what the install adds, and the parent's installed set is pins
+    too. Anything else (an index or hashes in a file, a URL, a path, a pyproject.toml)
+    installs on top of the parent's venv."""
+    for below in project.chain(tier):
+        if below.pins or below.libraries or below.lock is not None:
+            return False
+        for path in below.requirements:
+            try:
+                text = path.read_text(encoding="utf-8") if path.suffix == ".txt" else None
+            except (OSError, UnicodeDecodeError):
+                return False
+            lines = [raw.split("#", 1)[0].strip() for raw in (text or "-").splitlines()]
+            if not all(_PLAIN.fullmatch(line) for line in lines if line):
+                return False
+    return True
+
+
+def planned_install(
+    project: Project,
+    tier: Tier,
+    build: dagger.Container,
+    settings: BuildSettings,
+    secrets: Secrets | None,
+) -> dagger.Container:
+    """A child tier's install apart from its parent's venv: the pins of what it adds are
+    planned on the parent's venv (``build``), then installed without dependencies into an
+    empty venv at the same path in a builder of the tier's chain, and what that added kept
+    as the layer (``added_tree``). The install's cache key is the pins' content (copied into
+    a directory of their own, which every engine keys by content), so a change below that
+    leaves them equal reuses the install and the layer, on v0.11 without compressing it
+    again; the parent's change still makes a new plan."""
+    python = f"{VENV}/bin/python"
+    ctr, mounted = _with_requirements(build, tier.name, tier.requirements)
+    plan = ctr.with_(
+        compat.run(["python3", "-c", program_text("plan.py"), python, _PLAN, *mounted])
+    )
+    pins = dag.directory().with_file("add.txt", plan.file(_PLAN)).file("add.txt")
+    install = (
+        f"test ! -s {PLAN_FILE} || uv pip install -q --no-deps --python {python} -r {PLAN_FILE}"
+    )
+    # the empty venv as the parent's root tier left it: uv's lock file and the venv's own
+    # bytecode in place, so that the layer holds only what the packages add
+    empty = [
+        ["uv", "venv", "-q", "--python", "python3", VENV],
+        ["uv", "pip", "install", "-q", "--python", python, "-r", "/dev/null"],
+    ]
+    if settings.compile_bytecode:
+        empty.append(venv_bytecode())
+    return (
+        tier_builder(project, tier.name, settings, secrets)
+        .with_(compat.run(one_step(*empty)))
+        .with_mounted_file(PLAN_FILE, pins)
+        .with_(with_install([["sh", "-c", install]], settings.compile_bytecode))
+    )
+
+
 def tier_images(
     project: Project, settings: BuildSettings, secrets: Secrets | None = None
 ) -> dict[str, TierImage]:
-    """Every tier's runtime image, parents first; each child extends its parent's Container,
-    and its install runs in its parent's builder."""
+    """Every tier's runtime image, parents first; each child extends its parent's Container.
+    A child's install is planned (``planned_install``) when it can be, else it runs in its
+    parent's builder."""
     out: dict[str, TierImage] = {}
     for name, tier in project.tiers.items():
         parent = out[tier.spec.extends] if tier.spec.extends else None
@@ -376,14 +446,19 @@ def tier_images(
             below = {p for t in project.chain(parent.tier.name) for p in t.spec.build_apt}
             extra = [p for p in tier.spec.build_apt if p not in below]
             build = parent.build.with_(with_apt(extra, settings.cache_scope))
-        build, _ = tier_venv(build, tier, parent is None, settings.compile_bytecode, project)
         # A layer cannot delete, which is why children install on top of their parent's pins
         # instead of replacing them.
+        if parent is not None and plannable(project, name):
+            install = planned_install(project, tier, build, settings, secrets)
+            build = build.with_(with_tree(added_tree(install)))
+        else:
+            build, _ = tier_venv(build, tier, parent is None, settings.compile_bytecode, project)
+            install = build
         below_image = parent.image if parent else runtime_os(settings)
         image = below_image.with_(with_apt_layer(tier.spec.apt, settings.cache_scope)).with_(
-            with_tree(added_tree(build))
+            with_tree(added_tree(install))
         )
-        out[name] = TierImage(tier, build, image)
+        out[name] = TierImage(tier, build, image, install)
     return out
 
 

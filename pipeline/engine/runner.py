@@ -95,7 +95,8 @@ def _failed_step(exc: BaseException, step: str) -> str:
     if not isinstance(exc, dagger.ExecError):
         return step
     command = " ".join(exc.command)
-    return "dependencies" if any(i in command for i in _INSTALLS) else step
+    planned = program_text("plan.py") in command  # a tier's plan: the resolution of its install
+    return "dependencies" if planned or any(i in command for i in _INSTALLS) else step
 
 
 def _lines(text: str | None) -> list[str]:
@@ -107,7 +108,15 @@ def _lines(text: str | None) -> list[str]:
     return [ln for ln in (text or "").splitlines() if said(ln.strip())]
 
 
-PROGRAMS = ("snapshot.py", "layer.py", "compile.py", "inventory.py", "probe.py", "members.py")
+PROGRAMS = (
+    "snapshot.py",
+    "layer.py",
+    "compile.py",
+    "inventory.py",
+    "probe.py",
+    "members.py",
+    "plan.py",
+)
 
 
 def shown_command(command: str) -> str:
