@@ -43,7 +43,12 @@ def test_only_chains_of_plain_requirement_files_are_planned(tmp_path: Path):
     project = session.load(repo)
     assert images.plannable(project, "backend")
     assert images.plannable(project, "ai")
-    for line in ("--index-url https://example.org/simple", "idna @ https://example.org/i.whl"):
+    for line in (
+        "--index-url https://example.org/simple",
+        "idna @ https://example.org/i.whl",
+        "idna==3.10 --hash=sha256:946d195a0d259cbba61165e88e65941f16e9b36ea6ddb97f00452bae8b1287d3",
+        "./libs/greeter",
+    ):
         (repo / "requirements/base.txt").write_text(f"{BASE}{line}\n")
         project = session.load(repo)
         assert not images.plannable(project, "backend"), line  # the chain below counts too

@@ -387,8 +387,8 @@ def plannable(project: Project, tier: str) -> bool:
             except (OSError, UnicodeDecodeError):
                 return False
             lines = [raw.split("#", 1)[0].strip() for raw in (text or "-").splitlines()]
-            if not all(_PLAIN.fullmatch(line) for line in lines if line):
-                return False
+            if not all(_PLAIN.fullmatch(line) and "--" not in line for line in lines if line):
+                return False  # an option (--hash after a pin included), a URL or a path
     return True
 
 
