@@ -43,6 +43,10 @@ def test_only_chains_of_plain_requirement_files_are_planned(tmp_path: Path):
     project = session.load(repo)
     assert images.plannable(project, "backend")
     assert images.plannable(project, "ai")
+    (repo / "pipeline.toml").write_text(
+        (repo / "pipeline.toml").read_text().replace('requirements = ["requirements/ai.txt"]\n', "")
+    )
+    assert not images.plannable(session.load(repo), "ai")  # no requirements: nothing to plan
     for line in (
         "--index-url https://example.org/simple",
         "idna @ https://example.org/i.whl",

@@ -377,7 +377,10 @@ def plannable(project: Project, tier: str) -> bool:
     has requirement files of plain requirements only and no workspace pins or libraries, so
     that exact pins stand for what the install adds, and the parent's installed set is pins
     too. Anything else (an index or hashes in a file, a URL, a path, a pyproject.toml)
-    installs on top of the parent's venv."""
+    installs on top of the parent's venv, and so does a tier with no requirement files (it
+    adds no package: nothing to plan)."""
+    if not project.tiers[tier].requirements:
+        return False
     for below in project.chain(tier):
         if below.pins or below.libraries or below.lock is not None:
             return False
