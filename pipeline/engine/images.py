@@ -453,13 +453,14 @@ def tier_images(
         # instead of replacing them.
         if parent is not None and plannable(project, name):
             install = planned_install(project, tier, build, settings, secrets)
-            build = build.with_(with_tree(added_tree(install)))
+            layer = added_tree(install)  # one object: its ID fetched once for both queries
+            build = build.with_(with_tree(layer))
         else:
             build, _ = tier_venv(build, tier, parent is None, settings.compile_bytecode, project)
-            install = build
+            install, layer = build, added_tree(build)
         below_image = parent.image if parent else runtime_os(settings)
         image = below_image.with_(with_apt_layer(tier.spec.apt, settings.cache_scope)).with_(
-            with_tree(added_tree(install))
+            with_tree(layer)
         )
         out[name] = TierImage(tier, build, image, install)
     return out
