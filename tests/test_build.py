@@ -625,6 +625,36 @@ async def test_a_fresh_install_gives_a_byte_identical_venv_layer(
     assert layers[0] == layers[1]
 
 
+async def test_a_package_added_to_a_tier_replays_its_services_debian_install(
+    tmp_path: Path, base_image: str
+):
+    """A service's Debian packages are installed on its tier's system without the venv, so a
+    Python package added to the tier replays that install (apt-get and two walks of the whole
+    rootfs): the exec's snapshot keeps the time of its one run. Installed on the tier's image,
+    as before, the install runs again. The worker's image still holds tini and the new
+    package."""
+    scope = f"tests-apt-replay-{time.time_ns()}"
+    stamp = ["stat", "-c", "%y", "/tmp/pipeline-snapshot.json"]
+    on_system, on_image = [], []
+    for i, added in enumerate(("", "six==1.16.0\n")):
+        repo = copy_example(tmp_path / f"repo{i}", services=("worker",))
+        backend = repo / "requirements/backend.txt"
+        backend.write_text(backend.read_text() + added)
+        project = session.load(repo)
+        settings = build_settings(project, base_image, scope)
+        tiers = images.tier_images(project, settings, await runner.prepare(settings))
+        tier = tiers["backend"]
+        for on, seen in ((tier.os, on_system), (tier.image, on_image)):
+            installed = images.apt_install(["tini"], scope, on)
+            seen.append((await installed.with_exec(stamp).stdout()).strip())
+        worker = (await _containers(project, [project.services["worker"]], settings))["worker"]
+        modules = "six" if added else "sys"
+        check = f"tini --version && python -c 'import {modules}; print(\"imported\")'"
+        assert "imported" in await worker.with_exec(["sh", "-c", check]).stdout()
+    assert on_system[0] == on_system[1]  # installed once, replayed after the tier changed
+    assert on_image[0] != on_image[1]  # on the tier's image it ran again
+
+
 async def test_apt_packages_give_the_same_image_from_a_fresh_install(
     tmp_path: Path, base_image: str
 ):

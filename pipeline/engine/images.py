@@ -149,22 +149,34 @@ def _at_fixed_date(ctr: dagger.Container) -> dagger.Container:
     return ctr.with_env_variable("SOURCE_DATE_EPOCH", str(FIXED_MTIME))
 
 
+def apt_install(packages: Sequence[str], scope: str, on: dagger.Container) -> dagger.Container:
+    """The throwaway container, made from ``on``, that installed Debian packages and kept
+    what the install added or changed under / (but the mounts, apt's caches and logs, and
+    the files that hold only one run's bytes: layers.ROOT_EXCLUDES), every entry at the fixed
+    time: ``apt_layer``. The install's own exec layer would carry the time it ran on every
+    folder and file dpkg writes."""
+    install = with_tracked([_apt_install(packages)])
+    return on.with_(_with_apt_mounts(scope)).with_(_at_fixed_date).with_(install)
+
+
+def apt_layer(packages: Sequence[str], scope: str, on: dagger.Container) -> dagger.Directory:
+    """What installing Debian packages adds to ``on``, as a tree from / that is the same,
+    byte for byte, on every engine and in every cache scope (``apt_install``)."""
+    return added_tree(apt_install(packages, scope, on))
+
+
 def with_apt_layer(
-    packages: Sequence[str], scope: str
+    packages: Sequence[str], scope: str, on: dagger.Container | None = None
 ) -> Callable[[dagger.Container], dagger.Container]:
-    """Install Debian packages into a runtime image as one layer that is the same, byte for
-    byte, on every engine and in every cache scope: the install runs in a throwaway container
-    made from the image, and what it added or changed under / (but the mounts, apt's caches
-    and logs, and the files that hold only one run's bytes: layers.ROOT_EXCLUDES) is laid on
-    the image as a tree, every entry at the fixed time. The install's own exec layer would
-    carry the time it ran on every folder and file dpkg writes."""
+    """Install Debian packages into a runtime image as one layer (``apt_layer``), installed on
+    ``on``: the image's Debian system without its venv (a tier's ``os``), so a change of a
+    tier's Python packages replays the install (apt and dpkg never read /opt/venv); without
+    ``on``, on the image itself."""
 
     def step(ctr: dagger.Container) -> dagger.Container:
         if not packages:
             return ctr
-        install = with_tracked([_apt_install(packages)])
-        scratch = ctr.with_(_with_apt_mounts(scope)).with_(_at_fixed_date).with_(install)
-        return ctr.with_(with_tree(added_tree(scratch)))
+        return ctr.with_(with_tree(apt_layer(packages, scope, ctr if on is None else on)))
 
     return step
 
@@ -336,6 +348,9 @@ class TierImage:
     # tier's children, services and unit tests go on from here (no copy of the venv).
     build: dagger.Container
     image: dagger.Container  # the runtime image every service of the tier starts from
+    # ``image`` without any venv: the runtime OS and the Debian packages of the tier's chain,
+    # where its children's and services' Debian packages are installed (with_apt_layer).
+    os: dagger.Container
     # The exec that installed what the tier adds: ``build`` itself, or for a planned install
     # (planned_install) the container it ran in, apart from the parent's venv.
     install: dagger.Container
@@ -458,11 +473,13 @@ def tier_images(
         else:
             build, _ = tier_venv(build, tier, parent is None, settings.compile_bytecode, project)
             install, layer = build, added_tree(build)
-        below_image = parent.image if parent else runtime_os(settings)
-        image = below_image.with_(with_apt_layer(tier.spec.apt, settings.cache_scope)).with_(
-            with_tree(layer)
-        )
-        out[name] = TierImage(tier, build, image, install)
+        system = parent.os if parent else runtime_os(settings)
+        under = parent.image if parent else system
+        if tier.spec.apt:  # one tree (its ID fetched once), laid on both
+            debs = apt_layer(tier.spec.apt, settings.cache_scope, system)
+            system, under = system.with_(with_tree(debs)), under.with_(with_tree(debs))
+        image = under.with_(with_tree(layer))
+        out[name] = TierImage(tier=tier, build=build, image=image, os=system, install=install)
     return out
 
 
@@ -681,7 +698,7 @@ def service_image(
     spec = service.spec
     steps: list[Callable[[dagger.Container], dagger.Container]] = []
     if spec.apt:
-        steps.append(with_apt_layer(spec.apt, settings.cache_scope))
+        steps.append(with_apt_layer(spec.apt, settings.cache_scope, on=tier.os))
     if layer is not None:
         steps.append(with_tree(layer))
     # Source and build-info share the last layer: an edit (or a new commit) changes only it.
