@@ -166,17 +166,16 @@ def apt_layer(packages: Sequence[str], scope: str, on: dagger.Container) -> dagg
 
 
 def with_apt_layer(
-    packages: Sequence[str], scope: str, on: dagger.Container | None = None
+    packages: Sequence[str], scope: str
 ) -> Callable[[dagger.Container], dagger.Container]:
-    """Install Debian packages into a runtime image as one layer (``apt_layer``), installed on
-    ``on``: the image's Debian system without its venv (a tier's ``os``), so a change of a
-    tier's Python packages replays the install (apt and dpkg never read /opt/venv); without
-    ``on``, on the image itself."""
+    """Install Debian packages into a container as one layer (``apt_layer``), installed on the
+    container itself. A tier's image takes its Debian packages from the tier's ``os``
+    instead, which holds no venv: a change of its Python packages then replays the install."""
 
     def step(ctr: dagger.Container) -> dagger.Container:
         if not packages:
             return ctr
-        return ctr.with_(with_tree(apt_layer(packages, scope, ctr if on is None else on)))
+        return ctr.with_(with_tree(apt_layer(packages, scope, ctr)))
 
     return step
 
@@ -349,7 +348,7 @@ class TierImage:
     build: dagger.Container
     image: dagger.Container  # the runtime image every service of the tier starts from
     # ``image`` without any venv: the runtime OS and the Debian packages of the tier's chain,
-    # where its children's and services' Debian packages are installed (with_apt_layer).
+    # where its children's and services' Debian packages are installed (apt_layer).
     os: dagger.Container
     # The exec that installed what the tier adds: ``build`` itself, or for a planned install
     # (planned_install) the container it ran in, apart from the parent's venv.
@@ -698,7 +697,8 @@ def service_image(
     spec = service.spec
     steps: list[Callable[[dagger.Container], dagger.Container]] = []
     if spec.apt:
-        steps.append(with_apt_layer(spec.apt, settings.cache_scope, on=tier.os))
+        # installed on the tier's system without its venv (apt and dpkg never read /opt/venv)
+        steps.append(with_tree(apt_layer(spec.apt, settings.cache_scope, tier.os)))
     if layer is not None:
         steps.append(with_tree(layer))
     # Source and build-info share the last layer: an edit (or a new commit) changes only it.
