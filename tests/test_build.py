@@ -249,6 +249,30 @@ async def test_cache_volumes_are_scoped(tmp_path: Path, base_image: str):
     assert int(await cached_pydantic(other)) == 0
 
 
+async def test_a_step_that_mounts_a_scope_cache_is_never_replayed_in_another_scope(
+    tmp_path: Path, base_image: str
+):
+    """A builder step after the scope's volumes (a tier install, a test environment) may hold
+    what those volumes held, and a branch's own tests can write its uv cache: another scope
+    runs the step again instead of replaying it, on every engine, while the same scope
+    replays it. v0.11 leaves a cache mount's ID out of a step's cache key, so only the scope
+    named in the builder's environment keeps branches apart there."""
+    project = session.load(copy_example(tmp_path / "repo", services=("worker",)))
+    run = time.time_ns()
+    script = f"echo run={run}; echo ran=$(date +%s%N); echo scope=${images.SCOPE_ENV}"
+    step = ["sh", "-c", script]
+    seen = []
+    for scope in (f"tests-own-{run}", f"tests-own-{run}", f"tests-else-{run}"):
+        settings = build_settings(project, base_image, scope)
+        secrets = await runner.prepare(settings)
+        out = await images.builder(settings, (), secrets).with_exec(step).stdout()
+        seen.append((value_of(out, "ran"), value_of(out, "scope")))
+    own, again, other = seen
+    assert again == own  # replayed in its own scope
+    assert other[0] != own[0]  # run again in the other
+    assert (own[1], other[1]) == (f"tests-own-{run}", f"tests-else-{run}")
+
+
 async def test_a_new_scope_starts_from_the_compilers_and_uv_another_scope_installed(
     tmp_path: Path, base_image: str
 ):

@@ -85,12 +85,23 @@ def cache(scope: str, tool: str) -> dagger.CacheVolume:
 LOCKED_TOOLS = frozenset({"apt-cache", "apt-lists"})
 
 
+# Names the scope of the volumes a container mounts, in its environment (with_cache).
+SCOPE_ENV = "PIPELINE_SCOPE"
+
+
 def with_cache(path: str, scope: str, tool: str) -> Callable[[dagger.Container], dagger.Container]:
-    """A step mounting the scope's volume of ``tool`` at ``path``, in that tool's mode."""
+    """A step mounting the scope's volume of ``tool`` at ``path``, in that tool's mode, with
+    the scope named in the container's environment, so that every later step's cache key
+    names it on every engine. v0.21 keys a step by the volumes it mounts, but v0.11 (BuildKit)
+    leaves a cache mount's ID out of the key: there a step that read one branch's volume - a
+    tier install from a uv cache that the branch's own tests could write - would be replayed
+    in another branch's build, main's included."""
     sharing = (
         dagger.CacheSharingMode.LOCKED if tool in LOCKED_TOOLS else dagger.CacheSharingMode.SHARED
     )
-    return lambda ctr: ctr.with_mounted_cache(path, cache(scope, tool), sharing=sharing)
+    return lambda ctr: ctr.with_mounted_cache(
+        path, cache(scope, tool), sharing=sharing
+    ).with_env_variable(SCOPE_ENV, scope)
 
 
 def _apt_install(packages: Sequence[str]) -> list[str]:
