@@ -726,11 +726,9 @@ async def test_apt_packages_give_the_same_image_from_a_fresh_install(
     settings = build_settings(session.load(repo), base_image, "tests")
     layers = []
     for i in range(2):
-        ctr = (
-            images.runtime_os(settings)
-            .with_env_variable("RUN", f"{time.time_ns()}-{i}")
-            .with_(images.with_apt_layer(["tini"], f"tests-apt-{time.time_ns()}"))
-        )
+        system = images.runtime_os(settings).with_env_variable("RUN", f"{time.time_ns()}-{i}")
+        debs = images.apt_layer(["tini"], f"tests-apt-{time.time_ns()}", system)
+        ctr = system.with_(venv_layers.with_tree(debs))
         await ctr.export(str(tmp_path / f"{i}.tar"))
         layers.append(tarball_facts(tmp_path / f"{i}.tar").layers)
     assert layers[0] == layers[1]
@@ -741,11 +739,9 @@ async def test_accounts_carry_no_build_day(settings: BuildSettings):
     user a package's install adds (uuid-runtime adds uuidd), are dated at the fixed time, not
     on the day the image was built, so builds on two days give one image (the base image's own
     accounts are as its maker dated them). A variable makes both installs really run."""
-    ctr = (
-        images.runtime_os(settings)
-        .with_env_variable("RUN", str(time.time_ns()))
-        .with_(images.with_apt_layer(["uuid-runtime"], f"tests-shadow-{time.time_ns()}"))
-    )
+    system = images.runtime_os(settings).with_env_variable("RUN", str(time.time_ns()))
+    debs = images.apt_layer(["uuid-runtime"], f"tests-shadow-{time.time_ns()}", system)
+    ctr = system.with_(venv_layers.with_tree(debs))
     shadow = await ctr.file("/etc/shadow").contents()
     days = {line.split(":")[0]: line.split(":")[2] for line in shadow.splitlines()}
     assert settings.user in days, shadow

@@ -176,21 +176,6 @@ def apt_layer(packages: Sequence[str], scope: str, on: dagger.Container) -> dagg
     return added_tree(apt_install(packages, scope, on))
 
 
-def with_apt_layer(
-    packages: Sequence[str], scope: str
-) -> Callable[[dagger.Container], dagger.Container]:
-    """Install Debian packages into a container as one layer (``apt_layer``), installed on the
-    container itself. A tier's image takes its Debian packages from the tier's ``os``
-    instead, which holds no venv: a change of its Python packages then replays the install."""
-
-    def step(ctr: dagger.Container) -> dagger.Container:
-        if not packages:
-            return ctr
-        return ctr.with_(with_tree(apt_layer(packages, scope, ctr)))
-
-    return step
-
-
 def builder(
     settings: BuildSettings, build_apt: Sequence[str] = (), secrets: Secrets | None = None
 ) -> dagger.Container:
