@@ -9,12 +9,14 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
+import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import start_engine, stop_engine
+from tests.conftest import ROOT, pool_engine_container, start_engine, stop_engine
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -96,3 +98,63 @@ def test_a_stopped_pool_engine_is_gone_until_started(
         start_engine(name)
     _, after = query_version(url, tmp_path)
     assert after == before, f"{name} came back as another engine"
+
+
+# Writes VALUE into the cache volume VOLUME at /keep and prints it; with VALUE empty, prints what
+# the volume holds ("none" when nothing). NONCE keeps the engine from answering from its cache.
+KEEP = """
+import os, sys, anyio, dagger
+from dagger import dag
+
+async def main(volume, value, nonce):
+    async with dagger.connection(dagger.Config(log_output=None)):
+        script = f"echo {value} > /keep/value; cat /keep/value" if value else (
+            "cat /keep/value 2>/dev/null || echo none")
+        ctr = (dag.container().from_(os.environ["PIPELINE_BASE_IMAGE"])
+               .with_mounted_cache("/keep", dag.cache_volume(volume))
+               .with_env_variable("NONCE", nonce)
+               .with_exec(["sh", "-c", script]))
+        print((await ctr.stdout()).strip())
+
+anyio.run(main, *sys.argv[1:])
+"""
+
+
+def in_volume(url: str, volume: str, value: str = "") -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", KEEP, volume, value, uuid.uuid4().hex],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "_EXPERIMENTAL_DAGGER_RUNNER_HOST": url},
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, f"{url}: {done.stderr[-2000:]}"
+    return done.stdout.strip()
+
+
+def pool_script(action: str, version: str, n: int) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_ENGINE")}
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts/engine"), "pool", action, *([str(n)] if n else [])],
+        capture_output=True,
+        text=True,
+        env={**env, "PIPELINE_DAGGER_VERSION": version},
+        check=False,
+    )
+    assert done.returncode == 0, f"scripts/engine pool {action}: {done.stderr[-2000:]}"
+
+
+@pytest.mark.engine
+def test_an_engine_taken_down_and_brought_up_keeps_its_cache(engine_pool: list[tuple[str, str]]):
+    """`scripts/engine pool down` then `pool up` (as `down` then `up`) keep what an engine
+    cached: its container is stopped, given the time to close its cache, never killed, since
+    v0.13 and later wipe a cache their engine did not close when they start again."""
+    assert len(engine_pool) >= 2, f"a pool is the main engine and more: {engine_pool}"
+    name, url = engine_pool[-1]  # an extra engine, never the main one
+    _, version = pool_engine_container(name)
+    volume, value = f"keep-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+    assert in_volume(url, volume, value) == value
+    pool_script("down", version, 0)
+    pool_script("up", version, len(engine_pool) - 1)
+    assert in_volume(url, volume) == value

@@ -162,6 +162,73 @@ def test_the_engine_image_compacts_its_databases(tmp_path: Path):
     assert ".compact" not in done.stdout  # no half-written copy left behind
 
 
+def docker_with_state(tmp_path: Path, state: Path) -> tuple[Path, Path]:
+    """A folder holding a ``docker`` whose daemon answers, that knows no container and one
+    volume, dagger.json's engine's state, mounted at ``state``; it records what it is asked to
+    stop or remove. Its ``go`` fails, so ``up`` stops at the Go build, after the state."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "docker.log"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(
+        "#!/bin/sh\n"
+        f'case " $* " in\n'
+        "  ' info '*) exit 0 ;;\n"
+        f"  *' volume inspect -f '*' {BASE_NAME}-state ') echo {state} ;;\n"
+        f"  ' stop '*|' rm '*|' volume rm '*) echo \"$*\" >> {record} ;;\n"
+        "  *) exit 1 ;;\n"
+        "esac\n"
+    )
+    (bin_dir / "go").write_text("#!/bin/sh\nexit 1\n")
+    for name in ("docker", "go"):
+        (bin_dir / name).chmod(0o755)
+    return bin_dir, record
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="scripts/engine up runs as root")
+@pytest.mark.parametrize(("limit", "removed"), [("1MB", True), ("3MB", False), ("", False)])
+def test_up_starts_the_engine_on_an_empty_state_when_its_state_is_over_the_limit(
+    tmp_path: Path, limit: str, removed: bool
+):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "snapshots.db").write_bytes(os.urandom(2 << 20))  # 2 MiB of the engine's state
+    bin_dir, record = docker_with_state(tmp_path, state)
+    keyring = tmp_path / "keyring.gpg"
+    keyring.write_bytes(b"")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    env |= {
+        "PATH": f"{bin_dir}{os.pathsep}{env['PATH']}",
+        "PIPELINE_ENGINE_STATE_MAX": limit,
+        "PIPELINE_ENGINE_HOME": str(tmp_path / "home"),
+        "PIPELINE_DEBIAN_KEYRING": str(keyring),
+    }
+    done = subprocess.run(
+        ["bash", str(SCRIPT), "up"], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode != 0  # the fake Go: up goes no further than the state
+    calls = record.read_text().splitlines() if record.exists() else []
+    if removed:  # the engine stopped (not killed: see the next test), then gone with its state
+        assert [c.split()[0] for c in calls] == ["stop", "rm", "volume"]
+        assert calls[0].endswith(f" {BASE_NAME}")
+        assert calls[1:] == [f"rm -f {BASE_NAME}", f"volume rm {BASE_NAME}-state"]
+        assert f"over PIPELINE_ENGINE_STATE_MAX={limit}" in done.stderr
+    else:
+        assert calls == []
+
+
+def test_a_state_limit_that_is_not_a_size_is_refused_before_anything_runs():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    done = subprocess.run(
+        ["bash", str(SCRIPT), "up"],
+        capture_output=True,
+        text=True,
+        env=env | {"PIPELINE_ENGINE_STATE_MAX": "six gigabytes"},
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "PIPELINE_ENGINE_STATE_MAX=six gigabytes is not a size" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def docker_knowing(tmp_path: Path, containers: dict[str, str]) -> Path:
     """A folder holding a ``docker`` that knows only ``containers`` (name: the Dagger version
     its image is labelled with) and no volume."""
