@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 from typing import TYPE_CHECKING
 
 import dagger
 
+from pipeline.core import log
 from pipeline.engine import schema
 from pipeline.engine.enginecheck import (
     CLI_BIN,
@@ -61,9 +61,10 @@ async def engine_session(verbose: bool, kept: Path | None = None) -> AsyncIterat
     naming the runner, never a traceback. The engine's schema is kept in the folder ``kept``
     between runs (see schema.py)."""
     require_engine()
-    config = dagger.Config(log_output=sys.stderr if verbose else None)
     try:
-        with _quiet_under_dagger_run(verbose):
+        shown = log.progress_lines() if verbose else contextlib.nullcontext(None)
+        with _quiet_under_dagger_run(verbose), shown as progress:
+            config = dagger.Config(log_output=progress)
             async with contextlib.AsyncExitStack() as stack:
                 with schema.offered(kept) as offer:
                     await stack.enter_async_context(dagger.connection(config))
