@@ -243,16 +243,23 @@ def pool_engine_container(name: str) -> tuple[str, str]:
     return container, version
 
 
-def pool_engine_command(action: str, name: str) -> None:
-    container, version = pool_engine_container(name)
+def pool_script(version: str, *args: str) -> None:
+    """``scripts/engine pool ARGS`` for the engines of ``version``. Never with a state limit:
+    a `pool up` in a test must not empty the main engine's state under the running suite."""
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_ENGINE_STATE_MAX"}
     done = subprocess.run(
-        ["bash", str(ROOT / "scripts/engine"), "pool", action, container],
+        ["bash", str(ROOT / "scripts/engine"), "pool", *args],
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "PIPELINE_DAGGER_VERSION": version},
+        env={**env, "PIPELINE_DAGGER_VERSION": version},
     )
-    assert done.returncode == 0, f"scripts/engine pool {action} {container}: {done.stderr}"
+    assert done.returncode == 0, f"scripts/engine pool {' '.join(args)}: {done.stderr}"
+
+
+def pool_engine_command(action: str, name: str) -> None:
+    container, version = pool_engine_container(name)
+    pool_script(version, action, container)
 
 
 def stop_engine(name: str) -> None:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import ROOT, pool_engine_container, start_engine, stop_engine
+from tests.conftest import pool_engine_container, pool_script, start_engine, stop_engine
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -133,18 +133,6 @@ def in_volume(url: str, volume: str, value: str = "") -> str:
     return done.stdout.strip()
 
 
-def pool_script(action: str, version: str, n: int) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_ENGINE")}
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts/engine"), "pool", action, *([str(n)] if n else [])],
-        capture_output=True,
-        text=True,
-        env={**env, "PIPELINE_DAGGER_VERSION": version},
-        check=False,
-    )
-    assert done.returncode == 0, f"scripts/engine pool {action}: {done.stderr[-2000:]}"
-
-
 @pytest.mark.engine
 def test_an_engine_taken_down_and_brought_up_keeps_its_cache(engine_pool: list[tuple[str, str]]):
     """`scripts/engine pool down` then `pool up` (as `down` then `up`) keep what an engine
@@ -155,6 +143,6 @@ def test_an_engine_taken_down_and_brought_up_keeps_its_cache(engine_pool: list[t
     _, version = pool_engine_container(name)
     volume, value = f"keep-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
     assert in_volume(url, volume, value) == value
-    pool_script("down", version, 0)
-    pool_script("up", version, len(engine_pool) - 1)
+    pool_script(version, "down")
+    pool_script(version, "up", str(len(engine_pool) - 1))
     assert in_volume(url, volume) == value
