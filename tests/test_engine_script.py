@@ -165,7 +165,8 @@ def test_the_engine_image_compacts_its_databases(tmp_path: Path):
 def docker_with_state(tmp_path: Path, state: Path) -> tuple[Path, Path]:
     """A folder holding a ``docker`` whose daemon answers, that knows no container and one
     volume, dagger.json's engine's state, mounted at ``state``; it records what it is asked to
-    stop or remove. Its ``go`` fails, so ``up`` stops at the Go build, after the state."""
+    stop or remove. Its ``go`` leaves a mark and fails, so ``up`` stops at the Go build, after
+    the state."""
     bin_dir, record = tmp_path / "bin", tmp_path / "docker.log"
     bin_dir.mkdir()
     (bin_dir / "docker").write_text(
@@ -177,21 +178,31 @@ def docker_with_state(tmp_path: Path, state: Path) -> tuple[Path, Path]:
         "  *) exit 1 ;;\n"
         "esac\n"
     )
-    (bin_dir / "go").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "go").write_text(f"#!/bin/sh\ntouch {tmp_path / 'go-ran'}\nexit 1\n")
     for name in ("docker", "go"):
         (bin_dir / name).chmod(0o755)
     return bin_dir, record
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="scripts/engine up runs as root")
-@pytest.mark.parametrize(("limit", "removed"), [("1MB", True), ("3MB", False), ("", False)])
+@pytest.mark.parametrize(
+    ("limit", "removed", "running"),
+    [("1MB", True, False), ("1MB", True, True), ("3MB", False, True), ("", False, False)],
+)
 def test_up_starts_the_engine_on_an_empty_state_when_its_state_is_over_the_limit(
-    tmp_path: Path, limit: str, removed: bool
+    tmp_path: Path, limit: str, removed: bool, running: bool
 ):
     state = tmp_path / "state"
     state.mkdir()
     (state / "snapshots.db").write_bytes(os.urandom(2 << 20))  # 2 MiB of the engine's state
     bin_dir, record = docker_with_state(tmp_path, state)
+    if running:  # the engine removes a file while du walks its state: du says so and fails
+        (bin_dir / "du").write_text(
+            f'#!/bin/sh\n{shutil.which("du")} "$@"\n'
+            f"echo \"du: cannot access '{state}/dagql-cache.db-wal': No such file\" >&2\n"
+            "exit 1\n"
+        )
+        (bin_dir / "du").chmod(0o755)
     keyring = tmp_path / "keyring.gpg"
     keyring.write_bytes(b"")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
@@ -205,6 +216,7 @@ def test_up_starts_the_engine_on_an_empty_state_when_its_state_is_over_the_limit
         ["bash", str(SCRIPT), "up"], capture_output=True, text=True, env=env, check=False
     )
     assert done.returncode != 0  # the fake Go: up goes no further than the state
+    assert (tmp_path / "go-ran").exists(), done.stderr  # up went past the state to the build
     calls = record.read_text().splitlines() if record.exists() else []
     if removed:  # the engine stopped (not killed: see the next test), then gone with its state
         assert [c.split()[0] for c in calls] == ["stop", "rm", "volume"]
