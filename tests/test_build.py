@@ -120,9 +120,11 @@ async def test_tier_layers_are_shared_byte_for_byte(
     for name in ("base", "backend", "ai"):
         await tiers[name].image.export(str(tmp_path / f"{name}.tar"))
         layers[name] = tarball_facts(tmp_path / f"{name}.tar").layers
-    # ai-base extends backend-base: its bottom layers are backend-base's layers
-    assert layers["ai"][: len(layers["backend"])] == layers["backend"]
-    assert len(layers["ai"]) > len(layers["backend"])
+    # ai-base holds backend-base's files and its own: base-base's layers, ai's own layer laid
+    # right on them, then backend's layer, the same blob (images.lowest)
+    assert layers["ai"][: len(layers["base"])] == layers["base"]
+    assert layers["ai"][-1] == layers["backend"][-1]
+    assert len(layers["ai"]) == len(layers["backend"]) + 1
     for name in ("users", "worker", "gateway", "reports"):
         facts = built[name].image
         assert facts is not None

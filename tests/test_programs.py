@@ -368,3 +368,23 @@ def test_the_snapshot_and_the_layer_walk_a_tree_alike(tmp_path: Path):
     assert not [p for p in walked if "/proc" in p or p.endswith("-old")]
     for path in (f"{root}/proc/1", f"{root}/var/lib/dpkg/status-old", f"{root}/z.txt"):
         assert snapshot._excluded(path, excludes) == layer._excluded(path, excludes)  # noqa: SLF001
+
+
+def test_a_layer_meets_the_venv_below_it_only_in_equal_folders(tmp_path: Path):
+    """disjoint.py: a tier's layer may sit below its parent's layers only when their files do
+    not meet; one file they both hold, or a shared folder of another mode, is named."""
+    from pipeline.engine.programs import disjoint
+
+    below, tree = tmp_path / "root", tmp_path / "tree"
+    site = "opt/venv/lib/python3.11/site-packages"
+    (below / site / "jwt").mkdir(parents=True)
+    (below / site / "jwt" / "__init__.py").write_text("# PyJWT\n")
+    (tree / site / "numpy").mkdir(parents=True)
+    (tree / site / "numpy" / "__init__.py").write_text("# numpy\n")
+    assert disjoint.meets(str(tree), str(below)) == []  # only folders meet: site-packages...
+    (tree / site / "jwt").mkdir()
+    (tree / site / "jwt" / "__init__.py").write_text("# jwt\n")
+    assert disjoint.meets(str(tree), str(below)) == [f"/{site}/jwt/__init__.py"]
+    (tree / site / "jwt" / "__init__.py").unlink()
+    (tree / site / "jwt").chmod(0o700)  # the same folder, another mode
+    assert disjoint.meets(str(tree), str(below)) == [f"/{site}/jwt"]

@@ -16,7 +16,7 @@ from pipeline import session
 from pipeline.engine import images, layers, runner
 from pipeline.engine.programs import plan
 from pipeline.session import build_settings
-from tests.conftest import copy_example, pipeline_in, value_of
+from tests.conftest import copy_example, pipeline_in, tarball_facts, value_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -57,6 +57,24 @@ def test_only_chains_of_plain_requirement_files_are_planned(tmp_path: Path):
         project = session.load(repo)
         assert not images.plannable(project, "backend"), line  # the chain below counts too
         assert not images.plannable(project, "ai"), line
+
+
+def test_a_planned_tier_lies_below_the_tiers_between_it_and_the_root(tmp_path: Path):
+    """images.lowest: the ai tier's layer is laid right on the base tier's image, unless its
+    install is not planned or a tier in between has Debian packages of its own."""
+    repo = _tiers(copy_example(tmp_path / "repo", ("worker",)), BASE, BACKEND)
+    project = session.load(repo)
+    assert images.lowest(project, "ai")
+    assert not images.lowest(project, "backend")  # right on its root tier's image already
+    assert not images.lowest(project, "base")
+    toml = repo / "pipeline.toml"
+    text = toml.read_text()
+    toml.write_text(text.replace('extends = "base"\n', 'extends = "base"\napt = ["tini"]\n'))
+    assert not images.lowest(session.load(repo), "ai")  # backend's Debian packages
+    toml.write_text(text.replace('extends = "backend"\n', 'extends = "backend"\napt = ["tini"]\n'))
+    assert images.lowest(session.load(repo), "ai")  # its own are laid below its layer too
+    (repo / "requirements/base.txt").write_text(f"{BASE}--index-url https://example.org/simple\n")
+    assert not images.lowest(session.load(repo), "ai")  # not planned
 
 
 @pytest.mark.engine
@@ -140,3 +158,78 @@ def test_a_tier_that_would_change_a_package_below_it_fails_naming_the_fix(
     assert "pydantic-core" in reason
     assert "<plan.py>" in reason  # the program named, not its source
     assert "Traceback" not in done.stderr
+
+
+AI = "packaging==24.1\nattrs==24.2.0\n"
+# every entry of /opt with its type, mode, owner, size, time and link, then every file's bytes
+FILES = (
+    "cd / && echo listing=$(find opt -printf '%p %M %U:%G %s %T@ %l\\n' | sort | sha256sum) "
+    "&& echo bytes=$(find opt -type f -exec sha256sum {} + | sort | sha256sum)"
+)
+
+
+@pytest.mark.engine
+@pytest.mark.usefixtures("engine")
+async def test_a_change_between_a_tier_and_its_root_keeps_the_tier_s_layer_below_it(
+    tmp_path: Path, base_image: str
+):
+    """ai's layer lies right on base's image, backend's above it: a package added to backend
+    leaves the ai image's bottom layers (base's and ai's own) as they were, only the layer
+    above them is new. The files are exactly those of the installs laid in turn (ai's layer
+    on backend's image), and ai-base holds backend's layer byte for byte."""
+    scope = f"tests-plan-lowest-{time.time_ns()}"
+    seen = []
+    for backend in (BACKEND, f"{BACKEND}certifi==2024.8.30\n"):  # backend gains a package
+        repo = _tiers(copy_example(tmp_path / f"repo{len(seen)}", ("worker",)), BASE, backend)
+        (repo / "requirements/ai.txt").write_text(AI)
+        project = session.load(repo)
+        settings = build_settings(project, base_image, scope)
+        tiers = images.tier_images(project, settings, await runner.prepare(settings))
+        facts = {}
+        for name in ("base", "backend", "ai"):
+            await tiers[name].image.export(str(tmp_path / f"{name}{len(seen)}.tar"))
+            facts[name] = tarball_facts(tmp_path / f"{name}{len(seen)}.tar").layers
+        base, ai = len(facts["base"]), facts["ai"]
+        assert ai[:base] == facts["base"]
+        assert len(ai) == base + 2
+        assert ai[-1] == facts["backend"][-1]  # backend's layer, shared by content
+        in_turn = tiers["backend"].image.with_(
+            layers.with_tree(layers.added_tree(tiers["ai"].install))
+        )
+        laid = [
+            await ctr.with_exec(["sh", "-c", FILES]).stdout()
+            for ctr in (tiers["ai"].image, in_turn)
+        ]
+        for key in ("listing", "bytes"):
+            assert value_of(laid[0], key) == value_of(laid[1], key), key
+        imports = "import six, idna, certifi, packaging, attrs; print('imported')"
+        if seen:
+            ran = await tiers["ai"].image.with_exec(["python", "-c", imports]).stdout()
+            assert "imported" in ran
+        seen.append(ai)
+    assert seen[1][: base + 1] == seen[0][: base + 1]  # base's layers and ai's: as they were
+    assert seen[1][-1] != seen[0][-1]  # backend's layer: the new one
+
+
+@pytest.mark.engine
+@pytest.mark.usefixtures("engine")
+def test_a_tier_whose_package_writes_a_file_of_a_package_below_it_fails_naming_both(
+    tmp_path: Path, base_image: str
+):
+    """PyJWT (backend) and jwt (ai) both install jwt/__init__.py: laid in another order, the
+    image would keep the other's file. ai's service fails naming the files and the fix;
+    backend's service is built."""
+    repo = _tiers(copy_example(tmp_path / "repo", ("worker", "inference")), BASE, "PyJWT==2.9.0\n")
+    (repo / "requirements/ai.txt").write_text("jwt==1.3.1\n")
+    report = tmp_path / "report.json"
+    done = pipeline_in(
+        repo, base_image, "build", "--no-test", "--report", str(report), scope="tests-plan"
+    )
+    assert done.returncode == 1, done.stderr
+    results = {s["service"]: s for s in json.loads(report.read_text())["services"]}
+    assert results["worker"]["status"] == "ok", results["worker"]
+    reason = results["inference"]["reason"]
+    assert reason.startswith("dependencies: "), reason
+    assert "tier 'ai' installs files that the tiers it extends already hold" in reason
+    assert "/opt/venv/lib/python3.11/site-packages/jwt/__init__.py" in reason
+    assert "fix: keep only one of the packages" in reason

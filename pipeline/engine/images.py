@@ -349,6 +349,11 @@ class TierImage:
     # The exec that installed what the tier adds: ``build`` itself, or for a planned install
     # (planned_install) the container it ran in, apart from the parent's venv.
     install: dagger.Container
+    # The venv layers ``image`` lays above its root tier's image, bottom first.
+    above: tuple[dagger.Directory, ...] = ()
+    # Execs that prove ``image`` holds the files its chain's installs made in turn (each
+    # tier's layer laid below those of the tiers between it and the root: see lowest).
+    proofs: tuple[dagger.Container, ...] = ()
 
 
 def tier_venv(
@@ -444,12 +449,35 @@ def planned_install(
     )
 
 
+def lowest(project: Project, tier: str) -> bool:
+    """Whether the tier's venv layer is laid right on its root tier's image, below the layers
+    of the tiers between them: its install is planned (so neither its layer nor its place
+    depends on those tiers' layers) and none of those tiers has Debian packages of its own.
+    A change to a tier in between then leaves the heavy layers of the tiers that extend it
+    as they were (an ML tier's: hundreds of MB the engine would otherwise compress again),
+    with only the changed tier's layer laid anew above them. The files are those of the
+    layers laid in turn: what a planned install adds are packages the tiers below it do not
+    have, and an exec proves it by their files (programs/disjoint.py)."""
+    chain = project.chain(tier)
+    if len(chain) < len(["root", "between", "tier"]) or not plannable(project, tier):
+        return False
+    return not any(between.spec.apt for between in chain[1:-1])
+
+
+def _disjoint(build: dagger.Container, layer: dagger.Directory, tier: str) -> dagger.Container:
+    """The exec proving ``layer`` meets what ``build`` holds only in equal folders."""
+    tree = "/tmp/pipeline-tree"  # noqa: S108 - a path inside the container
+    check = ["python3", "-B", "-c", program_text("disjoint.py"), tree, tier]
+    return build.with_mounted_directory(tree, layer).with_(compat.run(check))
+
+
 def tier_images(
     project: Project, settings: BuildSettings, secrets: Secrets | None = None
 ) -> dict[str, TierImage]:
-    """Every tier's runtime image, parents first; each child extends its parent's Container.
-    A child's install is planned (``planned_install``) when it can be, else it runs in its
-    parent's builder."""
+    """Every tier's runtime image, parents first; each child holds its parent's files and
+    its own. A child's install is planned (``planned_install``) when it can be, else it runs
+    in its parent's builder. A child's layer sits on its parent's image, or for a ``lowest``
+    tier on its root tier's image, under the layers of the tiers between."""
     out: dict[str, TierImage] = {}
     for name, tier in project.tiers.items():
         parent = out[tier.spec.extends] if tier.spec.extends else None
@@ -459,6 +487,7 @@ def tier_images(
             below = {p for t in project.chain(parent.tier.name) for p in t.spec.build_apt}
             extra = [p for p in tier.spec.build_apt if p not in below]
             build = parent.build.with_(with_apt(extra, settings.cache_scope))
+        under_build = build
         # A layer cannot delete, which is why children install on top of their parent's pins
         # instead of replacing them.
         if parent is not None and plannable(project, name):
@@ -469,12 +498,28 @@ def tier_images(
             build, _ = tier_venv(build, tier, parent is None, settings.compile_bytecode, project)
             install, layer = build, added_tree(build)
         system = parent.os if parent else runtime_os(settings)
-        under = parent.image if parent else system
+        low = parent is not None and lowest(project, name)
+        if parent is None:
+            under = system
+        else:
+            under = out[project.chain(name)[0].name].image if low else parent.image
         if tier.spec.apt:  # one tree (its ID fetched once), laid on both
             debs = apt_layer(tier.spec.apt, settings.cache_scope, system)
             system, under = system.with_(with_tree(debs)), under.with_(with_tree(debs))
-        image = under.with_(with_tree(layer))
-        out[name] = TierImage(tier=tier, build=build, image=image, os=system, install=install)
+        proofs: tuple[dagger.Container, ...] = parent.proofs if parent else ()
+        if parent is None:
+            above: tuple[dagger.Directory, ...] = ()
+            image = under.with_(with_tree(layer))
+        elif low:
+            above = (layer, *parent.above)
+            image = under
+            for tree in above:
+                image = image.with_(with_tree(tree))
+            proofs = (*proofs, _disjoint(under_build, layer, name))
+        else:
+            above = (*parent.above, layer)
+            image = under.with_(with_tree(layer))
+        out[name] = TierImage(tier, build, image, system, install, above, proofs)
     return out
 
 

@@ -95,7 +95,8 @@ def _failed_step(exc: BaseException, step: str) -> str:
     if not isinstance(exc, dagger.ExecError):
         return step
     command = " ".join(exc.command)
-    planned = program_text("plan.py") in command  # a tier's plan: the resolution of its install
+    # a tier's plan (the resolution of its install), or the proof of its layer's place
+    planned = any(program_text(name) in command for name in ("plan.py", "disjoint.py"))
     return "dependencies" if planned or any(i in command for i in _INSTALLS) else step
 
 
@@ -116,6 +117,7 @@ PROGRAMS = (
     "probe.py",
     "members.py",
     "plan.py",
+    "disjoint.py",
 )
 
 
@@ -267,6 +269,13 @@ class _Context:
     engine: str  # the engine's version, as results name it
 
 
+async def _synced(*ctrs: dagger.Container) -> None:
+    """Every container evaluated, side by side."""
+    async with anyio.create_task_group() as tg:
+        for ctr in ctrs:
+            tg.start_soon(ctr.sync)
+
+
 async def _concurrently(*work: Callable[[], Coroutine[Any, Any, None]]) -> None:
     async with anyio.create_task_group() as tg:
         for fn in work:
@@ -320,7 +329,8 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
             )
 
     async def image_and_checks() -> None:
-        await progress.timed(Step.TIER, ctx.tiers[service.tier].image.sync())
+        tier = ctx.tiers[service.tier]
+        await progress.timed(Step.TIER, _synced(tier.image, *tier.proofs))
         await progress.timed(Step.IMAGE, image.sync())
         await _concurrently(measure, smoke, health)
 
