@@ -4,6 +4,9 @@ Layer plan of a service image, bottom to top:
   base image · runtime OS (non-root user) · per tier: its apt packages, its venv layer
   · the service's apt packages · the service's own dependencies (what it adds to its tier's
   venv) · the service's source with build-info.json (last, so an edit changes only that layer).
+A tier whose install is planned lays its apt packages and venv layer right on its root tier's
+layers, below those of the tiers between (``lowest``: ai-base is base-base, then ai's layer,
+then backend's), so a change to a tier in between leaves the heavy layer below it as it was.
 Every service of a tier starts from the same tier Container, so their tier layers are the
 same layers, byte for byte.
 """
