@@ -227,17 +227,27 @@ def test_up_starts_the_engine_on_an_empty_state_when_its_state_is_over_the_limit
         assert calls == []
 
 
-def test_a_state_limit_that_is_not_a_size_is_refused_before_anything_runs():
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        ("PIPELINE_ENGINE_STATE_MAX", "six gigabytes", "is not a size"),
+        ("PIPELINE_ENGINE_GOGC", "lots", "is not a garbage-collection target"),
+        ("PIPELINE_ENGINE_GOGC", "0", "is not a garbage-collection target"),
+    ],
+)
+def test_a_setting_that_is_not_a_value_of_its_kind_is_refused_before_anything_runs(
+    setting: str, value: str, says: str
+):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
     done = subprocess.run(
         ["bash", str(SCRIPT), "up"],
         capture_output=True,
         text=True,
-        env=env | {"PIPELINE_ENGINE_STATE_MAX": "six gigabytes"},
+        env=env | {setting: value},
         check=False,
     )
     assert done.returncode == 2
-    assert "PIPELINE_ENGINE_STATE_MAX=six gigabytes is not a size" in done.stderr
+    assert f"{setting}={value} {says}" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -398,3 +408,20 @@ def test_both_generations_answer_at_once_each_on_its_own_socket():
         for version, name in names.items()
     }
     assert networks == {v: "host" if name == BASE_NAME else "bridge" for v, name in names.items()}
+    # each engine's Go runtime collects its garbage at the script's target, not Go's default
+    target = os.environ.get("PIPELINE_ENGINE_GOGC", "400")
+    for name in names.values():
+        environ = subprocess.run(
+            [
+                "docker",
+                "exec",
+                name,
+                "sh",
+                "-c",
+                "tr '\\0' '\\n' < /proc/$(pgrep -x dagger-engine | head -n1)/environ",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert f"GOGC={target}" in environ, (name, environ)
