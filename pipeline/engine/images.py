@@ -501,27 +501,25 @@ def tier_images(
             build, _ = tier_venv(build, tier, parent is None, settings.compile_bytecode, project)
             install, layer = build, added_tree(build)
         system = parent.os if parent else runtime_os(settings)
-        low = parent is not None and lowest(project, name)
+        # what the layer is laid on, the layers laid there (bottom first), and those of them
+        # above the root tier's image
+        proofs: tuple[dagger.Container, ...] = parent.proofs if parent else ()
+        laid: tuple[dagger.Directory, ...]
+        above: tuple[dagger.Directory, ...]
         if parent is None:
-            under = system
+            under, laid, above = system, (layer,), ()
+        elif lowest(project, name):
+            under, laid = out[project.chain(name)[0].name].image, (layer, *parent.above)
+            above = laid
+            proofs = (*proofs, _disjoint(under_build, layer, name))
         else:
-            under = out[project.chain(name)[0].name].image if low else parent.image
+            under, laid, above = parent.image, (layer,), (*parent.above, layer)
         if tier.spec.apt:  # one tree (its ID fetched once), laid on both
             debs = apt_layer(tier.spec.apt, settings.cache_scope, system)
             system, under = system.with_(with_tree(debs)), under.with_(with_tree(debs))
-        proofs: tuple[dagger.Container, ...] = parent.proofs if parent else ()
-        if parent is None:
-            above: tuple[dagger.Directory, ...] = ()
-            image = under.with_(with_tree(layer))
-        elif low:
-            above = (layer, *parent.above)
-            image = under
-            for tree in above:
-                image = image.with_(with_tree(tree))
-            proofs = (*proofs, _disjoint(under_build, layer, name))
-        else:
-            above = (*parent.above, layer)
-            image = under.with_(with_tree(layer))
+        image = under
+        for tree in laid:
+            image = image.with_(with_tree(tree))
         out[name] = TierImage(tier, build, image, system, install, above, proofs)
     return out
 
