@@ -269,14 +269,7 @@ class _Context:
     engine: str  # the engine's version, as results name it
 
 
-async def _synced(*ctrs: dagger.Container) -> None:
-    """Every container evaluated, side by side."""
-    async with anyio.create_task_group() as tg:
-        for ctr in ctrs:
-            tg.start_soon(ctr.sync)
-
-
-async def _concurrently(*work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+async def _concurrently(*work: Callable[[], Coroutine[Any, Any, object]]) -> None:
     async with anyio.create_task_group() as tg:
         for fn in work:
             tg.start_soon(fn)
@@ -330,7 +323,8 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
 
     async def image_and_checks() -> None:
         tier = ctx.tiers[service.tier]
-        await progress.timed(Step.TIER, _synced(tier.image, *tier.proofs))
+        syncs = (ctr.sync for ctr in (tier.image, *tier.proofs))
+        await progress.timed(Step.TIER, _concurrently(*syncs))
         await progress.timed(Step.IMAGE, image.sync())
         await _concurrently(measure, smoke, health)
 
