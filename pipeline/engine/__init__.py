@@ -2,6 +2,7 @@
 import the SDK, and they do it through this package, which imports it first (below)."""
 
 import os
+from collections.abc import Callable
 
 # The SDK wraps about 800 of its methods in beartype's runtime type checks as it is imported:
 # 0.4 CPU-seconds, the largest part of an edit's start. beartype reduces its decorator to
@@ -19,3 +20,53 @@ finally:
         del os.environ[_OPTIMIZE]
     else:
         os.environ[_OPTIMIZE] = _given
+
+
+def _lazy_converters() -> None:
+    """The SDK makes a new cattrs converter for every query object it builds (each chained
+    call's ``Context``): about 300 of them in a one-line edit, 0.2 CPU-seconds of the CLI's
+    spent before the first query leaves. A converter is needed per object only to turn a
+    result into objects bound to that query (its structure hook keeps the object's context);
+    turning a call's arguments into JSON is the same for every object. So each object gets a
+    converter made on first use of ``structure``, and ``unstructure`` uses one shared
+    converter. Left as the SDK has it when its module is not laid out as expected."""
+    import cattrs
+    from dagger.client import _core
+
+    found = getattr(_core, "make_converter", None)
+    if not callable(found) or getattr(found, "lazy", False):
+        return
+    make: Callable[[object], cattrs.Converter] = found
+    shared: list[cattrs.Converter] = []
+
+    class Converter:
+        __slots__ = ("_ctx", "_made")
+
+        def __init__(self, ctx: object) -> None:
+            self._ctx: object = ctx
+            self._made: cattrs.Converter | None = None
+
+        def _own(self) -> cattrs.Converter:
+            if self._made is None:
+                self._made = make(self._ctx)
+            return self._made
+
+        def unstructure(self, obj: object, unstructure_as: object = None) -> object:
+            if not shared:
+                shared.append(make(self._ctx))
+            return shared[0].unstructure(obj, unstructure_as)
+
+        def structure(self, obj: object, cl: type[object]) -> object:
+            return self._own().structure(obj, cl)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._own(), name)
+
+    def lazy(ctx: object) -> Converter:
+        return Converter(ctx)
+
+    lazy.lazy = True  # type: ignore[attr-defined]
+    _core.make_converter = lazy
+
+
+_lazy_converters()
