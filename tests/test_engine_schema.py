@@ -4,6 +4,7 @@ starts without asking the engine for its schema, and a kept schema that is not t
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from types import SimpleNamespace
@@ -99,3 +100,42 @@ def test_a_schema_that_cannot_be_kept_leaves_nothing_behind(tmp_path: Path):
     assert kept.engine is None
     assert list(tmp_path.iterdir()) == [target]
     assert list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_session_s_queries_are_checked_by_the_engine_alone(tmp_path: Path, keep: bool):
+    """The GraphQL client no longer checks each query against the schema (the engine checks
+    every query it is sent), whether the schema was kept or asked for."""
+    import anyio
+    from gql import Client, GraphQLRequest
+    from gql.client import AsyncClientSession
+    from graphql import build_schema, introspection_from_schema, parse
+
+    served = build_schema("type Query { a: Int }")
+    # what Client.validate takes: a request on gql 4 (v0.21's SDK), a document on gql 3
+    unknown: object = parse("{ nope }")
+    if "request" in inspect.signature(Client.validate).parameters:
+        unknown = GraphQLRequest(unknown)
+    with pytest.raises(Exception, match="nope"):  # a client with the schema checks queries
+        Client(schema=served).validate(unknown)
+    introspection = introspection_from_schema(served)
+    if keep:
+        kept = {"format": schema.FORMAT, "engine": "v0.21.8", "introspection": introspection}
+        (tmp_path / "schema-k.json").write_text(json.dumps(kept))
+    client = Client(introspection=introspection)
+    session = AsyncClientSession(client)
+    original = AsyncClientSession.fetch_schema
+
+    async def asked(session: AsyncClientSession) -> None:  # what the engine would answer
+        session.client.introspection, session.client.schema = introspection, served
+
+    AsyncClientSession.fetch_schema = asked  # type: ignore[method-assign,assignment]
+    try:
+        with schema.offered(tmp_path) as found:
+            found.path = tmp_path / "schema-k.json"
+            anyio.run(AsyncClientSession.fetch_schema, session)
+    finally:
+        AsyncClientSession.fetch_schema = original  # type: ignore[method-assign]
+    assert found.given is keep
+    assert client.schema is not None
+    assert client.validate(unknown) is None
