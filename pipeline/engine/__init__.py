@@ -1,6 +1,7 @@
 """The engine wing: everything that speaks to Dagger. Its modules are the only ones that
 import the SDK, and they do it through this package, which imports it first (below)."""
 
+import functools
 import os
 from collections.abc import Callable
 
@@ -37,10 +38,16 @@ def _lazy_converters() -> None:
     if not callable(found) or getattr(found, "lazy", False):
         return
     make: Callable[[object], cattrs.Converter] = found
-    shared: list[cattrs.Converter] = []
+
+    @functools.cache
+    def shared() -> cattrs.Converter:
+        return make(None)  # its context serves only ``structure``, which it never does
 
     class Converter:
+        """What the SDK's ``make_converter`` now gives: called with a query's context."""
+
         __slots__ = ("_ctx", "_made")
+        lazy = True  # installed: a second call leaves it be
 
         def __init__(self, ctx: object) -> None:
             self._ctx: object = ctx
@@ -52,9 +59,7 @@ def _lazy_converters() -> None:
             return self._made
 
         def unstructure(self, obj: object, unstructure_as: object = None) -> object:
-            if not shared:
-                shared.append(make(self._ctx))
-            return shared[0].unstructure(obj, unstructure_as)
+            return shared().unstructure(obj, unstructure_as)
 
         def structure(self, obj: object, cl: type[object]) -> object:
             return self._own().structure(obj, cl)
@@ -62,11 +67,7 @@ def _lazy_converters() -> None:
         def __getattr__(self, name: str) -> object:
             return getattr(self._own(), name)
 
-    def lazy(ctx: object) -> Converter:
-        return Converter(ctx)
-
-    lazy.lazy = True  # type: ignore[attr-defined]
-    _core.make_converter = lazy
+    _core.make_converter = Converter
 
 
 _lazy_converters()
