@@ -4,6 +4,7 @@ passes its tests; the images are slim, non-root, layered as promised and traceab
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import sys
 import tarfile
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagger
@@ -21,16 +23,14 @@ from dagger import dag
 
 from pipeline import session
 from pipeline.core import jobs
-from pipeline.core.settings import RunOptions
+from pipeline.core.settings import CA_BUNDLE_ENV, RunOptions
 from pipeline.edges.resultcache import ResultCache
-from pipeline.engine import images, runner
+from pipeline.engine import compat, images, runner
 from pipeline.engine import layers as venv_layers
 from pipeline.session import build_settings
 from tests.conftest import copy_example, git, pipeline_in, skopeo, tarball_facts, value_of
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from pipeline.core import model
     from pipeline.core.outcomes import Result
     from pipeline.core.settings import BuildSettings
@@ -63,7 +63,7 @@ async def _containers(
 ) -> dict[str, dagger.Container]:
     """The runtime image of each service, lazily (nothing is built until asked)."""
     cache = ResultCache(project.root, settings.cache_scope, read=False, write=False)
-    secrets = await runner.prepare(settings)
+    secrets = runner.secrets_from_env(settings)
     tiers = images.tier_images(project, settings, secrets)
     return {
         job.service.name: images.service_build(
@@ -115,7 +115,7 @@ async def test_runtime_images_are_non_root_without_compilers(
 async def test_tier_layers_are_shared_byte_for_byte(
     example: model.Project, settings: BuildSettings, built: dict[str, Result], tmp_path: Path
 ):
-    tiers = images.tier_images(example, settings, await runner.prepare(settings))
+    tiers = images.tier_images(example, settings, runner.secrets_from_env(settings))
     layers = {}
     for name in ("base", "backend", "ai"):
         await tiers[name].image.export(str(tmp_path / f"{name}.tar"))
@@ -266,7 +266,7 @@ async def test_a_step_that_mounts_a_scope_cache_is_never_replayed_in_another_sco
     seen = []
     for scope in (f"tests-own-{run}", f"tests-own-{run}", f"tests-else-{run}"):
         settings = build_settings(project, base_image, scope)
-        secrets = await runner.prepare(settings)
+        secrets = runner.secrets_from_env(settings)
         out = await images.builder(settings, (), secrets).with_exec(step).stdout()
         seen.append((value_of(out, "ran"), value_of(out, "scope")))
     own, again, other = seen
@@ -292,7 +292,7 @@ async def test_a_new_scope_starts_from_the_compilers_and_uv_another_scope_instal
     seen = []
     for scope in (f"tests-first-{run}", f"tests-second-{run}"):
         settings = build_settings(project, base_image, scope)
-        secrets = await runner.prepare(settings)
+        secrets = runner.secrets_from_env(settings)
         out = await (
             images.builder(settings, (), secrets)
             .with_env_variable("AT", str(time.time_ns()))
@@ -316,7 +316,7 @@ async def test_downloads_ahead_fill_uv_cache_and_leave_nothing_else(
     leaves no folder of its own there; a tier alone (no parent to wait for) gets none."""
     project = session.load(_fresh_tier_inputs(copy_example(tmp_path / "repo", ("inference",))))
     settings = build_settings(project, base_image, f"tests-ahead-{time.time_ns()}")
-    secrets = await runner.prepare(settings)
+    secrets = runner.secrets_from_env(settings)
     assert images.prefetch(project, {"base"}, settings, secrets) == []
     ahead = images.prefetch(project, {"backend", "ai"}, settings, secrets)
     assert len(ahead) == 1  # the ai chain covers the backend one
@@ -640,7 +640,7 @@ async def test_a_fresh_install_gives_a_byte_identical_venv_layer(
     (fixed mtimes, deterministic unchecked-hash pyc)."""
     layers = []
     for i in range(2):
-        build = images.builder(settings, secrets=await runner.prepare(settings))
+        build = images.builder(settings, secrets=runner.secrets_from_env(settings))
         build = build.with_env_variable("RUN", f"{time.time_ns()}-{i}")
         built, _ = images.tier_venv(build, example.tiers["base"], first=True)
         ctr = images.runtime_os(settings).with_(
@@ -649,6 +649,35 @@ async def test_a_fresh_install_gives_a_byte_identical_venv_layer(
         await ctr.export(str(tmp_path / f"{i}.tar"))
         layers.append(tarball_facts(tmp_path / f"{i}.tar").layers)
     assert layers[0] == layers[1]
+
+
+def _bundles(folder: Path, count: int) -> list[tuple[Path, str]]:
+    """``count`` CA bundles, each the host's with a comment of its own, and their digests."""
+    host = Path(os.environ.get(CA_BUNDLE_ENV) or "/etc/ssl/certs/ca-certificates.crt")
+    made = []
+    for i in range(count):
+        bundle = folder / f"ca-{i}.pem"
+        bundle.write_text(f"{host.read_text()}\n# bundle {i} {time.time_ns()}\n")
+        made.append((bundle, hashlib.sha256(bundle.read_bytes()).hexdigest()))
+    return made
+
+
+async def test_a_builder_finds_its_ca_bundle_with_no_step_before_it(
+    settings: BuildSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The proxy's CA bundle is at SSL_CERT_FILE in the first exec of a builder in a scope
+    the engine never saw, with nothing staged before it; another bundle is another file there
+    (the folder is keyed by the bundle, not replayed from the first); and the builder's own
+    filesystem holds no copy."""
+    show = ["sh", "-c", 'echo "pipeline-ca=$(sha256sum < "$SSL_CERT_FILE" | cut -c1-64)"']
+    for bundle, digest in _bundles(tmp_path, 2):
+        monkeypatch.setenv(CA_BUNDLE_ENV, str(bundle))
+        fresh = replace(settings, cache_scope=f"tests-ca-{time.time_ns()}")
+        build = images.builder(fresh, secrets=runner.secrets_from_env(fresh))
+        said = await build.with_(compat.run(show)).stdout()
+        assert re.findall(r"^pipeline-ca=(\w+)$", said, re.MULTILINE) == [digest]
+    look = ["sh", "-c", f"test -e {images.CA_BUNDLE} && echo kept || echo absent"]
+    assert "absent" in await build.without_mount(images.CA_DIR).with_(compat.run(look)).stdout()
 
 
 async def test_a_package_added_to_a_tier_replays_its_services_debian_install(
@@ -668,7 +697,7 @@ async def test_a_package_added_to_a_tier_replays_its_services_debian_install(
         backend.write_text(backend.read_text() + added)
         project = session.load(repo)
         settings = build_settings(project, base_image, scope)
-        tiers = images.tier_images(project, settings, await runner.prepare(settings))
+        tiers = images.tier_images(project, settings, runner.secrets_from_env(settings))
         tier = tiers["backend"]
         for on, seen in ((tier.os, on_system), (tier.image, on_image)):
             installed = images.apt_install(["tini"], scope, on)

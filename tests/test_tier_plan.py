@@ -87,7 +87,7 @@ async def test_a_planned_install_lays_what_an_install_on_top_of_the_parent_lays(
     child's."""
     project = session.load(_tiers(copy_example(tmp_path / "repo", ("worker",)), BASE, BACKEND))
     settings = build_settings(project, base_image, f"tests-plan-same-{time.time_ns()}")
-    tiers = images.tier_images(project, settings, await runner.prepare(settings))
+    tiers = images.tier_images(project, settings, runner.secrets_from_env(settings))
     backend = tiers["backend"]
     on_top, _ = images.tier_venv(
         tiers["base"].build, backend.tier, first=False, compile_bytecode=True, project=project
@@ -121,7 +121,7 @@ async def test_a_change_below_a_tier_reuses_its_install_while_what_it_adds_is_th
         repo = _tiers(copy_example(tmp_path / f"repo{len(seen)}", ("worker",)), base, BACKEND)
         project = session.load(repo)
         settings = build_settings(project, base_image, scope)
-        tiers = images.tier_images(project, settings, await runner.prepare(settings))
+        tiers = images.tier_images(project, settings, runner.secrets_from_env(settings))
         # when the install's exec ran: its files are at the fixed time, its snapshot is not
         stamp = ["stat", "-c", "%y", "/tmp/pipeline-snapshot.json"]
         installed = await tiers["backend"].install.with_exec(stamp).stdout()
@@ -184,7 +184,7 @@ async def test_a_change_between_a_tier_and_its_root_keeps_the_tier_s_layer_below
         (repo / "requirements/ai.txt").write_text(AI)
         project = session.load(repo)
         settings = build_settings(project, base_image, scope)
-        tiers = images.tier_images(project, settings, await runner.prepare(settings))
+        tiers = images.tier_images(project, settings, runner.secrets_from_env(settings))
         facts = {}
         for name in ("base", "backend", "ai"):
             await tiers[name].image.export(str(tmp_path / f"{name}{len(seen)}.tar"))

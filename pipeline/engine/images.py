@@ -55,11 +55,12 @@ if TYPE_CHECKING:
     from pipeline.core.stamp import Stamp
 
 APP = "/app"
-# Where a builder step finds the CA bundle it is given (a proxy's CA): a file in a cache
-# volume of the scope, copied there from the run's secret by stage_ca. A cache volume is in
-# no layer and no cache key, like a secret; unlike a mounted secret file, it costs nothing
-# later: every exec whose rootfs comes from an exec with a mounted secret file makes the
-# engine content-hash that whole rootfs again, which every step of a builder would pay.
+# Where a builder step finds the CA bundle it is given (a proxy's CA): a folder mounted in
+# every builder, made from the run's secret by one small exec (ca_files). Not a mounted secret
+# file in every step: every exec whose rootfs comes from an exec with a mounted secret file
+# makes the engine content-hash that whole rootfs again, which every step of a builder would
+# pay. Not a file in a cache volume either: a shared cache mount can come up as a new, empty
+# volume when one exec mounts it while another releases it, and the steps then found no bundle.
 CA_DIR = "/run/pipeline-ca"
 CA_BUNDLE = f"{CA_DIR}/ca.pem"
 UV_CACHE = "/root/.cache/uv"
@@ -69,7 +70,8 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 @dataclass(frozen=True)
 class Secrets:
-    """Engine-side values the builders may need, never part of a layer or a cache key."""
+    """Engine-side values the builders may need, never part of a layer. Neither value is in
+    a cache key; the CA bundle's digest is, through its secret's name (ca_files)."""
 
     index_url: dagger.Secret | None = None  # a private package index, with its credentials
     ca_bundle: dagger.Secret | None = None  # extra CA certificates for fetching steps
@@ -183,7 +185,7 @@ def builder(
     settings: BuildSettings, build_apt: Sequence[str] = (), secrets: Secrets | None = None
 ) -> dagger.Container:
     """The build stage: compilers and uv on the base image; never shipped. A CA bundle, when
-    given, is found at CA_BUNDLE (see stage_ca) with the tools' CA variables pointing at it.
+    given, is found at CA_BUNDLE (see ca_files) with the tools' CA variables pointing at it.
 
     The compilers and uv come first and mount no volume of the scope: no project code runs in
     those steps and what they install does not depend on a cache, so every scope shares them
@@ -199,9 +201,8 @@ def builder(
         .with_env_variable("PATH", f"{UV_HOME}/bin:{SYSTEM_PATH}")
     )
     if secrets.ca_bundle is not None:
-        ctr = ctr.with_(with_cache(CA_DIR, scope, "ca")).with_env_variable(
-            "SSL_CERT_FILE", CA_BUNDLE
-        )
+        ctr = ctr.with_mounted_directory(CA_DIR, ca_files(settings, secrets.ca_bundle))
+        ctr = ctr.with_env_variable("SSL_CERT_FILE", CA_BUNDLE)
     ctr = (
         ctr.with_(with_cache(UV_CACHE, scope, "uv"))
         .with_env_variable("UV_CACHE_DIR", UV_CACHE)
@@ -232,23 +233,19 @@ def uv_tool(settings: BuildSettings, secrets: Secrets) -> dagger.Directory:
     return ctr.with_(compat.run(["sh", "-c", script])).directory(UV_HOME)
 
 
-def stage_ca(settings: BuildSettings, secrets: Secrets, run: str) -> dagger.Container | None:
-    """The exec that puts the run's CA bundle where the builders find it (None without one).
-    Sync it before any builder step: it runs on every run (``run`` is unique), since a cache
-    volume may have been pruned since the last, and replaces the file at once."""
-    if secrets.ca_bundle is None:
-        return None
+def ca_files(settings: BuildSettings, bundle: dagger.Secret) -> dagger.Directory:
+    """A folder holding the CA bundle as ``ca.pem``, copied from the secret by an exec of its
+    own; builders mount it at CA_DIR. The engine keys that exec by the secret's name, which
+    carries a digest of the bundle (runner.secrets_from_env): another bundle makes another
+    folder, the same one is made once and kept like any other step."""
     source = "/run/secrets/pipeline-ca.pem"
-    # named by the run, not by the shell's PID: every container's shell has the same few
-    # PIDs, and two runs of one scope share the volume
-    staged = f"{CA_DIR}/.ca.pem.$PIPELINE_RUN"
+    out = "/tmp/pipeline-ca"  # noqa: S108 - a path inside the container
     return (
         dag.container()
         .from_(settings.base_image)
-        .with_mounted_secret(source, secrets.ca_bundle)
-        .with_(with_cache(CA_DIR, settings.cache_scope, "ca"))
-        .with_env_variable("PIPELINE_RUN", run)
-        .with_(compat.run(["sh", "-c", f"cp {source} {staged} && mv -f {staged} {CA_BUNDLE}"]))
+        .with_mounted_secret(source, bundle)
+        .with_(compat.run(["sh", "-c", f"mkdir -p {out} && cp {source} {out}/ca.pem"]))
+        .directory(out)
     )
 
 

@@ -9,6 +9,7 @@ image of identical content is not run again.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import shlex
@@ -46,28 +47,20 @@ T = TypeVar("T")
 
 
 def secrets_from_env(settings: BuildSettings) -> images.Secrets:
-    """The run's secrets, from the environment into Dagger secrets; never anywhere else."""
+    """The run's secrets, from the environment into Dagger secrets; never anywhere else. The
+    CA bundle's secret is named by a digest of its certificates (public data), so the step
+    that hands it to the builders is another step for another bundle (images.ca_files)."""
     index = os.environ.get(INDEX_URL_ENV) if settings.private_index else None
     bundle = os.environ.get(CA_BUNDLE_ENV)
     pem = Path(bundle).read_text(encoding="utf-8") if bundle else None
+    ca = None
+    if pem:
+        named = f"pipeline-ca-bundle-{hashlib.sha256(pem.encode()).hexdigest()[:16]}"
+        ca = compat.shared(dag.set_secret(named, pem))
     return images.Secrets(
         index_url=compat.shared(dag.set_secret("pipeline-index-url", index)) if index else None,
-        ca_bundle=compat.shared(dag.set_secret("pipeline-ca-bundle", pem)) if pem else None,
+        ca_bundle=ca,
     )
-
-
-async def prepare(settings: BuildSettings) -> images.Secrets:
-    """The run's secrets, with what the builders need of them in place (the CA bundle)."""
-    secrets = secrets_from_env(settings)
-    await _stage_ca(settings, secrets)
-    return secrets
-
-
-async def _stage_ca(settings: BuildSettings, secrets: images.Secrets) -> None:
-    """The CA bundle (if any) put where the builders find it, by an exec unique to this call."""
-    staging = images.stage_ca(settings, secrets, f"{os.getpid()}-{time.time_ns()}")
-    if staging is not None:
-        await staging.sync()
 
 
 def _expected(exc: BaseException) -> BaseException | None:
@@ -394,15 +387,6 @@ def _sweep(folder: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def untrusted(failure: BaseException, secrets: images.Secrets) -> bool:
-    """Whether a step that fetches refused a server's certificate while the run has a CA
-    bundle: the bundle staged in the scope's volume at the run's start is gone (the engine's
-    garbage collection may prune a cache volume no exec holds, even during a run)."""
-    if secrets.ca_bundle is None or not isinstance(failure, dagger.ExecError):
-        return False
-    return "certificate" in f"{failure.stdout}\n{failure.stderr}".lower()
-
-
 async def _attempt(job: jobs.Job, ctx: _Context, progress: _Progress) -> None:
     out_dir = ctx.options.out_dir
     # unique per run and service, in the target folder so the final rename is atomic
@@ -417,17 +401,7 @@ async def _build_one(job: jobs.Job, ctx: _Context) -> Result:
         started = time.monotonic()
         log.info("build_started", service=service.name, tier=service.tier)
         try:
-            try:
-                await _attempt(job, ctx, progress)
-            except Exception as exc:
-                failure = _expected(exc)
-                if failure is None or not untrusted(failure, ctx.secrets):
-                    raise
-                # once: the CA bundle staged again, the service built again from the start
-                log.warning("ca_bundle_staged_again", service=service.name)
-                await _stage_ca(ctx.settings, ctx.secrets)
-                progress = _Progress(started=progress.started)
-                await _attempt(job, ctx, progress)
+            await _attempt(job, ctx, progress)
         except Exception as exc:
             failure = _expected(exc)
             if failure is None:
@@ -475,7 +449,8 @@ async def run(
         _sweep(options.out_dir)
     if isinstance(start, dagger.DaggerError):
         # nothing can be built without it: every service fails, and says why
-        why = f"prepare: the run's CA bundle could not be staged: {_reason(start, work[0].service)}"
+        why = "prepare: the run's CA bundle could not be handed to the builders: "
+        why += _reason(start, work[0].service)
         return [
             Result(j.service.name, j.service.tier, Status.FAILED, 0.0, reason=why) for j in work
         ]
@@ -514,9 +489,9 @@ async def _start(
 ) -> tuple[images.Secrets, dict[str, images.TierImage], str] | dagger.DaggerError:
     """What every build of the run needs first, asked of the engine side by side (each is a
     round trip or an exec, and none needs another): the base image checked (a bad one is
-    the run's error, before anything else is said), the CA bundle staged, the engine's
-    version, and the tier images' graph built meanwhile. The staging's failure is returned:
-    every service fails with it."""
+    the run's error, before anything else is said), the builders' CA folder made, the
+    engine's version, and the tier images' graph built meanwhile. The CA folder's failure is
+    returned: every service fails with it."""
     secrets = secrets_from_env(settings)
     base: list[PipelineError] = []
     staged: list[dagger.DaggerError] = []
@@ -532,7 +507,7 @@ async def _start(
 
     async def stage() -> None:
         try:
-            await _stage_ca(settings, secrets)
+            await _hand_ca(settings, secrets)
         except dagger.DaggerError as exc:
             staged.append(exc)
 
@@ -552,6 +527,12 @@ async def _start(
     if staged:
         return staged[0]
     return secrets, tiers, f"{engine[0]}{f' at {where}' if where else ''}"
+
+
+async def _hand_ca(settings: BuildSettings, secrets: images.Secrets) -> None:
+    """The builders' CA folder (images.ca_files) made, when the run has a bundle."""
+    if secrets.ca_bundle is not None:
+        await images.ca_files(settings, secrets.ca_bundle).sync()
 
 
 async def _pullable(ref: str) -> None:
