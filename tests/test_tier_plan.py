@@ -137,6 +137,37 @@ async def test_a_change_below_a_tier_reuses_its_install_while_what_it_adds_is_th
 
 @pytest.mark.engine
 @pytest.mark.usefixtures("engine")
+async def test_a_tier_change_that_leaves_the_test_tools_plan_reuses_their_install(
+    tmp_path: Path, base_image: str
+):
+    """The test requirements are the tier's planned layer: a change of the tier that adds
+    none of their dependencies (tomli: not one of pytest's on Python 3.11) keeps their
+    install, and a service without dependencies of its own runs its tests on it."""
+    scope = f"tests-tools-reuse-{time.time_ns()}"
+    seen = []
+    for added in ("", "tomli==2.0.1\n"):  # the example's backend tier, then with tomli
+        repo = copy_example(tmp_path / f"repo{len(seen)}", ("users",))
+        backend = repo / "requirements/backend.txt"
+        backend.write_text(backend.read_text() + added)
+        project = session.load(repo)
+        settings = build_settings(project, base_image, scope)
+        tier = images.tier_images(project, settings, runner.secrets_from_env(settings))["backend"]
+        assert tier.tools_install is not None
+        assert tier.test_tools is not None
+        stamp = ["stat", "-c", "%y", "/tmp/pipeline-snapshot.json"]
+        seen.append((await tier.tools_install.with_exec(stamp).stdout()).strip())
+        unit = images.unit_tests(tier, project.services["users"], project)
+        assert unit is not None
+        assert " passed" in await unit.stdout()
+        versions = "import pytest, httpx; print(pytest.__version__, httpx.__version__)"
+        env = tier.build.with_(layers.with_tree(tier.test_tools))
+        ran = env.with_exec(["/opt/venv/bin/python", "-c", versions])
+        assert (await ran.stdout()).split() == ["8.3.3", "0.27.2"]  # requirements/test.txt
+    assert seen[0] == seen[1]  # installed once: the changed tier reused the first install
+
+
+@pytest.mark.engine
+@pytest.mark.usefixtures("engine")
 def test_a_tier_that_would_change_a_package_below_it_fails_naming_the_fix(
     tmp_path: Path, base_image: str
 ):
@@ -154,7 +185,8 @@ def test_a_tier_that_would_change_a_package_below_it_fails_naming_the_fix(
     (worker,) = json.loads(report.read_text())["services"]
     reason = worker["reason"]
     assert reason.startswith("dependencies: "), reason
-    assert "a tier cannot change a package of the tier below it" in reason
+    fix = "neither a tier nor the test requirements can change a package of the tier below them"
+    assert fix in reason
     assert "pydantic-core" in reason
     assert "<plan.py>" in reason  # the program named, not its source
     assert "Traceback" not in done.stderr

@@ -354,6 +354,12 @@ class TierImage:
     # Execs that prove ``image`` holds the files its chain's installs made in turn (each
     # tier's layer laid below those of the tiers between it and the root: see lowest).
     proofs: tuple[dagger.Container, ...] = ()
+    # The project's test requirements as a planned layer for ``build`` (tools_plannable),
+    # compiled to bytecode: what the tier's services' unit tests run with, installed once
+    # for the tier and kept while its plan is the same; and the exec that installed them.
+    # None: each service installs them.
+    test_tools: dagger.Directory | None = None
+    tools_install: dagger.Container | None = None
 
 
 def tier_venv(
@@ -387,6 +393,29 @@ _PLAN = "/tmp/pipeline-plan/add.txt"  # noqa: S108 - a path inside the container
 PLAN_FILE = "/req/plan/add.txt"  # where a planned install reads its pins
 
 
+def _plain(paths: Sequence[Path]) -> bool:
+    """Whether every file is a .txt of plain requirements only: no option (an index, a hash
+    after a pin), URL or path."""
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8") if path.suffix == ".txt" else None
+        except (OSError, UnicodeDecodeError):
+            return False
+        lines = [raw.split("#", 1)[0].strip() for raw in (text or "-").splitlines()]
+        if not all(_PLAIN.fullmatch(line) and "--" not in line for line in lines if line):
+            return False
+    return True
+
+
+def _plain_chain(project: Project, tier: str) -> bool:
+    """Whether every tier of the chain up to ``tier`` has plain requirement files only and no
+    workspace pins or libraries: exact pins then stand for what the chain installed."""
+    return all(
+        not (below.pins or below.libraries or below.lock is not None) and _plain(below.requirements)
+        for below in project.chain(tier)
+    )
+
+
 def plannable(project: Project, tier: str) -> bool:
     """Whether the tier's install can be planned (programs/plan.py): every tier of its chain
     has requirement files of plain requirements only and no workspace pins or libraries, so
@@ -394,20 +423,14 @@ def plannable(project: Project, tier: str) -> bool:
     too. Anything else (an index or hashes in a file, a URL, a path, a pyproject.toml)
     installs on top of the parent's venv, and so does a tier with no requirement files (it
     adds no package: nothing to plan)."""
-    if not project.tiers[tier].requirements:
-        return False
-    for below in project.chain(tier):
-        if below.pins or below.libraries or below.lock is not None:
-            return False
-        for path in below.requirements:
-            try:
-                text = path.read_text(encoding="utf-8") if path.suffix == ".txt" else None
-            except (OSError, UnicodeDecodeError):
-                return False
-            lines = [raw.split("#", 1)[0].strip() for raw in (text or "-").splitlines()]
-            if not all(_PLAIN.fullmatch(line) and "--" not in line for line in lines if line):
-                return False  # an option (--hash after a pin included), a URL or a path
-    return True
+    return bool(project.tiers[tier].requirements) and _plain_chain(project, tier)
+
+
+def tools_plannable(project: Project, tier: str) -> bool:
+    """Whether the project's test requirements can be installed for ``tier``'s services as a
+    planned layer (``TierImage.test_tools``), as a child tier of it would be."""
+    tests = project.test_requirements
+    return bool(tests) and _plain(tests) and _plain_chain(project, tier)
 
 
 def planned_install(
@@ -424,8 +447,24 @@ def planned_install(
     a directory of their own, which every engine keys by content), so a change below that
     leaves them equal reuses the install and the layer, on v0.11 without compressing it
     again; the parent's change still makes a new plan."""
+    return _planned(project, tier.name, (tier.name, tier.requirements), build, settings, secrets)
+
+
+def _planned(
+    project: Project,
+    chain: str,
+    requirements: tuple[str, Sequence[Path]],
+    build: dagger.Container,
+    settings: BuildSettings,
+    secrets: Secrets | None,
+    *,
+    compiled: bool | None = None,
+) -> dagger.Container:
+    """``planned_install`` of ``requirements`` (a group name for their mounts, the files) on
+    the venv of ``build``, installed in a builder of the tier ``chain``'s chain."""
     python = f"{VENV}/bin/python"
-    ctr, mounted = _with_requirements(build, tier.name, tier.requirements)
+    group, paths = requirements
+    ctr, mounted = _with_requirements(build, group, paths)
     plan = ctr.with_(
         compat.run(["python3", "-c", program_text("plan.py"), python, _PLAN, *mounted])
     )
@@ -433,19 +472,20 @@ def planned_install(
     install = (
         f"test ! -s {PLAN_FILE} || uv pip install -q --no-deps --python {python} -r {PLAN_FILE}"
     )
+    compiled = settings.compile_bytecode if compiled is None else compiled
     # the empty venv as the parent's root tier left it: uv's lock file and the venv's own
     # bytecode in place, so that the layer holds only what the packages add
     empty = [
         ["uv", "venv", "-q", "--python", "python3", VENV],
         ["uv", "pip", "install", "-q", "--python", python, "-r", "/dev/null"],
     ]
-    if settings.compile_bytecode:
+    if compiled:
         empty.append(venv_bytecode())
     return (
-        tier_builder(project, tier.name, settings, secrets)
+        tier_builder(project, chain, settings, secrets)
         .with_(compat.run(one_step(*empty)))
         .with_mounted_file(PLAN_FILE, pins)
-        .with_(with_install([["sh", "-c", install]], settings.compile_bytecode))
+        .with_(with_install([["sh", "-c", install]], compiled))
     )
 
 
@@ -517,7 +557,14 @@ def tier_images(
         image = under
         for tree in laid:
             image = image.with_(with_tree(tree))
-        out[name] = TierImage(tier, build, image, system, install, above, proofs)
+        tools = tools_install = None
+        if tools_plannable(project, name):
+            test = ("test", project.test_requirements)
+            tools_install = _planned(project, name, test, build, settings, secrets, compiled=True)
+            tools = added_tree(tools_install)
+        out[name] = TierImage(
+            tier, build, image, system, install, above, proofs, tools, tools_install
+        )
     return out
 
 
@@ -691,23 +738,34 @@ def smoke_argv(service: Service) -> list[str]:
 
 def unit_tests(tier: TierImage, service: Service, project: Project) -> dagger.Container | None:
     """The service's unit tests, run in the tier's builder with its folder (less what
-    ``exclude`` keeps out) mounted. First the service's test environment, one step: the
-    project's test requirements and the service's own dependencies installed over the tier's
-    venv (under its pins), and what they added compiled to bytecode. Then the tests, in an
-    exec of their own on it. Nothing of this reaches the runtime image, and it needs nothing
-    of the image's build, so the two run side by side.
+    ``exclude`` keeps out) mounted. First the service's test environment: the project's test
+    requirements over the tier's venv (under its pins), then the service's own dependencies
+    (under both), and what they added compiled to bytecode. Then the tests, in an exec of
+    their own on it. Nothing of this reaches the runtime image, and it needs nothing of the
+    image's build, so the two run side by side.
+
+    The test requirements are the tier's planned layer (``TierImage.test_tools``) when they
+    can be planned: installed once for all of the tier's services, and kept across a change
+    of the tier that leaves their plan the same, so a service without dependencies of its own
+    runs its tests with no install at all. Otherwise each service installs them in the step
+    that installs its dependencies.
 
     The environment is kept apart from the tests because an edit of the service's code
     leaves it as it was: the engine replays it, and the tests start with pytest and the
     service's dependencies already compiled. Compiling them again in every run of the tests
     (a throwaway exec writes no bytecode that lasts) cost a one-line edit 1.1-1.2 s of its
-    2 s of tests on v0.21.8. The environment is the service's, not shared by a tier's
-    services: the engine content-hashes the whole rootfs an exec starts from whenever that
-    rootfs is new, which a chain of shared steps would pay again after any tier change."""
+    2 s of tests on v0.21.8. A service's own dependencies are its own step, not a chain of
+    steps shared by a tier's services: the engine content-hashes the whole rootfs an exec
+    starts from whenever that rootfs is new, which such a chain would pay again after any
+    tier change."""
     if not service.spec.tests:
         return None
-    ctr, mounted = _with_requirements(tier.build, "test", project.test_requirements)
-    steps = [_constrained_install(f"-r {req}") for req in mounted]
+    steps: list[list[str]] = []
+    if tier.test_tools is not None:
+        ctr = tier.build.with_(with_tree(tier.test_tools))
+    else:
+        ctr, mounted = _with_requirements(tier.build, "test", project.test_requirements)
+        steps += [_constrained_install(f"-r {req}") for req in mounted]
     if service.requirements is not None:
         ctr = _with_service_files(ctr, service, project)
         steps += _service_installs(service)

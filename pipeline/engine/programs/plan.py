@@ -20,9 +20,9 @@ from pathlib import Path
 
 CHANGES = 3  # the exit status when a pin of the parent would change
 CONFLICT = (
-    "pipeline: the tier's requirements conflict with what the tier it extends installed "
-    "(uv's words above); fix: align the versions, or move the package into the lower tier's "
-    "requirements: a tier cannot change a package of the tier below it"
+    "pipeline: the requirements conflict with what the tier below installed (uv's words "
+    "above); fix: align the versions, or move the package into the lower tier's requirements: "
+    "neither a tier nor the test requirements can change a package of the tier below them"
 )
 
 
