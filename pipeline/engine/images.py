@@ -59,8 +59,9 @@ APP = "/app"
 # every builder, made from the run's secret by one small exec (ca_files). Not a mounted secret
 # file in every step: every exec whose rootfs comes from an exec with a mounted secret file
 # makes the engine content-hash that whole rootfs again, which every step of a builder would
-# pay. Not a file in a cache volume either: a shared cache mount can come up as a new, empty
-# volume when one exec mounts it while another releases it, and the steps then found no bundle.
+# pay. Not a file in a cache volume either: a shared cache mount came up empty for one exec of
+# a run while the others found the file (BuildKit has an open report of cache mounts empty in
+# parallel builds), and that install then failed on the proxy's certificate.
 CA_DIR = "/run/pipeline-ca"
 CA_BUNDLE = f"{CA_DIR}/ca.pem"
 UV_CACHE = "/root/.cache/uv"
