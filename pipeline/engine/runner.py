@@ -494,7 +494,7 @@ async def _start(
     returned: every service fails with it."""
     secrets = secrets_from_env(settings)
     base: list[PipelineError] = []
-    staged: list[dagger.DaggerError] = []
+    ca_failed: list[dagger.DaggerError] = []
     engine: list[str] = []
     tiers: dict[str, images.TierImage] = {}
 
@@ -505,11 +505,11 @@ async def _start(
         except PipelineError as exc:  # the image cannot be pulled, or its Python is refused
             base.append(exc)
 
-    async def stage() -> None:
+    async def hand_ca() -> None:
         try:
             await _hand_ca(settings, secrets)
         except dagger.DaggerError as exc:
-            staged.append(exc)
+            ca_failed.append(exc)
 
     async def version() -> None:
         engine.append(await dag.version())
@@ -518,14 +518,14 @@ async def _start(
         tiers.update(images.tier_images(project, settings, secrets))
 
     try:
-        await _concurrently(check_base, stage, version, graph)
+        await _concurrently(check_base, hand_ca, version, graph)
     except BaseExceptionGroup as group:  # a bug or a lost engine: as if asked one at a time
         raise group.exceptions[0] from None
     where = os.environ.get(RUNNER_HOST) or ("dagger run" if os.environ.get(SESSION_PORT) else "")
     if base:
         raise base[0]
-    if staged:
-        return staged[0]
+    if ca_failed:
+        return ca_failed[0]
     return secrets, tiers, f"{engine[0]}{f' at {where}' if where else ''}"
 
 
