@@ -201,11 +201,9 @@ def builder(
         .with_directory(UV_HOME, uv_tool(settings, secrets))
         .with_env_variable("PATH", f"{UV_HOME}/bin:{SYSTEM_PATH}")
     )
-    if secrets.ca_bundle is not None:
-        ctr = ctr.with_mounted_directory(CA_DIR, ca_files(settings, secrets.ca_bundle))
-        ctr = ctr.with_env_variable("SSL_CERT_FILE", CA_BUNDLE)
     ctr = (
-        ctr.with_(with_cache(UV_CACHE, scope, "uv"))
+        ctr.with_(with_ca(settings, secrets))
+        .with_(with_cache(UV_CACHE, scope, "uv"))
         .with_env_variable("UV_CACHE_DIR", UV_CACHE)
         .with_env_variable("UV_LINK_MODE", "copy")
         .with_env_variable("UV_PYTHON_DOWNLOADS", "never")
@@ -219,19 +217,36 @@ def builder(
 
 def uv_tool(settings: BuildSettings, secrets: Secrets) -> dagger.Directory:
     """uv in a venv of its own (UV_HOME), installed by pip in a container of its own: no
-    volume of a scope (the wheel is fetched whenever this step runs: when the base image or
-    uv's version changes), and the CA bundle, if any, as a secret file, which is in no cache
-    key; the builder takes only the folder, so no later step builds on an exec that had a
-    secret file mounted."""
-    ctr = dag.container().from_(settings.base_image)
-    if secrets.ca_bundle is not None:
-        pem = "/run/secrets/pipeline-ca.pem"
-        ctr = ctr.with_mounted_secret(pem, secrets.ca_bundle).with_env_variable("PIP_CERT", pem)
+    volume of a scope (the wheel is fetched whenever this step runs: when the base image, uv's
+    version or the CA bundle changes), and the CA bundle, if any, as the builders find it
+    (with_ca)."""
     script = (
         f"python3 -m venv {UV_HOME} && PIP_DISABLE_PIP_VERSION_CHECK=1 "
         f"{UV_HOME}/bin/pip install -q --no-cache-dir uv=={UV_VERSION}"
     )
-    return ctr.with_(compat.run(["sh", "-c", script])).directory(UV_HOME)
+    return (
+        dag.container()
+        .from_(settings.base_image)
+        .with_(with_ca(settings, secrets, "PIP_CERT"))
+        .with_(compat.run(["sh", "-c", script]))
+        .directory(UV_HOME)
+    )
+
+
+def with_ca(
+    settings: BuildSettings, secrets: Secrets, variable: str = "SSL_CERT_FILE"
+) -> Callable[[dagger.Container], dagger.Container]:
+    """A step giving the CA bundle, if any, to a container's fetching tools: the ``ca_files``
+    folder mounted at CA_DIR and ``variable`` pointing at the bundle (SSL_CERT_FILE, which
+    Python's ssl module reads, and uv with UV_SYSTEM_CERTS; PIP_CERT for pip)."""
+
+    def step(ctr: dagger.Container) -> dagger.Container:
+        if secrets.ca_bundle is None:
+            return ctr
+        folder = ca_files(settings, secrets.ca_bundle)
+        return ctr.with_mounted_directory(CA_DIR, folder).with_env_variable(variable, CA_BUNDLE)
+
+    return step
 
 
 def ca_files(settings: BuildSettings, bundle: dagger.Secret) -> dagger.Directory:
