@@ -228,10 +228,10 @@ def watch(probe: Probe, child: subprocess.Popen[bytes]) -> str | None:
                 return _stopped(probe, child.returncode)
             if remaining <= 0:
                 return f"{why} (within start_period + timeout = {probe.limit:g}s)"
-            pace = probe.interval
+            pace, bound = probe.interval, min(probe.timeout, remaining)
             try:
-                _refused_now(host, probe.port, min(probe.timeout, remaining))
-                healthy, why = attempt(probe, host, min(probe.timeout, remaining))
+                _refused_now(host, probe.port, bound)
+                healthy, why = attempt(probe, host, bound)
                 if healthy:
                     return None
             except OSError as exc:
