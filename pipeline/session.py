@@ -76,6 +76,7 @@ async def _engine_run(
     options: RunOptions,
     cache: Layered,
     verbose: bool,
+    selected: Sequence[Service] = (),
 ) -> tuple[list[Result], Release | None]:
     """The engine part of a run, cancelled cleanly by Ctrl-C or a CI runner's SIGTERM: every
     job built, each result recorded as it comes, each image delivered; then the release's
@@ -107,7 +108,7 @@ async def _engine_run(
             tg.start_soon(stop_on_signal, tg.cancel_scope)
             kept = resultcache.ignored_folder(project.root / resultcache.FOLDER) / "engine"
             async with connection.engine_session(verbose, kept):
-                outcome = await runner.run(project, work, build, options, deliver, record)
+                outcome = await runner.run(project, work, build, options, deliver, record, selected)
             tg.cancel_scope.cancel()
     except* PipelineError as group:
         raise group.exceptions[0] from None  # one expected error, said as such
@@ -265,7 +266,7 @@ def run(chosen: Chosen, project: Project, services: list[Service]) -> int:
                 done, release, pooled = _pool_run(chosen, todo, build, options, engines)
             else:
                 done, release = anyio.run(
-                    _engine_run, project, todo, build, options, cache, chosen.verbose
+                    _engine_run, project, todo, build, options, cache, chosen.verbose, services
                 )
             built = {r.service: dataclasses.replace(r, changed=why[r.service]) for r in done}
     finally:

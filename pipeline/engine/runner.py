@@ -37,7 +37,7 @@ from pipeline.engine.layers import program_text
 from pipeline.supply import ocilayout
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 
     from pipeline.core.model import Project, Service
     from pipeline.core.settings import BuildSettings, RunOptions
@@ -439,10 +439,16 @@ async def run(
     options: RunOptions,
     deliver: Deliver = keep_nothing,
     on_result: Callable[[jobs.Job, Result], None] | None = None,
+    selected: Collection[Service] = (),
 ) -> list[Result]:
     """Build every job's service, at most ``options.jobs`` at once; each image that passes
     its checks goes to ``deliver``, each result to ``on_result`` as it comes. Needs a
-    connection."""
+    connection.
+
+    ``selected``: every service of the run, those replayed from the result cache too (default:
+    the jobs'). The downloads ahead (images.prefetch) are keyed by their tiers, so a run that
+    rebuilds fewer services than the last, such as an edit of one after a full build, replays
+    that build's downloads instead of running an exec for a shorter chain of tiers."""
     start = await _start(project, work, settings)
     if options.out_dir is not None:
         options.out_dir.mkdir(parents=True, exist_ok=True)
@@ -474,7 +480,8 @@ async def run(
             on_result(job, result)
         results[job.service.name] = result
 
-    ahead = images.prefetch(project, {job.service.tier for job in work}, settings, secrets)
+    used = {s.tier for s in selected} | {job.service.tier for job in work}
+    ahead = images.prefetch(project, used, settings, secrets)
     async with anyio.create_task_group() as outer:
         outer.start_soon(_prefetch, ahead)
         async with anyio.create_task_group() as tg:
