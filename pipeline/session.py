@@ -76,7 +76,7 @@ async def _engine_run(
     options: RunOptions,
     cache: Layered,
     verbose: bool,
-    selected: Sequence[Service] = (),
+    selected: Sequence[Service],
 ) -> tuple[list[Result], Release | None]:
     """The engine part of a run, cancelled cleanly by Ctrl-C or a CI runner's SIGTERM: every
     job built, each result recorded as it comes, each image delivered; then the release's
