@@ -31,7 +31,13 @@ def _one_tier_per_engine(engines: list[placement.Engine]) -> dict[str, str]:
     return chosen
 
 
-def _pool_repo(dest: Path, tiers: dict[str, str], slow: str) -> Path:
+def _smoke_marker(engine: str, token: str) -> str:
+    """The slow smoke test's code: ``token`` tells its process from one of any other run on
+    this machine (the other engine generation's tests run beside these)."""
+    return f"import time; time.sleep({SLOW_SMOKE}); print('{engine} {token}')"
+
+
+def _pool_repo(dest: Path, tiers: dict[str, str], slow: str, token: str) -> Path:
     """A monorepo with one service per engine (``on-<engine>``), in a tier of its own that the
     pool places there; the smoke test of the one on ``slow`` takes SLOW_SMOKE seconds."""
     repo = copy_example(dest, services=("-",))
@@ -41,8 +47,8 @@ def _pool_repo(dest: Path, tiers: dict[str, str], slow: str) -> Path:
     for engine, tier in tiers.items():
         folder = repo / "services" / f"on-{engine}"
         folder.mkdir(parents=True)
-        wait = SLOW_SMOKE if engine == slow else 0
-        smoke = ["python", "-c", f"import time; time.sleep({wait}); print('{engine}')"]
+        code = _smoke_marker(engine, token) if engine == slow else f"print('{engine}')"
+        smoke = ["python", "-c", code]
         (folder / "service.toml").write_text(
             f'tier = "{tier}"\ncommand = ["python", "-c", "import time; time.sleep(60)"]\n'
             f"smoke = {json.dumps(smoke)}\n"
@@ -64,10 +70,10 @@ def _commands() -> list[str]:
     return found
 
 
-def _wait_for_smoke(engine: str, run: subprocess.Popen[str]) -> None:
-    """Until the slow smoke test runs on ``engine``: its process, in a container of the
-    engine's, is one of this machine's."""
-    marker = f"time.sleep({SLOW_SMOKE}); print('{engine}')"
+def _wait_for_smoke(engine: str, token: str, run: subprocess.Popen[str]) -> None:
+    """Until the slow smoke test of this run (``token``) runs on ``engine``: its process, in a
+    container of the engine's, is one of this machine's."""
+    marker = _smoke_marker(engine, token)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if run.poll() is not None:
@@ -89,9 +95,9 @@ def test_an_engine_lost_mid_run_hands_its_services_to_the_next(
     engines = placement.parse(text, "PIPELINE_TEST_ENGINES")
     tiers = _one_tier_per_engine(engines)
     victim = engines[1].name  # never the main engine: the other tests use it
-    repo = _pool_repo(tmp_path / "repo", tiers, slow=victim)
-    report = tmp_path / "report.json"
     scope = f"pool-{uuid.uuid4().hex[:8]}"  # volumes and results no earlier run wrote
+    repo = _pool_repo(tmp_path / "repo", tiers, slow=victim, token=scope)
+    report = tmp_path / "report.json"
     argv = ["build", "--project-dir", str(repo), "--base-image", base_image]
     argv += ["--cache-scope", scope, "--report", str(report), "--engines", text]
     run = subprocess.Popen(  # the run, as a user starts it
@@ -101,7 +107,7 @@ def test_an_engine_lost_mid_run_hands_its_services_to_the_next(
         text=True,
     )
     try:
-        _wait_for_smoke(victim, run)
+        _wait_for_smoke(victim, scope, run)
         pool_engine_command("stop", victim)
         out, err = run.communicate(timeout=900)
     finally:
