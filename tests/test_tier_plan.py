@@ -249,15 +249,16 @@ def test_a_tier_whose_package_writes_a_file_of_a_package_below_it_fails_naming_b
     tmp_path: Path, base_image: str
 ):
     """PyJWT (backend) and jwt (ai) both install jwt/__init__.py: laid in another order, the
-    image would keep the other's file. ai's service fails naming the files and the fix;
-    backend's service is built."""
+    image would keep the other's file. ai's service fails naming the files and the fix, and
+    its image, built and measured beside the proof, is not delivered; backend's service is."""
     repo = _tiers(copy_example(tmp_path / "repo", ("worker", "inference")), BASE, "PyJWT==2.9.0\n")
     (repo / "requirements/ai.txt").write_text("jwt==1.3.1\n")
-    report = tmp_path / "report.json"
-    done = pipeline_in(
-        repo, base_image, "build", "--no-test", "--report", str(report), scope="tests-plan"
-    )
+    report, out = tmp_path / "report.json", tmp_path / "out"
+    argv = ["export", "--no-test", "--out", str(out), "--report", str(report)]
+    done = pipeline_in(repo, base_image, *argv, scope="tests-plan")
     assert done.returncode == 1, done.stderr
+    written = {p.name.partition(".")[0] for p in out.iterdir()}
+    assert written == {"worker"}, sorted(out.iterdir())  # and none of inference's files
     results = {s["service"]: s for s in json.loads(report.read_text())["services"]}
     assert results["worker"]["status"] == "ok", results["worker"]
     reason = results["inference"]["reason"]

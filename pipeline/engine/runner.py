@@ -314,14 +314,17 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
                 Check.HEALTH, probes.health(service, image, ctx.settings, ctx.secrets)
             )
 
+    tier = ctx.tiers[service.tier]
+
     async def image_and_checks() -> None:
-        tier = ctx.tiers[service.tier]
-        syncs = (ctr.sync for ctr in (tier.image, *tier.proofs))
-        await progress.timed(Step.TIER, _concurrently(*syncs))
+        await progress.timed(Step.TIER, tier.image.sync())
         await progress.timed(Step.IMAGE, image.sync())
         await _concurrently(measure, smoke, health)
 
-    await _concurrently(unit, image_and_checks)
+    # the proofs of the places of the tier's layers gate the result, not the image: they run
+    # beside its build and checks, and nothing is delivered before they pass
+    proofs = (ctr.sync for ctr in tier.proofs)
+    await _concurrently(unit, image_and_checks, *proofs)
     if _contradicted(job, progress):
         todo, progress.reused = progress.reused, set()
         await _concurrently(unit, smoke, health)
