@@ -168,26 +168,34 @@ async def test_a_tier_change_that_leaves_the_test_tools_plan_reuses_their_instal
 
 @pytest.mark.engine
 @pytest.mark.usefixtures("engine")
+@pytest.mark.parametrize(
+    ("service", "backend", "ai", "named"),
+    [
+        # pydantic 2.9.2 in the base tier pulls in pydantic-core 2.23.4: only the resolver
+        # sees it (base's venv is installed, backend's plan reads it)
+        ("worker", "pydantic-core==2.20.1\n", "", "pydantic-core"),
+        # ai's plan runs on base's venv and backend's plan, before backend's install
+        ("inference", BACKEND, "idna==3.7\n", "idna"),
+    ],
+    ids=["below-installed", "below-planned"],
+)
 def test_a_tier_that_would_change_a_package_below_it_fails_naming_the_fix(
-    tmp_path: Path, base_image: str
+    tmp_path: Path, base_image: str, service: str, backend: str, ai: str, named: str
 ):
-    # pydantic 2.9.2 in the base tier pulls in pydantic-core 2.23.4: only the resolver sees it
-    repo = _tiers(
-        copy_example(tmp_path / "repo", ("worker",)),
-        "pydantic==2.9.2\n",
-        "pydantic-core==2.20.1\n",
-    )
+    base = "pydantic==2.9.2\n" if service == "worker" else BASE
+    repo = _tiers(copy_example(tmp_path / "repo", (service,)), base, backend)
+    (repo / "requirements/ai.txt").write_text(ai)
     report = tmp_path / "report.json"
     done = pipeline_in(
         repo, base_image, "build", "--no-test", "--report", str(report), scope="tests-plan"
     )
     assert done.returncode == 1, done.stderr
-    (worker,) = json.loads(report.read_text())["services"]
-    reason = worker["reason"]
+    (result,) = json.loads(report.read_text())["services"]
+    reason = result["reason"]
     assert reason.startswith("dependencies: "), reason
     fix = "neither a tier nor the test requirements can change a package of the tier below them"
     assert fix in reason
-    assert "pydantic-core" in reason
+    assert named in reason
     assert "<plan.py>" in reason  # the program named, not its source
     assert "Traceback" not in done.stderr
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import dagger
@@ -353,6 +353,18 @@ def _with_pins(ctr: dagger.Container, tier: Tier) -> tuple[dagger.Container, str
 
 
 @dataclass(frozen=True)
+class Planning:
+    """Where a plan on a tier's venv can run before the tier's install is done: ``on``, a
+    builder whose venv holds what the tier's chain installed up to the last install that was
+    not planned, and the pins of the planned installs laid above it since, bottom first
+    (programs/plan.py ``--installed``). A child's plan then waits for its parent's plan, not
+    for its install."""
+
+    on: dagger.Container
+    pins: tuple[dagger.File, ...] = ()
+
+
+@dataclass(frozen=True)
 class TierImage:
     tier: Tier
     # The builder right after the tier's install, its whole venv at VENV: the builds of the
@@ -376,6 +388,7 @@ class TierImage:
     # None: each service installs them.
     test_tools: dagger.Directory | None = None
     tools_install: dagger.Container | None = None
+    planning: Planning | None = None  # the plans of the tier's children and tools run there
 
 
 def tier_venv(
@@ -452,38 +465,44 @@ def tools_plannable(project: Project, tier: str) -> bool:
 def planned_install(
     project: Project,
     tier: Tier,
-    build: dagger.Container,
+    planning: Planning,
     settings: BuildSettings,
     secrets: Secrets | None,
-) -> dagger.Container:
-    """A child tier's install apart from its parent's venv: the pins of what it adds are
-    planned on the parent's venv (``build``), then installed without dependencies into an
-    empty venv at the same path in a builder of the tier's chain, and what that added kept
-    as the layer (``added_tree``). The install's cache key is the pins' content (copied into
+) -> tuple[dagger.Container, dagger.File]:
+    """A child tier's install apart from its parent's venv, and its pins: the pins of what it
+    adds are planned on the parent's venv (``planning``), then installed without dependencies
+    into an empty venv at the same path in a builder of the tier's chain, and what that added
+    kept as the layer (``added_tree``). The install's cache key is the pins' content (copied into
     a directory of their own, which every engine keys by content), so a change below that
     leaves them equal reuses the install and the layer, on v0.11 without compressing it
     again; the parent's change still makes a new plan."""
-    return _planned(project, tier.name, (tier.name, tier.requirements), build, settings, secrets)
+    group = (tier.name, tier.requirements)
+    return _planned(project, tier.name, group, planning, settings, secrets)
 
 
 def _planned(
     project: Project,
     chain: str,
     requirements: tuple[str, Sequence[Path]],
-    build: dagger.Container,
+    planning: Planning,
     settings: BuildSettings,
     secrets: Secrets | None,
     *,
     compiled: bool | None = None,
-) -> dagger.Container:
+) -> tuple[dagger.Container, dagger.File]:
     """``planned_install`` of ``requirements`` (a group name for their mounts, the files) on
-    the venv of ``build``, installed in a builder of the tier ``chain``'s chain."""
+    the venv ``planning`` stands for, installed in a builder of the tier ``chain``'s chain;
+    and the pins it installed."""
     python = f"{VENV}/bin/python"
     group, paths = requirements
-    ctr, mounted = _with_requirements(build, group, paths)
-    plan = ctr.with_(
-        compat.run(["python3", "-c", program_text("plan.py"), python, _PLAN, *mounted])
-    )
+    ctr, mounted = _with_requirements(planning.on, group, paths)
+    installed: list[str] = []
+    for i, laid in enumerate(planning.pins):
+        path = f"/req/installed/{i}/add.txt"
+        ctr = ctr.with_mounted_file(path, laid)
+        installed += ["--installed", path]
+    program = ["python3", "-c", program_text("plan.py"), python, _PLAN, *installed, *mounted]
+    plan = ctr.with_(compat.run(program))
     pins = dag.directory().with_file("add.txt", plan.file(_PLAN)).file("add.txt")
     install = (
         f"test ! -s {PLAN_FILE} || uv pip install -q --no-deps --python {python} -r {PLAN_FILE}"
@@ -497,12 +516,13 @@ def _planned(
     ]
     if compiled:
         empty.append(venv_bytecode())
-    return (
+    installer = (
         tier_builder(project, chain, settings, secrets)
         .with_(compat.run(one_step(*empty)))
         .with_mounted_file(PLAN_FILE, pins)
         .with_(with_install([["sh", "-c", install]], compiled))
     )
+    return installer, pins
 
 
 def lowest(project: Project, tier: str) -> bool:
@@ -537,22 +557,27 @@ def tier_images(
     out: dict[str, TierImage] = {}
     for name, tier in project.tiers.items():
         parent = out[tier.spec.extends] if tier.spec.extends else None
+        planning = None  # where the tier's plan runs, when it has one
         if parent is None:
             build = tier_builder(project, name, settings, secrets)
         else:
             below = {p for t in project.chain(parent.tier.name) for p in t.spec.build_apt}
             extra = [p for p in tier.spec.build_apt if p not in below]
             build = parent.build.with_(with_apt(extra, settings.cache_scope))
+            # a plan needs the chain's build packages (a source package's metadata may)
+            planning = Planning(build) if extra else parent.planning or Planning(parent.build)
         under_build = build
         # A layer cannot delete, which is why children install on top of their parent's pins
         # instead of replacing them.
-        if parent is not None and plannable(project, name):
-            install = planned_install(project, tier, build, settings, secrets)
+        if planning is not None and plannable(project, name):  # a child tier's
+            install, pins = planned_install(project, tier, planning, settings, secrets)
             layer = added_tree(install)  # one object: its ID fetched once for both queries
             build = build.with_(with_tree(layer))
+            planning = replace(planning, pins=(*planning.pins, pins))
         else:
             build, _ = tier_venv(build, tier, parent is None, settings.compile_bytecode, project)
             install, layer = build, added_tree(build)
+            planning = Planning(build)
         system = parent.os if parent else runtime_os(settings)
         # what the layer is laid on, the layers laid there (bottom first), and those of them
         # above the root tier's image
@@ -576,10 +601,12 @@ def tier_images(
         tools = tools_install = None
         if tools_plannable(project, name):
             test = ("test", project.test_requirements)
-            tools_install = _planned(project, name, test, build, settings, secrets, compiled=True)
+            tools_install, _ = _planned(
+                project, name, test, planning, settings, secrets, compiled=True
+            )
             tools = added_tree(tools_install)
         out[name] = TierImage(
-            tier, build, image, system, install, above, proofs, tools, tools_install
+            tier, build, image, system, install, above, proofs, tools, tools_install, planning
         )
     return out
 

@@ -7,7 +7,12 @@ The parent's installed set (``uv pip freeze``) constrains the resolution (``uv p
 -c``): a tier never changes a package of the tier below it, since its layer could not remove
 the files the old version had. A requirement that would is an error naming the fix.
 
-Usage: ``python -c TEXT PYTHON OUT REQUIREMENTS...``. Standard library only; ``uv`` on PATH.
+With ``--installed PINS`` (repeatable), the venv is taken to hold those pins too, as it will
+once the installs planned from them are laid on it: a child's plan need not wait for its
+parent's install, only for the parent's plan.
+
+Usage: ``python -c TEXT PYTHON OUT [--installed PINS]... REQUIREMENTS...``. Standard library
+only; ``uv`` on PATH.
 """
 
 from __future__ import annotations
@@ -49,23 +54,34 @@ def uv(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["uv", *args], stdout=subprocess.PIPE, text=True, check=False)
 
 
+def split(args: list[str]) -> tuple[list[str], list[str]]:
+    """The ``--installed`` pin files at the head of ``args``, and the requirements after."""
+    installed = []
+    while len(args) > 1 and args[0] == "--installed":
+        installed.append(args[1])
+        args = args[2:]
+    return installed, args
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < len(["PYTHON", "OUT", "REQUIREMENTS"]):
-        sys.stderr.write("usage: plan.py PYTHON OUT REQUIREMENTS...\n")
+    python, out = argv[:2] if len(argv) > 1 else ("", "")
+    installed, requirements = split(argv[2:])
+    if not requirements:
+        sys.stderr.write("usage: plan.py PYTHON OUT [--installed PINS]... REQUIREMENTS...\n")
         return 2
-    python, out, requirements = argv[0], argv[1], argv[2:]
-    frozen = uv("pip", "freeze", "--python", python)
-    if frozen.returncode:
-        return frozen.returncode
+    venv = uv("pip", "freeze", "--python", python)
+    if venv.returncode:
+        return venv.returncode
+    frozen = venv.stdout + "".join(Path(path).read_text(encoding="utf-8") for path in installed)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
-        fh.write(frozen.stdout)
+        fh.write(frozen)
     compile_ = ["pip", "compile", "-q", "--no-header", "--no-annotate", "--python", python]
     resolved = uv(*compile_, "-c", fh.name, *requirements)
     Path(fh.name).unlink()
     if resolved.returncode:
         sys.stderr.write(CONFLICT + "\n")
         return resolved.returncode
-    below, wanted = pins(frozen.stdout), pins(resolved.stdout)
+    below, wanted = pins(frozen), pins(resolved.stdout)
     changed = sorted(f"{n} {below[n]} -> {s}" for n, s in wanted.items() if below.get(n, s) != s)
     if changed:
         sys.stderr.write(f"would change: {', '.join(changed)}\n{CONFLICT}\n")
