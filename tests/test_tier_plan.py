@@ -216,7 +216,8 @@ async def test_a_change_between_a_tier_and_its_root_keeps_the_tier_s_layer_below
     """ai's layer lies right on base's image, backend's above it: a package added to backend
     leaves the ai image's bottom layers (base's and ai's own) as they were, only the layer
     above them is new. The files are exactly those of the installs laid in turn (ai's layer
-    on backend's image), and ai-base holds backend's layer byte for byte."""
+    on backend's image; ai's builder likewise), and ai-base holds backend's layer byte for
+    byte."""
     scope = f"tests-plan-lowest-{time.time_ns()}"
     seen = []
     for backend in (BACKEND, f"{BACKEND}certifi==2024.8.30\n"):  # backend gains a package
@@ -233,15 +234,17 @@ async def test_a_change_between_a_tier_and_its_root_keeps_the_tier_s_layer_below
         assert ai[:base] == facts["base"]
         assert len(ai) == base + 2
         assert ai[-1] == facts["backend"][-1]  # backend's layer, shared by content
-        in_turn = tiers["backend"].image.with_(
-            layers.with_tree(layers.added_tree(tiers["ai"].install))
-        )
-        laid = [
-            await ctr.with_exec(["sh", "-c", FILES]).stdout()
-            for ctr in (tiers["ai"].image, in_turn)
-        ]
-        for key in ("listing", "bytes"):
-            assert value_of(laid[0], key) == value_of(laid[1], key), key
+        # the image, and the builder the unit tests and services' installs run in, both laid
+        # in the low order: the same files as ai's layer laid on backend's
+        ai_layer = layers.with_tree(layers.added_tree(tiers["ai"].install))
+        for what in ("image", "build"):
+            low, backend_one = (getattr(tiers[tier], what) for tier in ("ai", "backend"))
+            laid = [
+                await ctr.with_exec(["sh", "-c", FILES]).stdout()
+                for ctr in (low, backend_one.with_(ai_layer))
+            ]
+            for key in ("listing", "bytes"):
+                assert value_of(laid[0], key) == value_of(laid[1], key), (what, key)
         imports = "import six, idna, certifi, packaging, attrs; print('imported')"
         if seen:
             ran = await tiers["ai"].image.with_exec(["python", "-c", imports]).stdout()

@@ -540,6 +540,23 @@ def lowest(project: Project, tier: str) -> bool:
     return not any(between.spec.apt for between in chain[1:-1])
 
 
+def _laid(ctr: dagger.Container, trees: Iterable[dagger.Directory]) -> dagger.Container:
+    """``ctr`` with each tree laid over its root in turn."""
+    for tree in trees:
+        ctr = ctr.with_(with_tree(tree))
+    return ctr
+
+
+def _builds_by_layers(project: Project, tier: str) -> bool:
+    """Whether the builder of a ``lowest`` tier can be laid as its image is: its root tier's
+    builder, then the tier's layer, then those of the tiers between. Every tier above the
+    root then adds to the builder its planned layer and nothing else (no Debian build
+    packages), so those layers, laid in either order (the same proof as the image's), give
+    its parent's builder and the tier's layer on it; a change between them leaves the copy
+    of the tier's layer (an ML tier's: hundreds of MB) as it was."""
+    return all(plannable(project, t.name) and not t.spec.build_apt for t in project.chain(tier)[1:])
+
+
 def _disjoint(build: dagger.Container, layer: dagger.Directory, tier: str) -> dagger.Container:
     """The exec proving ``layer`` meets what ``build`` holds only in equal folders."""
     tree = "/tmp/pipeline-tree"  # noqa: S108 - a path inside the container
@@ -587,17 +604,18 @@ def tier_images(
         if parent is None:
             under, laid, above = system, (layer,), ()
         elif lowest(project, name):
-            under, laid = out[project.chain(name)[0].name].image, (layer, *parent.above)
+            root = out[project.chain(name)[0].name]
+            under, laid = root.image, (layer, *parent.above)
             above = laid
             proofs = (*proofs, _disjoint(under_build, layer, name))
+            if _builds_by_layers(project, name):  # the builder laid as the image is
+                build = _laid(root.build, laid)
         else:
             under, laid, above = parent.image, (layer,), (*parent.above, layer)
         if tier.spec.apt:  # one tree (its ID fetched once), laid on both
             debs = apt_layer(tier.spec.apt, settings.cache_scope, system)
             system, under = system.with_(with_tree(debs)), under.with_(with_tree(debs))
-        image = under
-        for tree in laid:
-            image = image.with_(with_tree(tree))
+        image = _laid(under, laid)
         tools = tools_install = None
         if tools_plannable(project, name):
             test = ("test", project.test_requirements)
