@@ -169,20 +169,19 @@ async def test_a_tier_change_that_leaves_the_test_tools_plan_reuses_their_instal
 @pytest.mark.engine
 @pytest.mark.usefixtures("engine")
 @pytest.mark.parametrize(
-    ("service", "backend", "ai", "named"),
+    ("service", "base", "backend", "ai", "named"),
     [
         # pydantic 2.9.2 in the base tier pulls in pydantic-core 2.23.4: only the resolver
         # sees it (base's venv is installed, backend's plan reads it)
-        ("worker", "pydantic-core==2.20.1\n", "", "pydantic-core"),
+        ("worker", "pydantic==2.9.2\n", "pydantic-core==2.20.1\n", "", "pydantic-core"),
         # ai's plan runs on base's venv and backend's plan, before backend's install
-        ("inference", BACKEND, "idna==3.7\n", "idna"),
+        ("inference", BASE, BACKEND, "idna==3.7\n", "idna"),
     ],
     ids=["below-installed", "below-planned"],
 )
 def test_a_tier_that_would_change_a_package_below_it_fails_naming_the_fix(
-    tmp_path: Path, base_image: str, service: str, backend: str, ai: str, named: str
+    tmp_path: Path, base_image: str, service: str, base: str, backend: str, ai: str, named: str
 ):
-    base = "pydantic==2.9.2\n" if service == "worker" else BASE
     repo = _tiers(copy_example(tmp_path / "repo", (service,)), base, backend)
     (repo / "requirements/ai.txt").write_text(ai)
     report = tmp_path / "report.json"

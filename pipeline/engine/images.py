@@ -377,6 +377,7 @@ class TierImage:
     # The exec that installed what the tier adds: ``build`` itself, or for a planned install
     # (planned_install) the container it ran in, apart from the parent's venv.
     install: dagger.Container
+    planning: Planning  # the plans of the tier's children and tools run there
     # The venv layers ``image`` lays above its root tier's image, bottom first.
     above: tuple[dagger.Directory, ...] = ()
     # Execs that prove ``image`` holds the files its chain's installs made in turn (each
@@ -388,7 +389,6 @@ class TierImage:
     # None: each service installs them.
     test_tools: dagger.Directory | None = None
     tools_install: dagger.Container | None = None
-    planning: Planning | None = None  # the plans of the tier's children and tools run there
 
 
 def tier_venv(
@@ -582,7 +582,7 @@ def tier_images(
             extra = [p for p in tier.spec.build_apt if p not in below]
             build = parent.build.with_(with_apt(extra, settings.cache_scope))
             # a plan needs the chain's build packages (a source package's metadata may)
-            planning = Planning(build) if extra else parent.planning or Planning(parent.build)
+            planning = Planning(build) if extra else parent.planning
         under_build = build
         # A layer cannot delete, which is why children install on top of their parent's pins
         # instead of replacing them.
@@ -624,7 +624,7 @@ def tier_images(
             )
             tools = added_tree(tools_install)
         out[name] = TierImage(
-            tier, build, image, system, install, above, proofs, tools, tools_install, planning
+            tier, build, image, system, install, planning, above, proofs, tools, tools_install
         )
     return out
 
