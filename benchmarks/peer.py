@@ -303,6 +303,11 @@ def copy_example(dest: Path, compression: str = "gzip") -> Path:
     if compression != "gzip":
         config = dest / "pipeline.toml"
         config.write_text(f'compression = "{compression}"\n{config.read_text()}')
+    if compression == "uncompressed":  # the budgets are of compressed layers: four times them
+        for manifest in (dest / "services").glob("*/service.toml"):
+            budget = re.compile(r"^size_budget_mb = (\d+)$", re.MULTILINE)
+            text = budget.sub(lambda m: f"size_budget_mb = {4 * int(m[1])}", manifest.read_text())
+            manifest.write_text(text)
     env = {**os.environ, "GIT_AUTHOR_DATE": "2026-01-02T03:04:05Z"}
     env["GIT_COMMITTER_DATE"] = env["GIT_AUTHOR_DATE"]
     for args in (
@@ -586,12 +591,16 @@ def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
 
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+TAR_MAGIC_START, TAR_MAGIC_END = 257, 262  # "ustar" in a tar header
 
 
 def _regzipped(tar: tarfile.TarFile, member: tarfile.TarInfo) -> int:
-    """A blob's size once decompressed (gzip, or zstd by the `zstd` command) and gzipped
-    again; a manifest's or config's own size."""
-    if _member(tar, member.name).read(4) == ZSTD_MAGIC:
+    """A blob's size once decompressed (gzip, or zstd by the `zstd` command; a plain tar
+    as it is) and gzipped again; a manifest's or config's own size."""
+    head = _member(tar, member.name).read(TAR_MAGIC_END)
+    if head[TAR_MAGIC_START:TAR_MAGIC_END] == b"ustar":
+        return _gzipped_size(_member(tar, member.name))
+    if head[:4] == ZSTD_MAGIC:
         unpack = subprocess.Popen(["zstd", "-dcq"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert unpack.stdin is not None
         assert unpack.stdout is not None
@@ -897,10 +906,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--compression",
-        choices=("gzip", "zstd"),
+        choices=("gzip", "zstd", "uncompressed"),
         default="gzip",
-        help="the pipeline's layer compression (the config's `compression`; default gzip); "
-        "the peer's images are measured gzipped either way",
+        help="the pipeline's layer compression (the config's `compression`; default gzip; "
+        "uncompressed also sets each service's size budget to four times its own); the "
+        "peer's images are measured gzipped either way",
     )
     parser.add_argument(
         "--compare",

@@ -783,7 +783,8 @@ async def test_accounts_carry_no_build_day(settings: BuildSettings):
 
 
 def _layers_of(tarball: Path) -> tuple[dict[str, Any], list[bytes]]:
-    """An exported OCI tarball's image config, and the first bytes of each layer blob."""
+    """An exported OCI tarball's image config, its layers' media types, digests and sizes, and
+    the first bytes of each layer blob."""
     with tarfile.open(tarball) as tar:
 
         def blob(digest: str) -> bytes:
@@ -796,33 +797,50 @@ def _layers_of(tarball: Path) -> tuple[dict[str, Any], list[bytes]]:
         config = json.loads(blob(manifest["config"]["digest"]))
         heads = [blob(layer["digest"])[:4] for layer in manifest["layers"]]
         types = {layer["mediaType"] for layer in manifest["layers"]}
-    return {"config": config, "types": types}, heads
+        digests = [layer["digest"] for layer in manifest["layers"]]
+        sizes = [layer["size"] for layer in manifest["layers"]]
+    return {"config": config, "types": types, "digests": digests, "sizes": sizes}, heads
 
 
-def test_zstd_compression_gives_zstd_layers_of_the_same_content(
+def test_each_compression_gives_its_layers_of_the_same_content(
     tmp_path: Path, base_image: str
 ) -> None:
-    """compression = "zstd": every layer of the image is a zstd blob (the base image's too),
-    its files the same as with gzip (the config's diff_ids), the image another one."""
+    """compression = "zstd": every layer of the image is a zstd blob (the base image's too);
+    "uncompressed": every layer is a plain tar, the very bytes its diff_id names, and the
+    reported size is theirs. The files are the same as with gzip (the config's diff_ids),
+    each image another one. The size budget is of the layers as compressed: the plain tar
+    layers would be over worker's, so it is lifted."""
     repo = copy_example(tmp_path / "repo", services=("worker",))
+    manifest = repo / "services" / "worker" / "service.toml"
+    manifest.write_text(
+        manifest.read_text().replace("size_budget_mb = 120", "size_budget_mb = 400")
+    )
+    config = repo / "pipeline.toml"
+    original = config.read_text()
     outs = {}
-    for compression in ("gzip", "zstd"):
-        if compression == "zstd":
-            config = repo / "pipeline.toml"
-            config.write_text(f'compression = "zstd"\n{config.read_text()}')
+    for compression in ("gzip", "zstd", "uncompressed"):
+        config.write_text(f'compression = "{compression}"\n{original}')
         out, report = tmp_path / compression, tmp_path / f"{compression}.json"
         done = pipeline_in(repo, base_image, "export", "--out", str(out), "--report", str(report))
         assert done.returncode == 0, done.stdout + done.stderr
         (worker,) = json.loads(report.read_text())["services"]
         assert worker["status"] == "ok", worker
-        outs[compression] = (worker["image"]["digest"], *_layers_of(out / "worker.tar"))
-    (gzip_digest, gzip_image, gzip_heads), (zstd_digest, zstd_image, zstd_heads) = outs.values()
+        outs[compression] = (worker["image"], *_layers_of(out / "worker.tar"))
+    (gzipped, gzip_image, gzip_heads), (zstd, zstd_image, zstd_heads), (plain, plain_image, _) = (
+        outs.values()
+    )
     assert gzip_image["types"] == {"application/vnd.oci.image.layer.v1.tar+gzip"}
     assert zstd_image["types"] == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    assert plain_image["types"] == {"application/vnd.oci.image.layer.v1.tar"}
     assert all(head[:2] == b"\x1f\x8b" for head in gzip_heads)
     assert all(head == b"\x28\xb5\x2f\xfd" for head in zstd_heads)  # zstd's frame magic
-    # the same files but the last layer's build-info.json (the config file changed: dirty)
-    zstd_files, gzip_files = (i["config"]["rootfs"]["diff_ids"] for i in (zstd_image, gzip_image))
-    assert zstd_files[:-1] == gzip_files[:-1]
-    assert len(zstd_files) == len(gzip_files)
-    assert zstd_digest != gzip_digest
+    # a plain tar layer is its own diff: its digest is the diff_id, byte for byte
+    assert plain_image["digests"] == plain_image["config"]["rootfs"]["diff_ids"]
+    assert plain["layer_sizes"] == plain_image["sizes"]
+    assert sum(plain["layer_sizes"]) > 2 * sum(gzipped["layer_sizes"])
+    # the same files (every config said another compression: build-info.json, the last
+    # layer, differs), each image another one
+    files = [i["config"]["rootfs"]["diff_ids"] for i in (gzip_image, zstd_image, plain_image)]
+    assert files[0][:-1] == files[1][:-1] == files[2][:-1]
+    assert len(files[0]) == len(files[1]) == len(files[2])
+    assert len({gzipped["digest"], zstd["digest"], plain["digest"]}) == 3

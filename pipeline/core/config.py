@@ -101,11 +101,14 @@ class ProjectSpec(_Strict):
         description="precompile venvs and sources (unchecked-hash .pyc) so containers start "
         "without compiling imports; false saves a little image size",
     )
-    compression: Literal["gzip", "zstd"] = Field(
+    compression: Literal["gzip", "zstd", "uncompressed"] = Field(
         "gzip",
-        description="how image layers are compressed, which the digest depends on: gzip, "
-        "which every runtime pulls; zstd, several times faster and smaller (a cold build or a "
-        "package added to a tier in 0.8x the time), pulled by Docker 23+, containerd 1.5+, Podman",
+        description="how image layers are compressed, which the digest and the sizes (and "
+        "so size budgets) depend on: gzip, which every runtime pulls; zstd, several times "
+        "faster and smaller (a cold build or a package added to a tier in 0.8x the time), "
+        "pulled by Docker 23+, containerd 1.5+, Podman; uncompressed, no compression at all "
+        "(plain tar layers, as `docker build` keeps images it loads), for builds that stay on "
+        "the machine: the fastest cold build, but every byte crosses the wire on a push",
     )
     source_url: str | None = Field(
         None, description="repository URL for org.opencontainers.image.source (default: git remote)"

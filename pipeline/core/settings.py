@@ -41,7 +41,7 @@ class BuildSettings:
     uid: int
     provenance: Provenance
     compile_bytecode: bool = True
-    compression: str = "gzip"  # of the image layers: gzip or zstd
+    compression: str = "gzip"  # of the image layers: gzip, zstd or uncompressed
     # Whether a private index URL is given (PIPELINE_INDEX_URL); the value itself reaches
     # the builder as a Dagger secret only.
     private_index: bool = False

@@ -150,9 +150,15 @@ def _reason(exc: BaseException, service: Service) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
+_COMPRESSIONS = {
+    "zstd": dagger.ImageLayerCompression.Zstd,
+    "uncompressed": dagger.ImageLayerCompression.Uncompressed,
+}
+
+
 def _compressed(compression: str) -> dagger.ImageLayerCompression | None:
     """The layers' compression to ask of the engine: None for gzip, its default."""
-    return None if compression == "gzip" else dagger.ImageLayerCompression.Zstd
+    return _COMPRESSIONS.get(compression)
 
 
 async def _export(
