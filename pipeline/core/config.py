@@ -106,9 +106,9 @@ class ProjectSpec(_Strict):
         description="how image layers are compressed, which the digest and the sizes (and "
         "so size budgets) depend on: gzip, which every runtime pulls; zstd, several times "
         "faster and smaller (a cold build or a package added to a tier in 0.8x the time), "
-        "pulled by Docker 23+, containerd 1.5+, Podman; uncompressed, no compression at all "
-        "(plain tar layers, as `docker build` keeps images it loads), for builds that stay on "
-        "the machine: the fastest cold build, but every byte crosses the wire on a push",
+        "pulled by Docker 23+, containerd 1.5+, Podman; uncompressed, plain tar layers (as "
+        "dockerd keeps the images it loads) for images that stay on the machine: the fastest "
+        "cold build on Dagger v0.21 (slower on v0.11), but a push sends every byte",
     )
     source_url: str | None = Field(
         None, description="repository URL for org.opencontainers.image.source (default: git remote)"
