@@ -287,6 +287,9 @@ def find_bake_docker(env: dict[str, str]) -> tuple[str, str]:
     fail(f"no docker CLI here runs the buildx plugin in {BUILDX_CONFIG}; set PEER_DOCKER")
 
 
+BUDGET = re.compile(r"^size_budget_mb = (\d+)$", re.MULTILINE)  # a service.toml's size budget
+
+
 def copy_example(dest: Path, compression: str = "gzip") -> Path:
     """The example monorepo as a fresh git repository (as tests/conftest.py makes it), its
     images' layers compressed with ``compression`` (the config's setting)."""
@@ -305,8 +308,7 @@ def copy_example(dest: Path, compression: str = "gzip") -> Path:
         config.write_text(f'compression = "{compression}"\n{config.read_text()}')
     if compression == "uncompressed":  # the budgets are of compressed layers: four times them
         for manifest in (dest / "services").glob("*/service.toml"):
-            budget = re.compile(r"^size_budget_mb = (\d+)$", re.MULTILINE)
-            text = budget.sub(lambda m: f"size_budget_mb = {4 * int(m[1])}", manifest.read_text())
+            text = BUDGET.sub(lambda m: f"size_budget_mb = {4 * int(m[1])}", manifest.read_text())
             manifest.write_text(text)
     env = {**os.environ, "GIT_AUTHOR_DATE": "2026-01-02T03:04:05Z"}
     env["GIT_COMMITTER_DATE"] = env["GIT_AUTHOR_DATE"]

@@ -150,15 +150,17 @@ def _reason(exc: BaseException, service: Service) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
-_COMPRESSIONS = {
+_COMPRESSIONS: dict[str, dagger.ImageLayerCompression | None] = {
+    "gzip": None,  # the engine's default
     "zstd": dagger.ImageLayerCompression.Zstd,
     "uncompressed": dagger.ImageLayerCompression.Uncompressed,
 }
 
 
 def _compressed(compression: str) -> dagger.ImageLayerCompression | None:
-    """The layers' compression to ask of the engine: None for gzip, its default."""
-    return _COMPRESSIONS.get(compression)
+    """The layers' compression to ask of the engine (the config allows only these names:
+    another one is a KeyError, never a silent gzip)."""
+    return _COMPRESSIONS[compression]
 
 
 async def _export(
