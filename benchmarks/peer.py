@@ -117,6 +117,20 @@ def idle_rate(seconds: float = 5.0) -> float:
     return (busy_cpu_seconds() - before) / seconds
 
 
+def settle(quiet: float = 0.5, longest: float = 20.0) -> None:
+    """Before each timed command: flush what the one before wrote (its page cache's writeback
+    would otherwise be billed to the next command, whichever side runs it), then wait until
+    the machine is quiet (under ``quiet`` busy cores over half a second: dockerd and the
+    engine finish removing what a build or a prune left), at most ``longest`` seconds."""
+    os.sync()
+    deadline = time.monotonic() + longest
+    while time.monotonic() < deadline:
+        before = busy_cpu_seconds()
+        time.sleep(0.5)
+        if (busy_cpu_seconds() - before) / 0.5 < quiet:
+            return
+
+
 @dataclass(frozen=True)
 class Sizes:
     images: dict[str, int]  # service -> compressed bytes (config + layers)
@@ -648,6 +662,7 @@ def one_run(
     order: tuple[Tool, ...] = (pipeline, peer) if index % 2 == 0 else (peer, pipeline)
 
     def record(scenario: str, tool: Tool, action: Callable[[Tool], Outcome]) -> None:
+        settle()
         before = busy_cpu_seconds()
         outcome = action(tool)
         outcome = replace(outcome, cpu=round(busy_cpu_seconds() - before, 2))
