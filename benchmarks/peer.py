@@ -682,6 +682,11 @@ def one_run(
     bust(repo, f"{nonce}-nothing")
     peer.prune(everything=True)
     record("cold-nothing", peer, lambda t: t.build(checks=True))
+    # the pipeline's counterpart, not timed: the engine's cache cannot be pruned (other work
+    # shares it), so what cold-nothing gives the peer (its builder stage and base image, which
+    # "cold" keeps) the pipeline gets here, in a scope of its own: a first run on an engine
+    # whose state was emptied would otherwise rebuild the builder inside its cold build
+    Pipeline(repo, base, f"peer-{nonce}-first").build(checks=False)
     bust(repo, nonce)  # fresh inputs for both; fresh download caches for both
     peer.prune(everything=False)
     both("cold", lambda t: t.build(checks=True))
