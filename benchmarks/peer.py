@@ -125,9 +125,7 @@ def settle(quiet: float = 0.5, longest: float = 20.0) -> None:
     os.sync()
     deadline = time.monotonic() + longest
     while time.monotonic() < deadline:
-        before = busy_cpu_seconds()
-        time.sleep(0.5)
-        if (busy_cpu_seconds() - before) / 0.5 < quiet:
+        if idle_rate(0.5) < quiet:
             return
 
 
