@@ -18,7 +18,8 @@ Then, with the CLI as a user runs it (``python -m pipeline ... --project-dir REP
    ``build``; median of ``--edit-runs`` (3), a new edit each time; only that service may be
    built, the N - 1 others must be replayed.
 
-Every build writes ``--report`` (JSON), which the script reads to check 3 and 4. Beside each
+Each command starts on a quiet machine (``machine.settle``, as in peer.py). Every build writes
+``--report`` (JSON), which the script reads to check 3 and 4. Beside each
 wall time (``time.monotonic()`` around the whole command) it records the CPU seconds of the
 CLI process and its children (``resource.getrusage(RUSAGE_CHILDREN)``, user + system): the
 engine's own work is in neither. It prints a markdown table with ratios against the smallest
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import charts  # benchmarks/charts.py, beside this script
+from machine import settle  # benchmarks/machine.py
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "scale"
@@ -131,7 +133,11 @@ def make_repo(dest: Path, n: int, ai: int) -> Path:
 
 
 def run_cli(args: list[str]) -> tuple[Timing, subprocess.CompletedProcess[str]]:
-    """``python -m pipeline ARGS``: its wall time and the CPU seconds of it and its children."""
+    """``python -m pipeline ARGS``: its wall time and the CPU seconds of it and its children,
+    started on a quiet machine (``settle``): a cold build of 200 services leaves the engine
+    pruning its cache and the disk writing back for seconds, which the next command would
+    otherwise be billed for."""
+    settle()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     done = subprocess.run(
