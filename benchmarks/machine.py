@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+IO_TICKS = 12  # the field of a /proc/diskstats line: milliseconds spent doing I/O
+
 
 def busy_cpu_seconds() -> float:
     """CPU-seconds the whole machine has spent busy since boot (/proc/stat: user, nice,
@@ -29,13 +31,35 @@ def idle_rate(seconds: float = 5.0) -> float:
     return (busy_cpu_seconds() - before) / seconds
 
 
-def settle(quiet: float = 0.5, longest: float = 20.0) -> None:
+def _disks() -> list[str]:
+    """The machine's block devices that are disks (not loop, RAM or compressed-RAM devices)."""
+    return [
+        d.name
+        for d in Path("/sys/block").iterdir()
+        if not d.name.startswith(("loop", "ram", "zram"))
+    ]
+
+
+def disk_busy_ms() -> int:
+    """Milliseconds the machine's disks have spent with I/O in flight since boot (the
+    io_ticks field of /proc/diskstats, summed over ``_disks``)."""
+    disks = set(_disks())
+    with Path("/proc/diskstats").open() as fh:
+        rows = [line.split() for line in fh]
+    return sum(int(row[IO_TICKS]) for row in rows if len(row) > IO_TICKS and row[2] in disks)
+
+
+def settle(quiet: float = 0.5, longest: float = 20.0, disk_quiet: float = 0.2) -> None:
     """Before each timed command: flush what the one before wrote (its page cache's writeback
     would otherwise be billed to the next command, whichever side runs it), then wait until
-    the machine is quiet (under ``quiet`` busy cores over half a second: dockerd and the
-    engine finish removing what a build or a prune left), at most ``longest`` seconds."""
+    the machine is quiet, at most ``longest`` seconds: under ``quiet`` busy cores and the
+    disks busy under ``disk_quiet`` of the time, over half a second. Removing what a build or
+    a prune left (dockerd's layers, the engine's garbage collection of its snapshots) is
+    mostly waiting on the disk, which the busy cores alone do not show."""
     os.sync()
     deadline = time.monotonic() + longest
     while time.monotonic() < deadline:
-        if idle_rate(0.5) < quiet:
+        disk = disk_busy_ms()
+        cores = idle_rate(0.5)
+        if cores < quiet and (disk_busy_ms() - disk) / 500 < disk_quiet:
             return

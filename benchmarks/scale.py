@@ -16,7 +16,9 @@ Then, with the CLI as a user runs it (``python -m pipeline ... --project-dir REP
 3. warm no-change ``build``: median of ``--warm-runs`` (3); every service must be replayed;
 4. a one-service edit: a line appended to one base service's ``main.py``, committed, then
    ``build``; median of ``--edit-runs`` (3), a new edit each time; only that service may be
-   built, the N - 1 others must be replayed.
+   built, the N - 1 others must be replayed. The edits run once 1-3 are done for every N,
+   one round at a time over the sizes (N = 10, 50, 200, then again), so each N's edits find
+   the engine in the same state.
 
 Each command starts on a quiet machine (``machine.settle``, as in peer.py). Every build writes
 ``--report`` (JSON), which the script reads to check 3 and 4. Beside each
@@ -180,7 +182,18 @@ def built_services(path: Path, n: int) -> tuple[list[str], list[str]]:
     return sorted(str(s["service"]) for s in built), sorted(str(s["service"]) for s in stamp_only)
 
 
-def measure(n: int, args: argparse.Namespace, work: Path) -> SizeResult:
+@dataclass
+class Size:
+    """One generated monorepo and the build command every run of it uses."""
+
+    result: SizeResult
+    repo: Path
+    report: Path
+    build: list[str]
+
+
+def prepare(n: int, args: argparse.Namespace, work: Path) -> Size:
+    """The monorepo of ``n`` services, its ``plan`` runs, its cold build and its warm runs."""
     scope = f"scale-{n}-{uuid.uuid4().hex[:8]}"
     result = SizeResult(n, scope)
     repo = make_repo(work / f"n{n}", n, args.ai)
@@ -200,23 +213,28 @@ def measure(n: int, args: argparse.Namespace, work: Path) -> SizeResult:
         built, _ = built_services(report, n)
         if built:
             result.problems.append(f"warm run {i + 1} built {len(built)}: {built[:5]}")
-    target = edited_service(n, args.ai)
-    for i in range(args.edit_runs):
-        print(f"N={n}: edit of {target}, build {i + 1}", file=sys.stderr, flush=True)
-        main = repo / "services" / target / "main.py"
-        main.write_text(main.read_text() + f"EDIT_{i} = {uuid.uuid4().hex!r}\n")
-        git(repo, "commit", "-qam", f"edit {i} of {target}")
-        timing, _ = run_cli(build)
-        result.edit.append(timing)
-        built, stamp_only = built_services(report, n)
-        result.edit_built.append(built)
-        result.edit_stamp_only.append(stamp_only)
-        if built != [target]:
-            result.problems.append(
-                f"edit {i + 1} built {len(built)} services, not only {target}: "
-                f"{len(stamp_only)} of them only for the stamp (commit)"
-            )
-    return result
+    return Size(result, repo, report, build)
+
+
+def edit(size: Size, i: int, args: argparse.Namespace) -> None:
+    """Edit ``i`` of one service of ``size``: a line appended and committed, then a build,
+    which must build that service only."""
+    result = size.result
+    n, target = result.n, edited_service(result.n, args.ai)
+    print(f"N={n}: edit of {target}, build {i + 1}", file=sys.stderr, flush=True)
+    main = size.repo / "services" / target / "main.py"
+    main.write_text(main.read_text() + f"EDIT_{i} = {uuid.uuid4().hex!r}\n")
+    git(size.repo, "commit", "-qam", f"edit {i} of {target}")
+    timing, _ = run_cli(size.build)
+    result.edit.append(timing)
+    built, stamp_only = built_services(size.report, n)
+    result.edit_built.append(built)
+    result.edit_stamp_only.append(stamp_only)
+    if built != [target]:
+        result.problems.append(
+            f"edit {i + 1} built {len(built)} services, not only {target}: "
+            f"{len(stamp_only)} of them only for the stamp (commit)"
+        )
 
 
 def median_wall(timings: list[Timing]) -> float:
@@ -472,14 +490,24 @@ def main(argv: list[str] | None = None) -> int:
     start_load = os.getloadavg()[0]
     results: list[SizeResult] = []
     work = Path(tempfile.mkdtemp(prefix="pipeline-scale-"))
+    sizes: list[Size] = []
+    complete = True
     try:
-        for n in args.sizes:
-            try:
-                results.append(measure(n, args, work))
-            except (BenchError, subprocess.CalledProcessError) as exc:
-                print(f"N={n}: {exc}", file=sys.stderr)
-                break
-            save(results, args, start_load)  # each size as it ends: an interrupted run keeps it
+        try:
+            for n in args.sizes:
+                sizes.append(prepare(n, args, work))
+                results.append(sizes[-1].result)
+                save(results, args, start_load)  # as it goes: an interrupted run keeps it
+            # The edits of every size in turn, round after round: each size's edits then find
+            # the engine as full as the others' (after every cold build), not only the last
+            # size's edits right after the largest cold build.
+            for i in range(args.edit_runs):
+                for size in sizes:
+                    edit(size, i, args)
+                save(results, args, start_load)
+        except (BenchError, subprocess.CalledProcessError) as exc:
+            print(f"scale: {exc}", file=sys.stderr)
+            complete = False
     finally:
         if args.keep:
             print(f"monorepos kept in {work}", file=sys.stderr)
@@ -488,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         return 1
     write(save(results, args, start_load), results, args)
-    failed = len(results) < len(args.sizes) or any(r.problems for r in results)
+    failed = not complete or len(results) < len(args.sizes) or any(r.problems for r in results)
     return 1 if failed else 0
 
 
