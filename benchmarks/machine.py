@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 IO_TICKS = 12  # the field of a /proc/diskstats line: milliseconds spent doing I/O
+QUIET_WINDOW = 0.5  # seconds over which settle measures the cores' and the disks' business
 
 
 def busy_cpu_seconds() -> float:
@@ -40,10 +41,9 @@ def _disks() -> list[str]:
     ]
 
 
-def disk_busy_ms() -> int:
-    """Milliseconds the machine's disks have spent with I/O in flight since boot (the
-    io_ticks field of /proc/diskstats, summed over ``_disks``)."""
-    disks = set(_disks())
+def disk_busy_ms(disks: set[str]) -> int:
+    """Milliseconds the ``disks`` have spent with I/O in flight since boot (the io_ticks
+    field of /proc/diskstats, summed)."""
     with Path("/proc/diskstats").open() as fh:
         rows = [line.split() for line in fh]
     return sum(int(row[IO_TICKS]) for row in rows if len(row) > IO_TICKS and row[2] in disks)
@@ -53,13 +53,15 @@ def settle(quiet: float = 0.5, longest: float = 20.0, disk_quiet: float = 0.2) -
     """Before each timed command: flush what the one before wrote (its page cache's writeback
     would otherwise be billed to the next command, whichever side runs it), then wait until
     the machine is quiet, at most ``longest`` seconds: under ``quiet`` busy cores and the
-    disks busy under ``disk_quiet`` of the time, over half a second. Removing what a build or
+    disks busy under ``disk_quiet`` of the time, over ``QUIET_WINDOW``. Removing what a build or
     a prune left (dockerd's layers, the engine's garbage collection of its snapshots) is
     mostly waiting on the disk, which the busy cores alone do not show."""
     os.sync()
+    disks = set(_disks())
     deadline = time.monotonic() + longest
     while time.monotonic() < deadline:
-        disk = disk_busy_ms()
-        cores = idle_rate(0.5)
-        if cores < quiet and (disk_busy_ms() - disk) / 500 < disk_quiet:
+        before = disk_busy_ms(disks)
+        cores = idle_rate(QUIET_WINDOW)
+        disk = (disk_busy_ms(disks) - before) / 1000 / QUIET_WINDOW
+        if cores < quiet and disk < disk_quiet:
             return

@@ -20,10 +20,10 @@ Then, with the CLI as a user runs it (``python -m pipeline ... --project-dir REP
    one round at a time over the sizes (N = 10, 50, 200, then again), so each N's edits find
    the engine in the same state.
 
-Each command starts on a quiet machine (``machine.settle``, as in peer.py). Every build writes
-``--report`` (JSON), which the script reads to check 3 and 4. Beside each
-wall time (``time.monotonic()`` around the whole command) it records the CPU seconds of the
-CLI process and its children (``resource.getrusage(RUSAGE_CHILDREN)``, user + system): the
+Each command starts on a quiet machine (``machine.settle``, as in peer.py). Every build
+writes ``--report`` (JSON), which the script reads to check 3 and 4. Beside each wall time
+(``time.monotonic()`` around the whole command) it records the CPU seconds of the CLI
+process and its children (``resource.getrusage(RUSAGE_CHILDREN)``, user + system): the
 engine's own work is in neither. It prints a markdown table with ratios against the smallest
 N and the issue's targets (``plan`` <= 0.3 s and warm no-change <= 2 s at N = 200; a
 one-service edit at N = 200 within 1.2x of N = 10), writes ``scale.json`` and ``scale.md``
@@ -493,21 +493,20 @@ def main(argv: list[str] | None = None) -> int:
     sizes: list[Size] = []
     complete = True
     try:
-        try:
-            for n in args.sizes:
-                sizes.append(prepare(n, args, work))
-                results.append(sizes[-1].result)
-                save(results, args, start_load)  # as it goes: an interrupted run keeps it
-            # The edits of every size in turn, round after round: each size's edits then find
-            # the engine as full as the others' (after every cold build), not only the last
-            # size's edits right after the largest cold build.
-            for i in range(args.edit_runs):
-                for size in sizes:
-                    edit(size, i, args)
-                save(results, args, start_load)
-        except (BenchError, subprocess.CalledProcessError) as exc:
-            print(f"scale: {exc}", file=sys.stderr)
-            complete = False
+        for n in args.sizes:
+            sizes.append(prepare(n, args, work))
+            results.append(sizes[-1].result)
+            save(results, args, start_load)  # as it goes: an interrupted run keeps it
+        # The edits of every size in turn, round after round: each size's edits then find the
+        # engine as full as the others' (after every cold build), not only the last size's
+        # edits right after the largest cold build.
+        for i in range(args.edit_runs):
+            for size in sizes:
+                edit(size, i, args)
+            save(results, args, start_load)
+    except (BenchError, subprocess.CalledProcessError) as exc:
+        print(f"scale: {exc}", file=sys.stderr)
+        complete = False
     finally:
         if args.keep:
             print(f"monorepos kept in {work}", file=sys.stderr)
