@@ -143,8 +143,7 @@ def _history_changes(root: Path, scope: str, now: history.Run) -> list[history.C
     for against, name in (("this scope", scope), ("main", "main")):
         if against == "main" and scope == "main":
             break
-        runs = history.read(root, name)
-        found += history.changes(now, runs[-1] if runs else None, against)
+        found += history.changes(now, history.last(root, name), against)
     return found
 
 

@@ -46,6 +46,25 @@ def test_history_is_kept_per_scope_bounded_and_survives_a_damaged_line(
     assert [r.revision for r in history.read(tmp_path, "main")] == ["rev3", "rev4", "rev5"]
 
 
+def test_the_last_run_is_the_latest_that_reads_and_earlier_lines_are_kept_as_written(
+    tmp_path: Path,
+):
+    assert history.last(tmp_path, "main") is None
+    for i in range(2):
+        run = history.Run.of([result("users", 1_000 + i)], 1_700_000_000 + i, f"rev{i}", "build")
+        history.append(tmp_path, "main", run)
+    path = ResultCache(tmp_path, "main").dir / history.NAME
+    first, second = path.read_text().splitlines()
+    newer = json.loads(second) | {"runner": "a field a later version writes"}
+    path.write_text(f"{first}\n{json.dumps(newer, sort_keys=True)}\n{{not json\n")
+    latest = history.last(tmp_path, "main")
+    assert latest is not None and latest.revision == "rev1"  # the damaged line is passed over
+    history.append(tmp_path, "main", history.Run.of([result("users", 7)], 1.8e9, "rev2", "build"))
+    lines = path.read_text().splitlines()
+    assert lines[:2] == [first, json.dumps(newer, sort_keys=True)]  # byte for byte
+    assert [json.loads(line)["revision"] for line in lines] == ["rev0", "rev1", "rev2"]
+
+
 def test_a_change_is_measured_against_the_earlier_run():
     before = history.Run.of(
         [result("users", 50_000_000, 10.0), result("gone", 1)], 1.0, "a" * 40, "build"
