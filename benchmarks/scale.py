@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -266,11 +267,12 @@ def edit(size: Size, i: int, args: argparse.Namespace) -> None:
 
 
 def median_wall(timings: list[Timing]) -> float:
-    return statistics.median(t.wall for t in timings)
+    """The median wall time; NaN (printed "nan") for a step an interrupted run never reached."""
+    return statistics.median(t.wall for t in timings) if timings else math.nan
 
 
 def median_cpu(timings: list[Timing]) -> float:
-    return statistics.median(t.cpu for t in timings)
+    return statistics.median(t.cpu for t in timings) if timings else math.nan
 
 
 def table(results: list[SizeResult]) -> str:
@@ -289,12 +291,13 @@ def table(results: list[SizeResult]) -> str:
         cold = f"{r.cold.wall:.2f} s" if r.cold else "-"
         cold_cpu = f"{r.cold.cpu:.2f} s" if r.cold else "-"
         full = f"{median_wall(r.warm_history):.2f} s" if r.warm_history else "-"
+        built = f"{statistics.median(len(b) for b in r.edit_built):g}" if r.edit_built else "-"
         rows.append(
             f"| {r.n} | {median_wall(r.plan):.2f} s | {median_cpu(r.plan):.2f} s | {cold} "
             f"| {cold_cpu} | {median_wall(r.warm):.2f} s | {median_cpu(r.warm):.2f} s "
             f"| {full} "
             f"| {median_wall(r.edit):.2f} s | {median_cpu(r.edit):.2f} s "
-            f"| {statistics.median(len(b) for b in r.edit_built):g} "
+            f"| {built} "
             f"| {median_wall(r.plan) / median_wall(first.plan):.2f}x "
             f"| {median_wall(r.warm) / median_wall(first.warm):.2f}x "
             f"| {median_wall(r.edit) / median_wall(first.edit):.2f}x |"
