@@ -5,6 +5,9 @@ is replayed only when it is this service's, names a real digest and passed every
 from __future__ import annotations
 
 import json
+import os
+import tarfile
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -15,6 +18,7 @@ from pipeline import session
 from pipeline.core import jobs
 from pipeline.core.outcomes import ImageFacts, Kind, Result, Status
 from pipeline.core.settings import RunOptions
+from pipeline.edges import carry, history
 from pipeline.edges.resultcache import ResultCache, seal
 from pipeline.session import build_settings
 from tests.conftest import copy_example
@@ -121,3 +125,37 @@ def test_a_sealed_result_that_was_not_verified_never_replays(
     assert cache.get(Kind.RESULTS, job.key) == value  # it proves itself ...
     replayed, _ = _replay(job, cache)
     assert replayed is None  # ... but is no verified result of this job
+
+
+def test_an_export_carries_what_the_history_used_and_leaves_out_the_rest(
+    job_and_cache: tuple[jobs.Job, ResultCache], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    job, cache = job_and_cache
+    root, scope = cache.top.parent, "tests"
+    jobs.record(job, _verified(job), cache, tested=True)
+    stale = cache.dir / "results" / f"{'e' * 64}.json"
+    stale.write_text((cache.dir / "results" / f"{job.key}.json").read_text())
+    month_ago = time.time() - 30 * 86400
+    for entry in cache.dir.rglob("*.json"):  # every entry last used a month ago
+        os.utime(entry, (month_ago, month_ago))
+    monkeypatch.setattr(history, "KEEP", 2)
+    for at in (time.time() - 60, time.time()):  # the two runs the history keeps, this hour
+        history.append(root, scope, history.Run(at, "a" * 40, "build", {}))
+    assert jobs.replay(job, cache, RunOptions()) is not None  # used now: marked as used
+
+    packed = tmp_path / "results.tar.gz"
+    size, left_out = carry._pack_results(root, scope, packed)  # noqa: SLF001 - the export's packing
+    with tarfile.open(packed) as tar:
+        names = {m.name.removeprefix("./") for m in tar if m.isfile()}
+    assert f"results/{job.key}.json" in names  # replayed by a run the history keeps
+    assert f"results/{stale.name}" not in names and left_out == 2  # and its checks entry
+    assert f"inputs/{job.service.name}.json" in names  # one per service: never left out
+    assert history.NAME in names and size == packed.stat().st_size
+
+    # carried: an import keeps each entry's time of use, so the next export judges it alike
+    landed = carry._stage_results(carry.Export(tmp_path, scope, ()), cache.dir)  # noqa: SLF001
+    used = (cache.dir / "results" / f"{job.key}.json").stat().st_mtime
+    assert (landed / "results" / f"{job.key}.json").stat().st_mtime == pytest.approx(used, abs=1)
+
+    monkeypatch.setattr(history, "KEEP", 3)  # a history not yet full: nothing is old
+    assert carry._pack_results(root, scope, packed)[1] == 0  # noqa: SLF001

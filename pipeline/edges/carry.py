@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import ConfigError, UsageError
 from pipeline.core.log import get_logger
+from pipeline.edges import history
 from pipeline.edges.resultcache import ResultCache
 
 if TYPE_CHECKING:
@@ -48,6 +49,9 @@ if TYPE_CHECKING:
 VOLUMES = ("uv", "pip", "apt-cache", "apt-lists")
 RESULTS = "results"
 MANIFEST = "manifest.json"
+# the result cache's folders of entries by content key, which only grow: what no run of the
+# scope's history has used stays out of an export (inputs/ holds one entry per service)
+_AGEING = frozenset({"results", "checks"})
 MB = 1_000_000
 
 
@@ -131,12 +135,27 @@ def _publish(staging: Path, folder: Path, scope: str, manifest: dict[str, Any]) 
     return final
 
 
-def _pack_results(root: Path, scope: str, target: Path) -> int:
+def _pack_results(root: Path, scope: str, target: Path) -> tuple[int, int]:
+    """The scope's result cache packed at ``target``, but for the results and checks that no
+    run of its full history has used (history.window_start): without that bound every carried
+    cache would keep every result ever stored, and an import would read them all. Its size
+    in bytes and how many entries were left out."""
+    since = history.window_start(root, scope)
+    left_out = 0
+
+    def used(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        nonlocal left_out
+        folder = posixpath.dirname(posixpath.normpath(member.name))
+        if since is not None and member.isfile() and folder in _AGEING and member.mtime < since:
+            left_out += 1
+            return None
+        return member
+
     with tarfile.open(target, "w:gz") as tar:
         results = _results(root, scope)
         if results.is_dir():
-            tar.add(results, arcname=".")
-    return target.stat().st_size
+            tar.add(results, arcname=".", filter=used)
+    return target.stat().st_size, left_out
 
 
 async def export(
@@ -149,14 +168,21 @@ async def export(
     try:
         packed = await pack(settings, VOLUMES, staging)
         sizes = {tool: path.stat().st_size for tool, path in packed.items()}
-        sizes[RESULTS] = _pack_results(settings.root, scope, staging / f"{RESULTS}.tar.gz")
+        packed_results = _pack_results(settings.root, scope, staging / f"{RESULTS}.tar.gz")
+        sizes[RESULTS], unused = packed_results
         left_out = _bound(staging, sizes, max_mb)
         manifest = {"scope": scope, "sizes": sizes, "left_out": left_out}
         final = _publish(staging, folder, scope, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    get_logger().info("cache_exported", folder=str(final), sizes=sizes, left_out=left_out)
+    get_logger().info(
+        "cache_exported",
+        folder=str(final),
+        sizes=sizes,
+        left_out=left_out,
+        unused_results_left_out=unused,
+    )
     return manifest
 
 

@@ -121,6 +121,18 @@ def last(root: Path, scope: str) -> Run | None:
     return None
 
 
+def window_start(root: Path, scope: str) -> float | None:
+    """When the oldest run the scope's history keeps started, once it keeps ``KEEP`` runs:
+    a result cache entry no run has used since then is of none of them (carry.py leaves it
+    out of an export). None while the history is not full: nothing is old yet."""
+    path, lines = _lines(root, scope)
+    runs = [line for line in lines if _is_run(line)]
+    if len(runs) < KEEP:
+        return None
+    oldest = _parsed(path, lines.index(runs[-KEEP]) + 1, runs[-KEEP])
+    return oldest.at if oldest is not None else None
+
+
 def _is_run(line: str) -> bool:
     """Whether a kept line has the shape ``append`` writes: one JSON object whose first key is
     ``at`` (keys are sorted). A line cut short or written by hand goes at the next append

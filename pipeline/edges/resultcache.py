@@ -4,17 +4,19 @@ everything that made them (in the spirit of Bazel's action cache and Turborepo).
 ``<project>/.pipeline/cache/<scope>/`` holds, per cache scope like the cache volumes:
   results/<key>.json   a service's whole verified result (image facts, checks, tier facts)
   checks/<key>.json    checks passed on an image of this content (smoke, health, unit)
-  tiers/<key>.json     a tier image's facts
   inputs/<service>.json  the inputs of the service's last build, to say why it rebuilds
+  history.jsonl        the figures of the scope's last runs (history.py)
 Every entry proves itself: it names its kind and the key it answers, and carries a digest of
 both and of its value. An entry that does not check out (damaged, edited, copied under another
 key, of another format) is ignored with a warning, and the work it would have saved is done
 again. Every write is atomic. The folder carries its own .gitignore, so it never shows as a
-change.
+change. A run that replays an entry marks it as used (its modification time), so that an
+export can leave out what no recent run has used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -64,6 +66,8 @@ class ResultCache:
         if value is None:
             reason = "it does not prove itself (its digest, kind or key do not match)"
             get_logger().warning("cache_entry_ignored", file=str(path), reason=reason)
+        elif self.write:
+            _used(path)
         return value
 
     def put(self, kind: Kind, name: str, value: dict[str, Any]) -> None:
@@ -71,6 +75,14 @@ class ResultCache:
         if self.write:
             sealed = {"kind": str(kind), "key": name, "digest": seal(kind, name, value)}
             write_entry(self.top, self._path(kind, name), value, sealed)
+
+
+def _used(path: Path) -> None:
+    """Mark an entry as used now (its modification time): an export carries only the entries
+    the runs in the scope's history used (carry.py). Best effort: a file that cannot be
+    touched only risks being left out of an export."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
 
 
 def proven(entry: object, kind: str, key: str) -> dict[str, Any] | None:
