@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn, Protocol
 
 import charts  # benchmarks/charts.py, beside this script
-from machine import busy_cpu_seconds, idle_rate, settle  # benchmarks/machine.py
+from machine import busy_cpu_seconds, compiled, idle_rate, settle  # benchmarks/machine.py
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -940,6 +940,7 @@ def main() -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"dagger-{dagger['engine']}"
     results: dict[str, Any] = {key: {"buildkit": [], "pipeline": []} for key in SCENARIOS}
     load_1min: list[list[float]] = []  # the machine's load average as each run began and ended
+    compiled(ROOT / "pipeline")
     at_rest = idle_rate()
     with tempfile.TemporaryDirectory(prefix="peer-bench-") as tmp:
         for index in range(args.runs):
