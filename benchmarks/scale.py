@@ -213,22 +213,23 @@ def prepare(n: int, args: argparse.Namespace, work: Path) -> Size:
     print(f"N={n}: cold build", file=sys.stderr, flush=True)
     result.cold, _ = run_cli(build)
     built_services(report, n)  # every service passed
-    for i in range(args.warm_runs):
-        print(f"N={n}: warm no-change build {i + 1}", file=sys.stderr, flush=True)
-        timing, _ = run_cli(build)
-        result.warm.append(timing)
-        built, _ = built_services(report, n)
-        if built:
-            result.problems.append(f"warm run {i + 1} built {len(built)}: {built[:5]}")
+    warm(result, build, report, args.warm_runs, result.warm, "")
     fill_history(repo, scope)
-    for i in range(args.warm_runs):
-        print(f"N={n}: warm no-change build {i + 1}, history full", file=sys.stderr, flush=True)
-        timing, _ = run_cli(build)
-        result.warm_history.append(timing)
-        built, _ = built_services(report, n)
-        if built:
-            result.problems.append(f"warm run {i + 1} (history full) built {len(built)}")
+    warm(result, build, report, args.warm_runs, result.warm_history, ", history full")
     return Size(result, repo, report, build)
+
+
+def warm(
+    result: SizeResult, build: list[str], report: Path, runs: int, into: list[Timing], how: str
+) -> None:
+    """``runs`` warm no-change builds timed into ``into``; each must replay every service."""
+    for i in range(runs):
+        print(f"N={result.n}: warm no-change build {i + 1}{how}", file=sys.stderr, flush=True)
+        timing, _ = run_cli(build)
+        into.append(timing)
+        built, _ = built_services(report, result.n)
+        if built:
+            result.problems.append(f"warm run {i + 1}{how} built {len(built)}: {built[:5]}")
 
 
 def fill_history(repo: Path, scope: str) -> None:

@@ -168,8 +168,8 @@ async def export(
     try:
         packed = await pack(settings, VOLUMES, staging)
         sizes = {tool: path.stat().st_size for tool, path in packed.items()}
-        packed_results = _pack_results(settings.root, scope, staging / f"{RESULTS}.tar.gz")
-        sizes[RESULTS], unused = packed_results
+        results = staging / f"{RESULTS}.tar.gz"
+        sizes[RESULTS], unused = _pack_results(settings.root, scope, results)
         left_out = _bound(staging, sizes, max_mb)
         manifest = {"scope": scope, "sizes": sizes, "left_out": left_out}
         final = _publish(staging, folder, scope, manifest)

@@ -126,18 +126,24 @@ def window_start(root: Path, scope: str) -> float | None:
     a result cache entry no run has used since then is of none of them (carry.py leaves it
     out of an export). None while the history is not full: nothing is old yet."""
     path, lines = _lines(root, scope)
-    runs = [line for line in lines if _is_run(line)]
+    runs = _runs(lines)
     if len(runs) < KEEP:
         return None
-    oldest = _parsed(path, lines.index(runs[-KEEP]) + 1, runs[-KEEP])
+    number, line = runs[-KEEP]
+    oldest = _parsed(path, number, line)
     return oldest.at if oldest is not None else None
 
 
-def _is_run(line: str) -> bool:
-    """Whether a kept line has the shape ``append`` writes: one JSON object whose first key is
-    ``at`` (keys are sorted). A line cut short or written by hand goes at the next append
-    without parsing every line; one damaged inside is skipped, with a warning, when read."""
-    return line.startswith(_START) and line.endswith("}")
+def _runs(lines: list[str]) -> list[tuple[int, str]]:
+    """The lines (with their numbers) of the shape ``append`` writes: one JSON object whose
+    first key is ``at`` (keys are sorted). A line cut short or written by hand goes at the next
+    append without parsing every line; one damaged inside is skipped, with a warning, when
+    read."""
+    return [
+        (number, line)
+        for number, line in enumerate(lines, start=1)
+        if line.startswith(_START) and line.endswith("}")
+    ]
 
 
 def append(root: Path, scope: str, run: Run) -> None:
@@ -146,7 +152,7 @@ def append(root: Path, scope: str, run: Run) -> None:
     services and a full history that took 0.4 s of every run, and it dropped the fields a later
     version of the pipeline writes."""
     path, lines = _lines(root, scope)
-    kept = [line for line in lines if _is_run(line)][-(KEEP - 1) :] if KEEP > 1 else []
+    kept = [line for _, line in _runs(lines)][-(KEEP - 1) :] if KEEP > 1 else []
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(line + "\n" for line in [*kept, json.dumps(asdict(run), sort_keys=True)])
     with tempfile.NamedTemporaryFile(
