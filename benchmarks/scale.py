@@ -17,7 +17,7 @@ Then, with the CLI as a user runs it (``python -m pipeline ... --project-dir REP
    then as many again with the scope's history full (``history.KEEP`` runs, as after that many
    builds of the scope: its lines are copies of the last, earlier in time);
 4. a one-service edit: a line appended to one base service's ``main.py``, committed, then
-   ``build``; median of ``--edit-runs`` (3), a new edit each time; only that service may be
+   ``build``; median of ``--edit-runs`` (7), a new edit each time; only that service may be
    built, the N - 1 others must be replayed. The edits run once 1-3 are done for every N,
    one round at a time over the sizes (N = 10, 50, 200, then again), so each N's edits find
    the engine in the same state.
@@ -433,7 +433,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 200], metavar="N")
     parser.add_argument("--plan-runs", type=int, default=5)
     parser.add_argument("--warm-runs", type=int, default=3)
-    parser.add_argument("--edit-runs", type=int, default=3)
+    parser.add_argument("--edit-runs", type=int, default=7)
     parser.add_argument("--ai", type=int, default=1, help="services on the heavy ai tier")
     parser.add_argument("--jobs", type=int, default=2, help="the pipeline's --jobs")
     parser.add_argument(
