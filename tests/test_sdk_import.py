@@ -35,9 +35,9 @@ def test_the_sdk_loads_unchecked_and_the_environment_is_left_as_given(given: str
 
 
 def test_query_objects_share_one_converter_until_a_result_is_structured(monkeypatch):
-    """A chain of calls makes one converter (for the calls' arguments), not one per object;
-    a result structured into objects binds them to the query that returned them, and the
-    arguments are turned into JSON as the SDK's own converter does."""
+    """A chain of calls makes one converter (for the calls' arguments and scalar results), not
+    one per object; a result structured into objects binds them to the query that returned
+    them, and the arguments are turned into JSON as the SDK's own converter does."""
     import dagger
     from dagger.client import _core
 
@@ -60,6 +60,16 @@ def test_query_objects_share_one_converter_until_a_result_is_structured(monkeypa
     bound = [ctx.converter.structure({}, dagger.EnvVariable)._ctx for ctx in (first, second)]  # noqa: SLF001
     assert bound[0] is first
     assert bound[1] is second
+    # an ID, a string, a number or an enum structured makes no converter, and is what the
+    # SDK's own converter makes of it
+    made.clear()
+    for ctx in (first, second):
+        assert ctx.converter.structure("abc", dagger.ContainerID) == dagger.ContainerID("abc")
+        assert type(ctx.converter.structure("abc", dagger.ContainerID)) is dagger.ContainerID
+        assert ctx.converter.structure(3, int) == 3
+        protocol = ctx.converter.structure(dagger.NetworkProtocol.UDP.name, dagger.NetworkProtocol)
+        assert protocol is dagger.NetworkProtocol.UDP
+    assert made == []
     args = {"a": dagger.ImageLayerCompression.Zstd, "b": [1, "x"], "c": None}
     sdk_own = real(omit_if_default=True, detailed_validation=False)
     if hasattr(_core, "configure_converter_enum"):  # v0.21's enums go by member name
