@@ -200,11 +200,16 @@ def test_a_tier_that_would_change_a_package_below_it_fails_naming_the_fix(
 
 
 AI = "packaging==24.1\nattrs==24.2.0\n"
-# every entry of /opt with its type, mode, owner, size, time and link, then every file's bytes
-FILES = (
-    "cd / && echo listing=$(find opt -printf '%p %M %U:%G %s %T@ %l\\n' | sort | sha256sum) "
-    "&& echo bytes=$(find opt -type f -exec sha256sum {} + | sort | sha256sum)"
-)
+
+
+# every entry of /opt with its type, mode, owner, size, time (for an image) and link, then
+# every file's bytes
+def _files(times: bool) -> str:
+    time_ = "%T@ " if times else ""
+    return (
+        f"cd / && echo listing=$(find opt -printf '%p %M %U:%G %s {time_}%l\\n' | sort "
+        "| sha256sum) && echo bytes=$(find opt -type f -exec sha256sum {} + | sort | sha256sum)"
+    )
 
 
 @pytest.mark.engine
@@ -215,8 +220,9 @@ async def test_a_change_between_a_tier_and_its_root_keeps_the_tier_s_layer_below
     """ai's layer lies right on base's image, backend's above it: a package added to backend
     leaves the ai image's bottom layers (base's and ai's own) as they were, only the layer
     above them is new. The files are exactly those of the installs laid in turn (ai's layer
-    on backend's image; ai's builder likewise), and ai-base holds backend's layer byte for
-    byte."""
+    on backend's image; ai's builder likewise, where ai's packages keep the times of their
+    install, since it is laid on the container that installed them), and ai-base holds
+    backend's layer byte for byte."""
     scope = f"tests-plan-lowest-{time.time_ns()}"
     seen = []
     for backend in (BACKEND, f"{BACKEND}certifi==2024.8.30\n"):  # backend gains a package
@@ -238,8 +244,9 @@ async def test_a_change_between_a_tier_and_its_root_keeps_the_tier_s_layer_below
         ai_layer = layers.with_tree(layers.added_tree(tiers["ai"].install))
         for what in ("image", "build"):
             low, backend_one = (getattr(tiers[tier], what) for tier in ("ai", "backend"))
+            files = _files(times=what == "image")
             laid = [
-                await ctr.with_exec(["sh", "-c", FILES]).stdout()
+                await ctr.with_exec(["sh", "-c", files]).stdout()
                 for ctr in (low, backend_one.with_(ai_layer))
             ]
             for key in ("listing", "bytes"):

@@ -367,8 +367,10 @@ class Planning:
 @dataclass(frozen=True)
 class TierImage:
     tier: Tier
-    # The builder right after the tier's install, its whole venv at VENV: the builds of the
-    # tier's children, services and unit tests go on from here (no copy of the venv).
+    # The builder with the tier's whole venv at VENV: the builds of the tier's children,
+    # services and unit tests go on from here. The container of the tier's install (no copy
+    # of the venv), with for a builder laid from layers (_builds_by_layers) the venv layers
+    # of the tiers below laid over it.
     build: dagger.Container
     image: dagger.Container  # the runtime image every service of the tier starts from
     # ``image`` without any venv: the runtime OS and the Debian packages of the tier's chain,
@@ -548,12 +550,15 @@ def _laid(ctr: dagger.Container, trees: Iterable[dagger.Directory]) -> dagger.Co
 
 
 def _builds_by_layers(project: Project, tier: str) -> bool:
-    """Whether the builder of a ``lowest`` tier can be laid as its image is: its root tier's
-    builder, then the tier's layer, then those of the tiers between. Every tier above the
-    root then adds to the builder its planned layer and nothing else (no Debian build
-    packages), so those layers, laid in either order (the same proof as the image's), give
-    its parent's builder and the tier's layer on it; a change between them leaves the copy
-    of the tier's layer (an ML tier's: hundreds of MB) as it was."""
+    """Whether the builder of a ``lowest`` tier can be laid from layers: the container its
+    planned install ran in (its root tier's builder, an empty venv and the tier's packages,
+    which are where the install put them: no copy), then the root tier's venv layer and
+    those of the tiers between. Every tier above the root then adds to the builder its
+    planned layer and nothing else (no Debian build packages), so that gives the venv the
+    image has: the empty venv is the root's own, which its layer lays again, and the tier's
+    files meet the others only in equal folders (the same proof as the image's). Only the
+    small layers below the tier's are copied, never its own (an ML tier's: hundreds of MB),
+    and a change below it leaves its install as it was."""
     return all(plannable(project, t.name) and not t.spec.build_apt for t in project.chain(tier)[1:])
 
 
@@ -572,6 +577,7 @@ def tier_images(
     in its parent's builder. A child's layer sits on its parent's image, or for a ``lowest``
     tier on its root tier's image, under the layers of the tiers between."""
     out: dict[str, TierImage] = {}
+    venv_layers: dict[str, dagger.Directory] = {}  # each tier's, as laid on the images
     for name, tier in project.tiers.items():
         parent = out[tier.spec.extends] if tier.spec.extends else None
         planning = None  # where the tier's plan runs, when it has one
@@ -595,6 +601,7 @@ def tier_images(
             build, _ = tier_venv(build, tier, parent is None, settings.compile_bytecode, project)
             install, layer = build, added_tree(build)
             planning = Planning(build)
+        venv_layers[name] = layer
         system = parent.os if parent else runtime_os(settings)
         # what the layer is laid on, the layers laid there (bottom first), and those of them
         # above the root tier's image
@@ -608,8 +615,9 @@ def tier_images(
             under, laid = root.image, (layer, *parent.above)
             above = laid
             proofs = (*proofs, _disjoint(under_build, layer, name))
-            if _builds_by_layers(project, name):  # the builder laid as the image is
-                build = _laid(root.build, laid)
+            if _builds_by_layers(project, name):  # the root's venv and the tiers between
+                venvs = (venv_layers[root.tier.name], *parent.above)
+                build = _laid(install.without_mount(PLAN_FILE), venvs)
         else:
             under, laid, above = parent.image, (layer,), (*parent.above, layer)
         if tier.spec.apt:  # one tree (its ID fetched once), laid on both
