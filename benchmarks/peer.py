@@ -86,6 +86,11 @@ SCENARIOS = {
     "add-package": "six==1.16.0 added to requirements/backend.txt, with checks",
     "help": "`pipeline --help` / `docker --help`",
     "plan": "`pipeline plan` / `docker version`",
+    "cold-publish": (
+        "cold again, then each image pushed to the loopback registry once its checks pass "
+        "(`pipeline publish`: three tags, an SBOM and a provenance artifact each; BuildKit: "
+        "`docker push`)"
+    ),
 }
 
 
@@ -114,6 +119,7 @@ class Tool(Protocol):
     def build(self, *, checks: bool) -> Outcome: ...
     def help(self) -> Outcome: ...
     def plan(self) -> Outcome: ...
+    def publish(self, registry: str) -> Outcome: ...
 
 
 def output(*cmd: str) -> str:
@@ -335,6 +341,11 @@ class Pipeline:
     def build(self, *, checks: bool) -> Outcome:
         return run(self._cmd("build", *([] if checks else ["--no-test"])))
 
+    def publish(self, registry: str) -> Outcome:
+        """Build, check, and push each image under its commit, branch and latest tags to
+        ``registry`` (host/namespace), with its SBOM and provenance beside it."""
+        return run(self._cmd("publish", "--registry", registry))
+
     def help(self) -> Outcome:
         return run([sys.executable, "-m", "pipeline", "--help"])
 
@@ -382,6 +393,7 @@ class Peer:
         self.docker, self.repo, self.base = docker, repo, base
         self.services = services_of(repo)
         self.env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+        self.pushed: list[str] = []  # registry tags given by publish, until untag_pushed
 
     @staticmethod
     def image(service: str) -> str:
@@ -404,6 +416,27 @@ class Peer:
     def _check_built(self, service: str, image: Future[Outcome]) -> Outcome:
         built = image.result()
         return self._check(service) if built.ok else built
+
+    def _push(self, service: str, registry: str, verified: Sequence[Future[Outcome]]) -> Outcome:
+        """The image tagged into ``registry`` and pushed, once every check of it passed
+        (``verified``: its unit tests' target, its smoke and health checks)."""
+        failed = [o for o in (job.result() for job in verified) if not o.ok]
+        if failed:
+            return failed[0]
+        ref = f"{registry}/{service}:bench"
+        self.pushed.append(ref)
+        for args in (("tag", self.image(service), ref), ("push", "-q", ref)):
+            done = self._docker(*args)
+            if done.returncode != 0:
+                return Outcome(0, ok=False, detail=f"{service} {args[0]}: {done.stderr[-2000:]}")
+        return Outcome(0, ok=True)
+
+    def untag_pushed(self) -> None:
+        """The registry tags ``publish`` gave the images, removed from dockerd (the images
+        stay under their own tags): otherwise they would keep every run's images alive."""
+        if self.pushed:
+            self._docker("rmi", *self.pushed)
+            self.pushed.clear()
 
     def _check(self, service: str) -> Outcome:
         """The smoke command in the image, then the health path of the image started."""
@@ -440,19 +473,27 @@ class Peer:
         finally:
             self._docker("rm", "-f", started.stdout.strip())
 
-    def build(self, *, checks: bool) -> Outcome:
+    def build(self, *, checks: bool, push_to: str | None = None) -> Outcome:
         """Every image target at once (and every -test target, then smoke and health checks
-        of each image as soon as it is built); BuildKit shares the stages they have in common."""
+        of each image as soon as it is built); BuildKit shares the stages they have in common.
+        With ``push_to`` (and checks), each image is pushed there once its own checks passed."""
         started = time.monotonic()
         names = list(self.services)
-        with ThreadPoolExecutor(max_workers=3 * len(names)) as pool:
+        with ThreadPoolExecutor(max_workers=4 * len(names)) as pool:
             images = {s: pool.submit(self._build, s, self.image(s)) for s in names}
             jobs = list(images.values())
             if checks:
-                jobs += [pool.submit(self._build, f"{s}-test") for s in names]
-                jobs += [pool.submit(self._check_built, s, images[s]) for s in names]
+                tests = {s: pool.submit(self._build, f"{s}-test") for s in names}
+                checked = {s: pool.submit(self._check_built, s, images[s]) for s in names}
+                jobs += [*tests.values(), *checked.values()]
+                if push_to:
+                    verified = {s: (tests[s], checked[s]) for s in names}
+                    jobs += [pool.submit(self._push, s, push_to, verified[s]) for s in names]
             outcomes = [job.result() for job in jobs]
         return overall(started, outcomes)
+
+    def publish(self, registry: str) -> Outcome:
+        return self.build(checks=True, push_to=registry)
 
     def help(self) -> Outcome:
         return run([self.docker, "--help"])
@@ -533,9 +574,11 @@ class BakePeer(Peer):
         path.write_text(json.dumps({"target": targets}, indent=2) + "\n")
         return path
 
-    def build(self, *, checks: bool) -> Outcome:
+    def build(self, *, checks: bool, push_to: str | None = None) -> Outcome:
         """One bake of the image targets (and the -test targets); each image's smoke and health
-        checks start as soon as bake's output says the image is named in dockerd."""
+        checks start as soon as bake's output says the image is named in dockerd. With
+        ``push_to`` (and checks), each image is pushed there once bake is done (so its unit
+        tests passed) and its own checks passed."""
         started = time.monotonic()
         names = list(self.services)
         targets = names + ([f"{s}-test" for s in names] if checks else [])
@@ -561,6 +604,9 @@ class BakePeer(Peer):
             if checks and baked:  # an image whose naming the output did not show
                 checked |= {s: pool.submit(self._check, s) for s in names if s not in checked}
             outcomes = [Outcome(0, baked, "" if baked else "\n".join(tail))]
+            if push_to and baked:  # the -test targets are done when bake is
+                pushes = [pool.submit(self._push, s, push_to, (checked[s],)) for s in names]
+                outcomes += [job.result() for job in pushes]
             outcomes += [job.result() for job in checked.values()]
         return overall(started, outcomes)
 
@@ -620,6 +666,7 @@ def one_run(
     base: str,
     work: Path,
     results: dict[str, Any],
+    registry: str,
     compression: str = "gzip",
 ) -> tuple[Pipeline, Peer]:
     nonce = uuid.uuid4().hex[:10]
@@ -664,6 +711,17 @@ def one_run(
     both("add-package", lambda t: t.build(checks=True))
     both("help", lambda t: t.help())
     both("plan", lambda t: t.plan())
+    # A CI job's whole cold run: every input changed again and the download caches emptied
+    # again (a scope of the pipeline's own, the peer's cache mounts pruned), then built,
+    # checked and pushed. The pipeline has compressed its layers for the images' digests
+    # already; the peer's push compresses them after the checks.
+    bust(repo, f"{nonce}-publish")
+    peer.prune(everything=False)
+    publishing = Pipeline(repo, base, f"peer-{nonce}-publish")
+    to = f"{registry}/peer-bench-{nonce}"
+    for tool in (publishing, peer) if index % 2 == 0 else (peer, publishing):
+        record("cold-publish", tool, lambda t: t.publish(f"{to}/{t.name}"))
+    peer.untag_pushed()
     return pipeline, peer
 
 
@@ -914,7 +972,9 @@ def main() -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     base = os.environ.get("PIPELINE_BASE_IMAGE")
-    if not base or not os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST"):
+    # the loopback registry's host (cold-publish pushes there, under a namespace per run)
+    registry = os.environ.get("PIPELINE_REGISTRY", "").split("/", 1)[0]
+    if not base or not registry or not os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST"):
         fail('run `eval "$(scripts/engine env)"` first (PIPELINE_DAGGER_VERSION=... for another)')
     dagger = dagger_info()
     if args.peer == "bake":
@@ -945,7 +1005,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="peer-bench-") as tmp:
         for index in range(args.runs):
             before = os.getloadavg()[0]
-            pipeline, peer = one_run(index, make_peer, base, Path(tmp), results, args.compression)
+            pipeline, peer = one_run(
+                index, make_peer, base, Path(tmp), results, registry, args.compression
+            )
             load_1min.append([round(before, 2), round(os.getloadavg()[0], 2)])
         sizes = measure_sizes(pipeline, peer, Path(tmp))
     peer.prune_images()
