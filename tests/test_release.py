@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.parse
 from typing import TYPE_CHECKING
 
 import pytest
@@ -81,6 +82,55 @@ def test_passing_registry_failures_are_retried(tmp_path: Path, base_image: str, 
         f"{namespace}/alpha:{t}" for t in (head, "branch-main", "latest")
     ]
     assert len({ref.split("@")[1] for ref in pushed}) == 1
+
+
+def _blob_arrivals(log: list[tuple[str, str, str]], path: str) -> dict[str, list[str]]:
+    """How each blob reached ``path`` (a repository) in the proxy's log, by digest: "sent"
+    for the PUT of its bytes, "mounted" for a cross-repository mount the registry did,
+    "refused" for one it did not."""
+    arrivals: dict[str, list[str]] = {}
+    for method, request, outcome in log:
+        url = urllib.parse.urlsplit(request)
+        query = urllib.parse.parse_qs(url.query)
+        if not url.path.startswith(f"/v2/{path}/blobs/uploads/"):
+            continue
+        if method == "PUT" and outcome == "201":
+            arrivals.setdefault(query["digest"][0], []).append("sent")
+        elif method == "POST" and "mount" in query:
+            how = "mounted" if outcome == "201" else "refused"
+            arrivals.setdefault(query["mount"][0], []).append(how)
+    return arrivals
+
+
+def test_a_layer_shared_by_services_crosses_to_the_registry_once(
+    tmp_path: Path, base_image: str, registry: str
+):
+    repo = tiny_repo(tmp_path / "repo", dict.fromkeys(("alpha", "beta", "gamma"), "print(1)"))
+    # gamma's repository as on a registry without cross-repository mounts: each mount refused
+    faults = [Fault("POST", r"/gamma/blobs/uploads/\?mount=", status=404)]
+    with FaultyRegistry(_host(registry), faults=faults) as proxy:
+        namespace, report = f"{proxy.address}/t{time.time_ns()}", tmp_path / "report.json"
+        done = pipeline_in(
+            repo, base_image, "publish", "--registry", namespace, "--report", str(report)
+        )
+    assert done.returncode == 0, (done.stdout, done.stderr[-3000:], proxy.errors)
+    layers = {s: v["image"]["layers"] for s, v in _services(report).items()}
+    shared = set(layers["alpha"]) & set(layers["beta"]) & set(layers["gamma"])
+    assert len(shared) >= 2  # the base image's layer and the base tier's venv
+    path = namespace.split("/", 1)[1]
+    arrived = {s: _blob_arrivals(proxy.log, f"{path}/{s}") for s in layers}
+    for digest in shared:
+        # alpha and beta: the bytes sent at most once between them, else mounted
+        ways = arrived["alpha"].get(digest, []) + arrived["beta"].get(digest, [])
+        assert sorted(w for w in ways if w != "refused") in (
+            ["mounted", "mounted"],
+            ["mounted", "sent"],
+        ), (digest, ways)
+        # gamma: sent, its mount refused if another repository had the layer first
+        assert arrived["gamma"][digest][-1] == "sent", (digest, arrived["gamma"][digest])
+    client = referrers.Client(_host(registry))  # every image whole in its own repository
+    for service, digests in layers.items():
+        assert all(client.has_blob(f"{path}/{service}", d) for d in digests), service
 
 
 def test_failing_pushes_leave_moving_tags_alone(tmp_path: Path, base_image: str, registry: str):

@@ -15,10 +15,12 @@ named in the release.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-from dataclasses import dataclass, replace
+import threading
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
@@ -32,7 +34,7 @@ from pipeline.supply.release import immutable_tags, moving_tags
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from pathlib import Path
 
     from pipeline.core.jobs import Job
@@ -51,12 +53,35 @@ _TRANSIENT = re.compile(
 _STATUS = re.compile(r"\b(401 Unauthorized|403 Forbidden|404 Not Found)")
 
 
+class Uploads:
+    """The blobs one run has pushed, each with the repository it went to: the next image that
+    has the same blob (a tier's layers, which every service of the tier shares) mounts it from
+    there, and one that needs it while it is being sent waits for that instead of sending it
+    too. So a layer crosses to the registry once a run, however many images hold it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._sending: dict[str, threading.Lock] = {}
+        self._where: dict[str, str] = {}
+
+    @contextlib.contextmanager
+    def sending(self, digest: str, repository: str) -> Iterator[str | None]:
+        """Held while ``repository`` gets the blob; gives a repository of this run that has
+        it already (or None), and records ``repository`` as one once the block succeeded."""
+        with self._guard:
+            lock = self._sending.setdefault(digest, threading.Lock())
+        with lock:
+            yield self._where.get(digest)
+            self._where[digest] = repository
+
+
 @dataclass(frozen=True)
 class Target:
     """Where and as whom one run publishes."""
 
     prefix: str  # registry/namespace, e.g. ghcr.io/acme
     username: str | None
+    uploads: Uploads = field(default_factory=Uploads, compare=False, repr=False)
 
     @property
     def registry(self) -> str:
@@ -93,12 +118,14 @@ def _client(target: Target) -> Client:
     return referrers.Client(target.registry, target.username, os.environ.get(PASSWORD_ENV))
 
 
-def _upload(client: Client, path: str, tarball: Path) -> ocilayout.Image:
-    """The image's blobs (layers, then config) into the repository, each unless there."""
+def _upload(client: Client, path: str, tarball: Path, uploads: Uploads) -> ocilayout.Image:
+    """The image's blobs (layers, then config) into the repository, each unless there: a
+    layer another repository got earlier in the run is mounted from it (``Uploads``)."""
     image = ocilayout.read(tarball)
     for layer in image.layers:
-        data = ocilayout.blob(tarball, layer["digest"])
-        client.push_blob(path, data, layer["mediaType"])
+        digest = str(layer["digest"])
+        with uploads.sending(digest, path) as source:
+            client.push_known_blob(path, layer, partial(ocilayout.blob, tarball, digest), source)
     config_type = json.loads(image.manifest)["config"]["mediaType"]
     client.push_blob(path, image.config, config_type)
     return image
@@ -137,7 +164,7 @@ async def push_immutable(tarball: Path, job: Job, target: Target) -> tuple[str, 
     repo = target.repository(name)
     path = repo.removeprefix(f"{target.registry}/")
     client = _client(target)
-    image = await _push(name, repo, target, partial(_upload, client, path, tarball))
+    image = await _push(name, repo, target, partial(_upload, client, path, tarball, target.uploads))
     out = []
     for tag in immutable_tags(job.stamp):
         ref = f"{repo}:{tag}"

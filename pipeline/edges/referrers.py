@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.edges.registry import RegistryError, endpoint, is_local, session, unreachable
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 __all__ = ["Client", "ContentMismatchError", "RegistryError"]
 
@@ -153,9 +153,12 @@ class Client:
             raise ContentMismatchError(f"{repository} blob {digest}: content hashes to {got}")
         return bytes(response.content)
 
-    def _put_blob(self, repository: str, data: bytes, media_type: str) -> dict[str, Any]:
-        """A blob uploaded whole: a session, then one PUT of its bytes with its digest."""
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    def _put_blob(
+        self, repository: str, data: bytes, media_type: str, digest: str | None = None
+    ) -> dict[str, Any]:
+        """A blob uploaded whole: a session, then one PUT of its bytes with its digest (that
+        of ``data``, unless the caller has just checked it)."""
+        digest = digest or "sha256:" + hashlib.sha256(data).hexdigest()
         descriptor = {"mediaType": media_type, "digest": digest, "size": len(data)}
         start = f"{self._base}/{repository}/blobs/uploads/"
         response = self._request("POST", start)
@@ -174,6 +177,43 @@ class Client:
         """Whether the repository already holds a blob (a push then skips it)."""
         response = self._request("HEAD", f"{self._base}/{repository}/blobs/{digest}")
         return bool(response.status_code == OK)
+
+    def mount_blob(self, repository: str, digest: str, source: str) -> bool:
+        """The blob linked into the repository from ``source``, another repository of this
+        registry that holds it, without sending its bytes (the distribution spec's
+        cross-repository mount). False when the registry did not mount it: it may open an
+        upload instead (202), which is closed again, or refuse."""
+        query = urllib.parse.urlencode({"mount": digest, "from": source})
+        start = f"{self._base}/{repository}/blobs/uploads/"
+        response = self._request("POST", f"{start}?{query}")
+        if response.status_code == CREATED:
+            return True
+        location = response.headers.get("Location")
+        if response.status_code == ACCEPTED and location:  # an upload nobody will finish
+            with contextlib.suppress(RegistryError):
+                self._request("DELETE", urllib.parse.urljoin(start, location))
+        return False
+
+    def push_known_blob(
+        self,
+        repository: str,
+        descriptor: dict[str, Any],
+        read: Callable[[], bytes],
+        source: str | None = None,
+    ) -> None:
+        """A blob whose descriptor is known into the repository unless it is there already:
+        mounted from ``source`` when given and the registry can, else ``read`` and sent,
+        its bytes first checked against the digest."""
+        digest = str(descriptor["digest"])
+        if self.has_blob(repository, digest):
+            return
+        if source and self.mount_blob(repository, digest, source):
+            return
+        data = read()
+        got = "sha256:" + hashlib.sha256(data).hexdigest()
+        if got != digest:
+            raise ContentMismatchError(f"blob {digest} for {repository}: content hashes to {got}")
+        self._put_blob(repository, data, str(descriptor["mediaType"]), digest)
 
     def push_blob(self, repository: str, data: bytes, media_type: str) -> dict[str, Any]:
         """A blob into the repository unless it is there already; returns its descriptor."""
