@@ -202,25 +202,21 @@ class Client:
         source: str | None = None,
     ) -> None:
         """A blob whose descriptor is known into the repository unless it is there already:
-        mounted from ``source`` when given and the registry can, else ``read`` and sent,
-        its bytes first checked against the digest."""
+        mounted from ``source`` when given and the registry can, else ``read`` and sent.
+        ``read`` gives bytes already checked against the digest (``ocilayout.blob`` does)."""
         digest = str(descriptor["digest"])
         if self.has_blob(repository, digest):
             return
         if source and self.mount_blob(repository, digest, source):
             return
-        data = read()
-        got = "sha256:" + hashlib.sha256(data).hexdigest()
-        if got != digest:
-            raise ContentMismatchError(f"blob {digest} for {repository}: content hashes to {got}")
-        self._put_blob(repository, data, str(descriptor["mediaType"]), digest)
+        self._put_blob(repository, read(), str(descriptor["mediaType"]), digest)
 
     def push_blob(self, repository: str, data: bytes, media_type: str) -> dict[str, Any]:
         """A blob into the repository unless it is there already; returns its descriptor."""
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        if self.has_blob(repository, digest):
-            return {"mediaType": media_type, "digest": digest, "size": len(data)}
-        return self._put_blob(repository, data, media_type)
+        descriptor = {"mediaType": media_type, "digest": digest, "size": len(data)}
+        self.push_known_blob(repository, descriptor, lambda: data)
+        return descriptor
 
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         """Store a manifest under a tag or its digest; returns its digest."""
