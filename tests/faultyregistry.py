@@ -1,11 +1,16 @@
 """A loopback proxy in front of the local registry that injects faults by rule: answers with
 an error status, drops the connection, or holds a request until stopped. It can also demand
-HTTP Basic credentials. The engine reaches it as any registry on localhost (plain HTTP)."""
+credentials: HTTP Basic on every request, or as Docker Hub, GHCR and most registries do,
+Docker's token protocol (a Bearer challenge naming the scope a request needs, a token endpoint
+that grants tokens of that scope for the credentials, each token good for its scope only).
+The engine reaches it as any registry on localhost (plain HTTP)."""
 
 from __future__ import annotations
 
 import base64
 import http.client
+import itertools
+import json
 import re
 import socket
 import threading
@@ -13,6 +18,7 @@ import traceback
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal, Self
+from urllib.parse import parse_qs, urlsplit
 
 Action = Literal["status", "reset", "hold"]
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
@@ -40,6 +46,9 @@ class Fault:
 class FaultyRegistry:
     upstream: str  # host:port of the real registry
     credentials: tuple[str, str] | None = None
+    # Docker's token protocol instead of Basic on every request: tokens from /token (for
+    # ``credentials`` when set, else to anyone), each good for the scopes it was asked for
+    tokens: bool = False
     faults: list[Fault] = field(default_factory=list)
     # (method, path, status answered, or the action taken)
     log: list[tuple[str, str, str]] = field(default_factory=list)
@@ -51,6 +60,8 @@ class FaultyRegistry:
         self._server = _Server(("127.0.0.1", 0), _handler(self))
         self._server.errors = self.errors
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._granted: dict[str, set[tuple[str, str]]] = {}  # token: (repository, action)s
+        self._serial = itertools.count(1)
 
     @property
     def address(self) -> str:
@@ -77,11 +88,61 @@ class FaultyRegistry:
         with self._lock:
             self.log.append((method, path, outcome))
 
-    def authorized(self, header: str | None) -> bool:
+    def _basic(self, header: str | None) -> bool:
         if self.credentials is None:
             return True
         expected = base64.b64encode(":".join(self.credentials).encode()).decode()
         return header == f"Basic {expected}"
+
+    def authorized(self, header: str | None, needs: set[tuple[str, str]]) -> bool:
+        """Whether a request with this Authorization header may do what it ``needs``."""
+        if not self.tokens:
+            return self._basic(header)
+        token = (header or "").removeprefix("Bearer ")
+        with self._lock:
+            granted = self._granted.get(token) if header != token else None
+        return granted is not None and needs <= granted
+
+    def grant(self, header: str | None, scopes: list[str]) -> str | None:
+        """A token for the scopes asked (``repository:NAME:ACTION[,ACTION]``), or None for
+        wrong credentials."""
+        if not self._basic(header):
+            return None
+        granted = set()
+        for scope in " ".join(scopes).split():
+            _, name, actions = scope.split(":")
+            granted |= {(name, action) for action in actions.split(",")}
+        with self._lock:
+            token = f"token-{next(self._serial)}"
+            self._granted[token] = granted
+        return token
+
+    def gate(
+        self, method: str, path: str, header: str | None
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        """The answer to a request that does not reach the registry (a token asked for, or
+        no right credentials), or None."""
+        if self.tokens and urlsplit(path).path == "/token":
+            token = self.grant(header, parse_qs(urlsplit(path).query).get("scope", []))
+            self.record(method, path, "token" if token else "401")
+            if token is None:
+                return 401, {}, b'{"details":"incorrect username or password"}'
+            return 200, {}, json.dumps({"token": token}).encode()
+        needs = _needs(method, path)
+        if self.authorized(header, needs):
+            return None
+        self.record(method, path, "401")
+        challenge = {"WWW-Authenticate": self.challenge(needs)}
+        return 401, challenge, b'{"errors":[{"code":"UNAUTHORIZED"}]}'
+
+    def challenge(self, needs: set[tuple[str, str]]) -> str:
+        if not self.tokens:
+            return 'Basic realm="faulty"'
+        actions: dict[str, list[str]] = {}
+        for name, action in sorted(needs):
+            actions.setdefault(name, []).append(action)
+        scope = " ".join(f"repository:{n}:{','.join(a)}" for n, a in actions.items())
+        return f'Bearer realm="http://{self.address}/token",service="faulty",scope="{scope}"'
 
     def hold(self) -> None:
         self._released.wait()
@@ -96,6 +157,26 @@ def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
         handler.rfile.readline()
     handler.rfile.readline()
     return b"".join(chunks)
+
+
+_REPOSITORY = re.compile(r"^/v2/(.+?)/(?:blobs|manifests|tags|referrers)/")
+
+
+def _needs(method: str, path: str) -> set[tuple[str, str]]:
+    """The (repository, action) pairs a registry request needs: pull to read, push to write,
+    and for a cross-repository mount pull on the repository it mounts from."""
+    url = urlsplit(path)
+    found = _REPOSITORY.match(url.path)
+    if found is None:
+        return set()
+    name = found[1]
+    if method in ("GET", "HEAD"):
+        return {(name, "pull")}
+    needs = {(name, "pull"), (name, "push")}
+    source = parse_qs(url.query).get("from")
+    if method == "POST" and source:
+        needs.add((source[0], "pull"))
+    return needs
 
 
 def _forward(
@@ -148,10 +229,9 @@ def _handler(registry: FaultyRegistry) -> type[BaseHTTPRequestHandler]:
         def _serve(self) -> None:
             method, path = self.command, self.path
             body = _read_body(self)
-            if not registry.authorized(self.headers.get("Authorization")):
-                registry.record(method, path, "401")
-                challenge = {"WWW-Authenticate": 'Basic realm="faulty"'}
-                self._answer(401, challenge, b'{"errors":[{"code":"UNAUTHORIZED"}]}')
+            refusal = registry.gate(method, path, self.headers.get("Authorization"))
+            if refusal is not None:
+                self._answer(*refusal)
                 return
             fault = registry.fault_for(method, path)
             if fault is None:

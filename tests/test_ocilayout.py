@@ -22,10 +22,9 @@ def _sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _layout(path: Path, when: str, step: str = "buildkit") -> Path:
+def layout(path: Path, when: str, step: str = "buildkit", layer: bytes = b"layer bytes") -> Path:
     """A one-layer OCI layout as an engine exports it, its times all ``when``, its history
     describing the layer as ``step``."""
-    layer = b"layer bytes"
     config = json.dumps(
         {
             "created": when,
@@ -79,8 +78,8 @@ def _layout(path: Path, when: str, step: str = "buildkit") -> Path:
 
 
 def test_engine_times_give_way_to_the_commit_time(tmp_path: Path):
-    one = _layout(tmp_path / "one.tar", "2026-11-30T10:00:00Z")
-    two = _layout(tmp_path / "two.tar", "2026-11-30T11:11:11Z")
+    one = layout(tmp_path / "one.tar", "2026-11-30T10:00:00Z")
+    two = layout(tmp_path / "two.tar", "2026-11-30T11:11:11Z")
     assert tarball_facts(one).digest != tarball_facts(two).digest
     first, second = ocilayout.normalize(one, COMMIT), ocilayout.normalize(two, COMMIT)
     assert first.digest == second.digest == tarball_facts(one).digest
@@ -91,7 +90,8 @@ def test_engine_times_give_way_to_the_commit_time(tmp_path: Path):
     assert config["config"] == {"Env": ["A=1"]}  # nothing else changes
     # layers are untouched, and every blob is where its digest says
     (layer,) = ocilayout.read(one).layers
-    assert ocilayout.blob(one, layer["digest"]) == b"layer bytes"
+    with ocilayout.open_blob(one, layer["digest"]) as blob:
+        assert blob.read() == b"layer bytes"
     assert ocilayout.normalize(one, COMMIT).digest == first.digest  # idempotent
     with tarfile.open(one) as tar:
         names = tar.getnames()
@@ -102,8 +102,8 @@ def test_engine_times_give_way_to_the_commit_time(tmp_path: Path):
 def test_each_engines_words_for_a_step_give_way(tmp_path: Path):
     """v0.11 and v0.21 describe the same layer in their own words: after normalize their
     images are one image."""
-    old = _layout(tmp_path / "v011.tar", COMMIT, "copy /tmp/pipeline-layer /")
-    new = _layout(tmp_path / "v021.tar", COMMIT, "Directory.withDirectory")
+    old = layout(tmp_path / "v011.tar", COMMIT, "copy /tmp/pipeline-layer /")
+    new = layout(tmp_path / "v021.tar", COMMIT, "Directory.withDirectory")
     assert tarball_facts(old).digest != tarball_facts(new).digest
     assert ocilayout.normalize(old, COMMIT).digest == ocilayout.normalize(new, COMMIT).digest
     assert json.loads(ocilayout.read(old).config)["history"] == [{"created": COMMIT}]

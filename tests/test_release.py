@@ -11,14 +11,17 @@ import subprocess
 import sys
 import tarfile
 import time
+import tracemalloc
 import urllib.parse
 from typing import TYPE_CHECKING
 
 import pytest
 
-from pipeline.edges import referrers
+from pipeline.edges import publish, referrers
+from pipeline.supply import ocilayout
 from tests.conftest import git, pipeline_in, skopeo, tiny_repo
 from tests.faultyregistry import Fault, FaultyRegistry
+from tests.test_ocilayout import COMMIT, layout
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -92,8 +95,8 @@ def _blob_arrivals(log: list[tuple[str, str, str]], path: str) -> dict[str, list
     for method, request, outcome in log:
         url = urllib.parse.urlsplit(request)
         query = urllib.parse.parse_qs(url.query)
-        if not url.path.startswith(f"/v2/{path}/blobs/uploads/"):
-            continue
+        if not url.path.startswith(f"/v2/{path}/blobs/uploads/") or outcome == "401":
+            continue  # another repository's, or a token's challenge (asked again with one)
         if method == "PUT" and outcome == "201":
             arrivals.setdefault(query["digest"][0], []).append("sent")
         elif method == "POST" and "mount" in query:
@@ -131,6 +134,27 @@ def test_a_layer_shared_by_services_crosses_to_the_registry_once(
     client = referrers.Client(_host(registry))  # every image whole in its own repository
     for service, digests in layers.items():
         assert all(client.has_blob(f"{path}/{service}", d) for d in digests), service
+
+
+def test_a_layer_crosses_to_the_registry_as_it_is_read_never_held_whole(
+    tmp_path: Path, registry: str
+):
+    """An ML tier's layer of hundreds of MB, or gigabytes, is checked against its digest and
+    sent in chunks: the publishing process never holds it whole."""
+    tarball = layout(tmp_path / "image.tar", COMMIT, layer=os.urandom(32 << 20))
+    image = ocilayout.read(tarball)
+    client = referrers.Client(_host(registry))
+    path = f"{registry.split('/', 1)[1]}/t{time.time_ns()}/big"
+    tracemalloc.start()
+    try:
+        publish.upload(client, path, tarball, publish.Uploads())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak / 2**20:.1f} MiB held at once"
+    (layer,) = image.layers
+    assert client.has_blob(path, layer["digest"])
+    assert client.has_blob(path, json.loads(image.manifest)["config"]["digest"])
 
 
 def test_failing_pushes_leave_moving_tags_alone(tmp_path: Path, base_image: str, registry: str):
@@ -281,24 +305,51 @@ def test_run_killed_mid_publish_moves_no_tag(tmp_path: Path, base_image: str, re
     assert _tags(f"{stored}/beta") == []
 
 
+def _publish_as_ci(
+    repo: Path, base_image: str, namespace: str, report: Path, password: str
+) -> subprocess.CompletedProcess[str]:
+    """``publish`` to ``namespace`` as the user ci with ``password``."""
+    user = ["--registry-username", "ci", "--report", str(report)]
+    env = {"PIPELINE_REGISTRY_PASSWORD": password}
+    return pipeline_in(repo, base_image, "publish", "--registry", namespace, *user, env=env)
+
+
+def test_publish_to_a_registry_of_scoped_tokens(tmp_path: Path, base_image: str, registry: str):
+    """As Docker Hub and GHCR do: each repository's requests need a Bearer token of its own
+    scope, from the registry's token endpoint. Three images publish whole, their shared layers
+    still cross once (mounted, with a token that may read the repository they come from), and
+    no blob's bytes are sent to be refused: a repository's requests carry its token at once."""
+    repo = tiny_repo(tmp_path / "repo", dict.fromkeys(("alpha", "beta", "gamma"), "print(1)"))
+    with FaultyRegistry(_host(registry), credentials=("ci", "right"), tokens=True) as proxy:
+        namespace, report = f"{proxy.address}/t{time.time_ns()}", tmp_path / "report.json"
+        done = _publish_as_ci(repo, base_image, namespace, report, "right")
+    assert done.returncode == 0, (done.stdout, done.stderr[-3000:], proxy.errors)
+    refused = [(m, p) for m, p, outcome in proxy.log if outcome == "401"]
+    assert refused  # every repository was challenged
+    assert not [p for m, p in refused if m in ("PUT", "PATCH") and "/blobs/" in p], refused
+    layers = {s: v["image"]["layers"] for s, v in _services(report).items()}
+    shared = set(layers["alpha"]) & set(layers["beta"]) & set(layers["gamma"])
+    path = namespace.split("/", 1)[1]
+    arrived = {s: _blob_arrivals(proxy.log, f"{path}/{s}") for s in layers}
+    for digest in shared:
+        ways = [w for s in layers for w in arrived[s].get(digest, [])]
+        assert sorted(ways) == ["mounted", "mounted", "sent"], (digest, ways)
+    client = referrers.Client(_host(registry))
+    for service, digests in layers.items():
+        assert all(client.has_blob(f"{path}/{service}", d) for d in digests), service
+        assert _tags(f"{_host(registry)}/{path}/{service}") == sorted(
+            [git(repo, "rev-parse", "HEAD")[:12], "branch-main", "latest"]
+        )
+
+
+@pytest.mark.parametrize("tokens", [False, True], ids=["basic", "token"])
 def test_registry_refusal_names_registry_user_and_fix(
-    tmp_path: Path, base_image: str, registry: str
+    tmp_path: Path, base_image: str, registry: str, tokens: bool
 ):
     repo = tiny_repo(tmp_path / "repo", {"alpha": "print(1)"})
-    with FaultyRegistry(_host(registry), credentials=("ci", "right")) as proxy:
-        report = tmp_path / "report.json"
-        done = pipeline_in(
-            repo,
-            base_image,
-            "publish",
-            "--registry",
-            f"{proxy.address}/t{time.time_ns()}",
-            "--registry-username",
-            "ci",
-            "--report",
-            str(report),
-            env={"PIPELINE_REGISTRY_PASSWORD": "wrong"},
-        )
+    with FaultyRegistry(_host(registry), credentials=("ci", "right"), tokens=tokens) as proxy:
+        namespace, report = f"{proxy.address}/t{time.time_ns()}", tmp_path / "report.json"
+        done = _publish_as_ci(repo, base_image, namespace, report, "wrong")
     assert done.returncode == 1
     reason = _services(report)["alpha"]["reason"]
     assert reason.startswith(

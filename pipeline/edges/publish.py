@@ -118,14 +118,15 @@ def _client(target: Target) -> Client:
     return referrers.Client(target.registry, target.username, os.environ.get(PASSWORD_ENV))
 
 
-def _upload(client: Client, path: str, tarball: Path, uploads: Uploads) -> ocilayout.Image:
+def upload(client: Client, path: str, tarball: Path, uploads: Uploads) -> ocilayout.Image:
     """The image's blobs (layers, then config) into the repository, each unless there: a
     layer another repository got earlier in the run is mounted from it (``Uploads``)."""
     image = ocilayout.read(tarball)
     for layer in image.layers:
         digest = str(layer["digest"])
         with uploads.sending(digest, path) as source:
-            client.push_known_blob(path, layer, partial(ocilayout.blob, tarball, digest), source)
+            opened = partial(ocilayout.open_blob, tarball, digest)
+            client.push_known_blob(path, layer, opened, source)
     config_type = json.loads(image.manifest)["config"]["mediaType"]
     client.push_blob(path, image.config, config_type)
     return image
@@ -164,7 +165,7 @@ async def push_immutable(tarball: Path, job: Job, target: Target) -> tuple[str, 
     repo = target.repository(name)
     path = repo.removeprefix(f"{target.registry}/")
     client = _client(target)
-    image = await _push(name, repo, target, partial(_upload, client, path, tarball, target.uploads))
+    image = await _push(name, repo, target, partial(upload, client, path, tarball, target.uploads))
     out = []
     for tag in immutable_tags(job.stamp):
         ref = f"{repo}:{tag}"

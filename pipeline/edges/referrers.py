@@ -13,13 +13,15 @@ import base64
 import contextlib
 import hashlib
 import json
+import re
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pipeline.edges.registry import RegistryError, endpoint, is_local, session, unreachable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from contextlib import AbstractContextManager
 
 __all__ = ["Client", "ContentMismatchError", "RegistryError"]
 
@@ -35,6 +37,17 @@ CREDENTIALS_FIX = (
     "set PIPELINE_REGISTRY_USERNAME (or --registry-username) and PIPELINE_REGISTRY_PASSWORD "
     "to an account or token with access to it"
 )
+
+
+# The repository a registry API URL is about ("" for /v2/ itself): a token's scope.
+_REPOSITORY = re.compile(r"/v2/(.+?)/(?:blobs|manifests|tags|referrers)/")
+
+Body = bytes | IO[bytes]  # a request's body: bytes, or a stream read as it is sent
+
+
+def _descriptor(data: bytes, media_type: str) -> dict[str, Any]:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    return {"mediaType": media_type, "digest": digest, "size": len(data)}
 
 
 class ContentMismatchError(RegistryError):
@@ -54,12 +67,10 @@ class Client:
         self.registry = url.split("://", 1)[1]  # the host the API answers on
         self._oras = oras.provider.Registry(hostname=self.registry, insecure=is_local(registry))
         # Every request bounded by our session (timeouts, a few retries of passing failures),
-        # the authentication's token requests included; oras-py's own retry loop, which waits
-        # minutes on a refused connection and has no timeout, is bypassed.
+        # the token requests of oras-py's authentication included.
         bounded = session()
         self._oras.session = self._oras.auth.session = bounded
-        unretried = type(self._oras).do_request.__wrapped__
-        self._oras.do_request = lambda *a, **kw: unretried(self._oras, *a, **kw)
+        self._tokens: dict[str, str] = {}  # repository: its Bearer token
         self._basic = ""
         if username and password:
             self._oras.auth.set_basic_auth(username, password)
@@ -72,23 +83,54 @@ class Client:
         self,
         method: str,
         url: str,
-        body: bytes | None = None,
+        body: Body | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:  # noqa: ANN401 - requests' Response, imported lazily
-        # A registry that takes HTTP Basic credentials is asked with them at once; one that
-        # answers with a Bearer challenge gets oras-py's token exchange (a Basic challenge's
-        # realm is no URL, which oras-py would try to fetch).
-        sent = dict(headers or {})
-        if self._basic:
-            sent["Authorization"] = self._basic
+        """One request, authenticated as the registry asks. A registry that takes HTTP Basic
+        credentials gets them at once. One that answers with a Bearer challenge (Docker's token
+        protocol: Docker Hub, GHCR, most registries) gets a token of the scope the challenge
+        names, from its token endpoint (for the credentials, else anonymous), and the request
+        again. The token is kept for the repository, whose next requests carry it at once: a
+        blob is not sent to be refused. A token is good for its scope only (a repository, and
+        for a mount the one it mounts from), so each repository has its own, renewed when the
+        registry asks for more (a push after a pull) or again (expired)."""
+        repository = found[1] if (found := _REPOSITORY.search(url)) else ""
         with self._answered(method, url):
-            response = self._http.request(method, url, data=body, headers=sent)
+            response = self._send(method, url, body, headers, self._tokens.get(repository))
             challenge = response.headers.get("WWW-Authenticate", "")
             if response.status_code == UNAUTHORIZED and challenge.lower().startswith("bearer"):
-                response = self._oras.do_request(
-                    url, method, data=body, headers=dict(headers or {})
-                )
+                token = self._token(challenge)
+                if token is not None:
+                    self._tokens[repository] = token
+                    response = self._send(method, url, body, headers, token)
         return self._allowed(method, url, response)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        body: Body | None,
+        headers: dict[str, str] | None,
+        token: str | None,
+    ) -> Any:  # noqa: ANN401 - requests' Response
+        sent = dict(headers or {})
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+        elif self._basic:
+            sent["Authorization"] = self._basic
+        if not isinstance(body, bytes | None):
+            body.seek(0)  # a stream, from its start again if an earlier try read it
+        return self._http.request(method, url, data=body, headers=sent)
+
+    def _token(self, challenge: str) -> str | None:
+        """A token for a Bearer challenge's scope (None when the token endpoint refuses)."""
+        from oras.auth.utils import parse_auth_header
+
+        asked = parse_auth_header(challenge)
+        if not asked.realm:
+            return None
+        token = self._oras.auth.request_token(asked)
+        return str(token) if token else None
 
     @contextlib.contextmanager
     def _answered(self, method: str, url: str) -> Iterator[None]:
@@ -99,9 +141,9 @@ class Client:
             yield
         except requests.RequestException as exc:
             raise unreachable(self.registry, exc) from None
-        except ValueError as exc:  # oras-py: a 401 and no credentials to answer it with
+        except ValueError as exc:  # a token endpoint that answered with no JSON
             raise RegistryError(
-                f"registry {self.registry} asks for credentials ({method} {url}: {exc}); "
+                f"registry {self.registry} gave no token ({method} {url}: {exc}); "
                 f"fix: {CREDENTIALS_FIX}"
             ) from None
 
@@ -153,13 +195,10 @@ class Client:
             raise ContentMismatchError(f"{repository} blob {digest}: content hashes to {got}")
         return bytes(response.content)
 
-    def _put_blob(
-        self, repository: str, data: bytes, media_type: str, digest: str | None = None
-    ) -> dict[str, Any]:
-        """A blob uploaded whole: a session, then one PUT of its bytes with its digest (that
-        of ``data``, unless the caller has just checked it)."""
-        digest = digest or "sha256:" + hashlib.sha256(data).hexdigest()
-        descriptor = {"mediaType": media_type, "digest": digest, "size": len(data)}
+    def _put_blob(self, repository: str, body: Body, descriptor: dict[str, Any]) -> None:
+        """A blob uploaded whole: a session, then one PUT of its bytes with its digest (a
+        stream is read as it is sent, never held whole)."""
+        digest = str(descriptor["digest"])
         start = f"{self._base}/{repository}/blobs/uploads/"
         response = self._request("POST", start)
         location = response.headers.get("Location")
@@ -168,10 +207,9 @@ class Client:
         url = urllib.parse.urljoin(start, location)
         url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
         headers = {"Content-Type": "application/octet-stream"}
-        response = self._request("PUT", url, data, headers)
+        response = self._request("PUT", url, body, headers)
         if response.status_code not in (OK, CREATED):
             raise RegistryError(f"PUT blob {digest} to {repository}: {response.status_code}")
-        return descriptor
 
     def has_blob(self, repository: str, digest: str) -> bool:
         """Whether the repository already holds a blob (a push then skips it)."""
@@ -198,24 +236,25 @@ class Client:
         self,
         repository: str,
         descriptor: dict[str, Any],
-        read: Callable[[], bytes],
+        opened: Callable[[], AbstractContextManager[Body]],
         source: str | None = None,
     ) -> None:
         """A blob whose descriptor is known into the repository unless it is there already:
-        mounted from ``source`` when given and the registry can, else ``read`` and sent.
-        ``read`` gives bytes already checked against the digest (``ocilayout.blob`` does)."""
+        mounted from ``source`` when given and the registry can, else ``opened`` and sent.
+        ``opened`` gives bytes or a stream already checked against the digest
+        (``ocilayout.open_blob`` does)."""
         digest = str(descriptor["digest"])
         if self.has_blob(repository, digest):
             return
         if source and self.mount_blob(repository, digest, source):
             return
-        self._put_blob(repository, read(), str(descriptor["mediaType"]), digest)
+        with opened() as body:
+            self._put_blob(repository, body, descriptor)
 
     def push_blob(self, repository: str, data: bytes, media_type: str) -> dict[str, Any]:
         """A blob into the repository unless it is there already; returns its descriptor."""
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        descriptor = {"mediaType": media_type, "digest": digest, "size": len(data)}
-        self.push_known_blob(repository, descriptor, lambda: data)
+        descriptor = _descriptor(data, media_type)
+        self.push_known_blob(repository, descriptor, lambda: contextlib.nullcontext(data))
         return descriptor
 
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
@@ -245,8 +284,9 @@ class Client:
         """Push ``payload`` as an artifact referring to the manifest ``subject``; returns the
         artifact's digest."""
         body, subject_type, _ = self.manifest(repository, subject)
-        layer = self._put_blob(repository, payload, media_type)
-        config = self._put_blob(repository, b"{}", EMPTY)
+        layer, config = _descriptor(payload, media_type), _descriptor(b"{}", EMPTY)
+        self._put_blob(repository, payload, layer)
+        self._put_blob(repository, b"{}", config)
         manifest: dict[str, Any] = {
             "schemaVersion": 2,
             "mediaType": MANIFEST,

@@ -10,6 +10,7 @@ Dagger-free and stdlib-only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -18,9 +19,13 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 BLOBS = "blobs/sha256/"
+_CHUNK = 1 << 20  # bytes read at a time from a blob
 
 
 def _digest(data: bytes) -> str:
@@ -143,10 +148,19 @@ def normalize(tarball: Path, created: str) -> Image:
     return new
 
 
-def blob(tarball: Path, digest: str) -> bytes:
-    """A blob of the layout, checked against its digest."""
+@contextlib.contextmanager
+def open_blob(tarball: Path, digest: str) -> Iterator[IO[bytes]]:
+    """A blob of the layout as a stream at its start, checked against its digest first: read
+    in chunks, so a layer of gigabytes is never held whole."""
     with tarfile.open(tarball) as tar:
-        data = _read(tar, _member(digest))
-    if _digest(data) != digest:
-        raise ValueError(f"{tarball}: blob {digest} hashes to {_digest(data)}")
-    return data
+        member = tar.extractfile(_member(digest))
+        if member is None:
+            raise ValueError(f"{tarball}: blob {digest} is missing")
+        hashed = hashlib.sha256()
+        while chunk := member.read(_CHUNK):
+            hashed.update(chunk)
+        got = "sha256:" + hashed.hexdigest()
+        if got != digest:
+            raise ValueError(f"{tarball}: blob {digest} hashes to {got}")
+        member.seek(0)
+        yield member
