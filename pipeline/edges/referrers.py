@@ -61,19 +61,21 @@ class Client:
     def __init__(
         self, registry: str, username: str | None = None, password: str | None = None
     ) -> None:
-        import oras.provider
+        import oras.auth
 
         url = endpoint(registry)
         self.registry = url.split("://", 1)[1]  # the host the API answers on
-        self._oras = oras.provider.Registry(hostname=self.registry, insecure=is_local(registry))
-        # Every request bounded by our session (timeouts, a few retries of passing failures),
-        # the token requests of oras-py's authentication included.
+        # oras-py's token exchange on our session: every request bounded (timeouts, a few
+        # retries of passing failures), the token requests included. Its whole client
+        # (oras.provider) is not loaded: it imports jsonschema, whose IRI grammar made a client
+        # cost 1.2 CPU-s (0.12 without) in every process that talks to a registry: `verify`,
+        # a build that reads shared results.
         bounded = session()
-        self._oras.session = self._oras.auth.session = bounded
+        self._auth = oras.auth.get_auth_backend("token", bounded, is_local(registry))
         self._tokens: dict[str, str] = {}  # repository: its Bearer token
         self._basic = ""
         if username and password:
-            self._oras.auth.set_basic_auth(username, password)
+            self._auth.set_basic_auth(username, password)
             pair = base64.b64encode(f"{username}:{password}".encode()).decode()
             self._basic = f"Basic {pair}"
         self._http = bounded
@@ -129,7 +131,7 @@ class Client:
         asked = parse_auth_header(challenge)
         if not asked.realm:
             return None
-        token = self._oras.auth.request_token(asked)
+        token = self._auth.request_token(asked)
         return str(token) if token else None
 
     @contextlib.contextmanager
