@@ -62,6 +62,25 @@ def test_an_entry_written_by_one_runner_is_read_by_another(repository: str):
     assert reader.get(Kind.CHECKS, "k1") is None  # another kind, another tag
 
 
+def test_entries_pass_through_a_registry_of_scoped_tokens(registry: str):
+    """As on GHCR: the store's repository asks for a Bearer token of its scope; the writer's
+    entry is read back by another runner."""
+    host, namespace = registry.split("/", 1)
+    with FaultyRegistry(host, credentials=("ci", "right"), tokens=True) as proxy:
+        repository = f"{proxy.address}/{namespace}/cache-{uuid.uuid4().hex[:12]}"
+
+        def as_ci(address: str) -> Client:
+            return Client(address, "ci", "right")
+
+        writer = RegistryStore(repository, "main", ("main",), write=True, client=as_ci)
+        writer.put(Kind.RESULTS, "k1", VALUE)
+        writer.close()
+        reader = RegistryStore(repository, "main", ("main",), write=False, client=as_ci)
+        assert reader.get(Kind.RESULTS, "k1") == (VALUE, "main")
+    assert writer.written == 1
+    assert "token" in {outcome for _, _, outcome in proxy.log}, proxy.log
+
+
 def test_a_pull_request_reads_main_and_never_writes_it(repository: str):
     main = store(repository, "main", ("main",))
     main.put(Kind.RESULTS, "shared", VALUE)
