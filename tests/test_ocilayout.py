@@ -13,6 +13,7 @@ from pipeline.supply import ocilayout
 from tests.conftest import tarball_facts
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
 COMMIT = "2026-01-02T03:04:05Z"
@@ -22,17 +23,19 @@ def _sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def layout(path: Path, when: str, step: str = "buildkit", layer: bytes = b"layer bytes") -> Path:
-    """A one-layer OCI layout as an engine exports it, its times all ``when``, its history
-    describing the layer as ``step``."""
+def layout(
+    path: Path, when: str, step: str = "buildkit", layers: Sequence[bytes] = (b"layer bytes",)
+) -> Path:
+    """An OCI layout as an engine exports it (one layer unless ``layers`` are given), its
+    times all ``when``, its history describing each layer as ``step``."""
     config = json.dumps(
         {
             "created": when,
             "architecture": "amd64",
             "os": "linux",
             "config": {"Env": ["A=1"]},
-            "rootfs": {"type": "layers", "diff_ids": [_sha(layer)]},
-            "history": [{"created": when, "created_by": step, "comment": step}],
+            "rootfs": {"type": "layers", "diff_ids": [_sha(layer) for layer in layers]},
+            "history": [{"created": when, "created_by": step, "comment": step} for _ in layers],
         }
     ).encode()
     manifest = json.dumps(
@@ -50,6 +53,7 @@ def layout(path: Path, when: str, step: str = "buildkit", layer: bytes = b"layer
                     "digest": _sha(layer),
                     "size": len(layer),
                 }
+                for layer in layers
             ],
         }
     ).encode()
@@ -69,7 +73,7 @@ def layout(path: Path, when: str, step: str = "buildkit", layer: bytes = b"layer
         for name, data in (
             ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
             ("index.json", index),
-            *((f"blobs/sha256/{_sha(d)[7:]}", d) for d in (layer, config, manifest)),
+            *((f"blobs/sha256/{_sha(d)[7:]}", d) for d in (*layers, config, manifest)),
         ):
             info = tarfile.TarInfo(name)
             info.size = len(data)

@@ -4,12 +4,14 @@ service passed and pushed; exports whole and only of images that passed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import tracemalloc
 import urllib.parse
@@ -141,7 +143,7 @@ def test_a_layer_crosses_to_the_registry_as_it_is_read_never_held_whole(
 ):
     """An ML tier's layer of hundreds of MB, or gigabytes, is checked against its digest and
     sent in chunks: the publishing process never holds it whole."""
-    tarball = layout(tmp_path / "image.tar", COMMIT, layer=os.urandom(32 << 20))
+    tarball = layout(tmp_path / "image.tar", COMMIT, layers=[os.urandom(32 << 20)])
     image = ocilayout.read(tarball)
     client = referrers.Client(_host(registry))
     path = f"{registry.split('/', 1)[1]}/t{time.time_ns()}/big"
@@ -155,6 +157,35 @@ def test_a_layer_crosses_to_the_registry_as_it_is_read_never_held_whole(
     (layer,) = image.layers
     assert client.has_blob(path, layer["digest"])
     assert client.has_blob(path, json.loads(image.manifest)["config"]["digest"])
+
+
+def test_an_images_layers_go_side_by_side(tmp_path: Path, registry: str):
+    """While one layer's upload waits on the registry, the image's other layers are sent."""
+    layers = [os.urandom(1 << 16) for _ in range(3)]
+    tarball = layout(tmp_path / "image.tar", COMMIT, layers=layers)
+    held, *others = [hashlib.sha256(layer).hexdigest() for layer in layers]
+    path = f"{registry.split('/', 1)[1]}/t{time.time_ns()}/layers"
+    failed: list[BaseException] = []
+
+    def push(address: str) -> None:
+        try:
+            publish.upload(referrers.Client(address), path, tarball, publish.Uploads())
+        except Exception as exc:  # noqa: BLE001 - the held upload fails once let go
+            failed.append(exc)
+
+    def sent(proxy: FaultyRegistry) -> set[str]:
+        return {d for d in others for m, p, o in proxy.log if m == "PUT" and d in p and o == "201"}
+
+    with FaultyRegistry(_host(registry), faults=[Fault("PUT", held, "hold")]) as proxy:
+        pusher = threading.Thread(target=push, args=(proxy.address,), daemon=True)
+        pusher.start()
+        deadline = time.monotonic() + 30
+        while sent(proxy) != set(others) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sent(proxy) == set(others), proxy.log
+        assert pusher.is_alive()  # the held layer's upload is still waiting
+    pusher.join(60)
+    assert failed, "the held upload cannot have succeeded"
 
 
 def test_failing_pushes_leave_moving_tags_alone(tmp_path: Path, base_image: str, registry: str):

@@ -20,9 +20,10 @@ import json
 import os
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 # Seconds to wait before each retry; each request is retried a few times within one already.
 BACKOFF = (1.0, 3.0)
+LAYERS_AT_ONCE = 4  # an image's layers sent side by side (docker push: 5 by default)
 _TRANSIENT = re.compile(
     r"\b(5\d\d [A-Z]|429 )|: (5\d\d|429)\b|\bEOF\b|connection reset|connection refused|broken pipe"
     r"|i/o timeout|TLS handshake timeout|server misbehaving",
@@ -120,13 +122,21 @@ def _client(target: Target) -> Client:
 
 def upload(client: Client, path: str, tarball: Path, uploads: Uploads) -> ocilayout.Image:
     """The image's blobs (layers, then config) into the repository, each unless there: a
-    layer another repository got earlier in the run is mounted from it (``Uploads``)."""
+    layer another repository got earlier in the run is mounted from it (``Uploads``). Up to
+    ``LAYERS_AT_ONCE`` layers go side by side, as ``docker push`` sends them: the round trips
+    of one layer (is it there, mount or open an upload, send) wait for the registry, not for
+    the others', and on a long link each layer's stream gets its own window."""
     image = ocilayout.read(tarball)
-    for layer in image.layers:
+
+    def send(layer: dict[str, Any]) -> None:
         digest = str(layer["digest"])
         with uploads.sending(digest, path) as source:
             opened = partial(ocilayout.open_blob, tarball, digest)
             client.push_known_blob(path, layer, opened, source)
+
+    with ThreadPoolExecutor(LAYERS_AT_ONCE, thread_name_prefix=f"push-{path}") as pool:
+        for _ in pool.map(send, image.layers):  # the first failure, once all have ended
+            pass
     config_type = json.loads(image.manifest)["config"]["mediaType"]
     client.push_blob(path, image.config, config_type)
     return image
