@@ -95,6 +95,28 @@ def test_a_port_that_refuses_is_tried_again_at_once_not_after_the_interval():
     assert done.returncode == 0, done.stderr
 
 
+def test_a_healthy_service_that_floods_its_output_passes():
+    """The check ends while its reader still echoes the service's output, here stuck on a
+    pipe nobody reads: the probe still exits 0 (it once aborted at exit with 134, failing a
+    healthy service)."""
+    port = free_port()
+    flood = (
+        "import socket, sys; s = socket.socket(); "
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        f"s.bind(('0.0.0.0', {port})); s.listen()\n"
+        "while True: sys.stdout.buffer.write(b'x' * 300 + b'\\n'); sys.stdout.flush()"
+    )
+    probe = {"kind": "tcp", "port": port, "command": [PY, "-c", flood], "timeout": 1}
+    with subprocess.Popen(
+        [PY, "-I", str(PROGRAM), json.dumps(probe)],
+        stdout=subprocess.PIPE,  # never read while it runs: the echo blocks once it is full
+        stderr=subprocess.PIPE,
+    ) as checking:
+        code = checking.wait(timeout=30)
+        said = checking.stderr.read().decode() if checking.stderr else ""
+    assert code == 0, said
+
+
 def test_a_crashing_service_is_reported_by_its_exit_code_and_log_at_once():
     crash = "import sys; print('loading config'); sys.exit('no DB_URL set')"
     done, took = run_probe([PY, "-c", crash], port=free_port(), start_period=60)

@@ -74,18 +74,25 @@ class Unhealthy(Exception):  # noqa: N818 - the outcome, not a fault of the prog
 
 
 class Log:
-    """The child's output, read as it comes: echoed to our stdout and its last lines kept."""
+    """The child's output, read as it comes: echoed to our stdout and its last lines kept.
+
+    Echoed by the file descriptor, not through ``sys.stdout``: the reader is a daemon thread,
+    still writing when the check ends, and a write through Python's buffered stdout holds its
+    lock. The interpreter's exit then could not flush stdout and aborted (exit 134), which
+    failed a healthy service's check."""
 
     def __init__(self, stream: IO[bytes], lines: int) -> None:
         self.lines: collections.deque[str] = collections.deque(maxlen=lines)
         self._stream = stream
+        self._out = sys.stdout.fileno()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         for raw in iter(self._stream.readline, b""):
-            sys.stdout.buffer.write(raw)
-            sys.stdout.flush()
+            left = memoryview(raw)
+            while left:
+                left = left[os.write(self._out, left) :]
             line = raw.decode(errors="replace").rstrip()
             self.lines.append(line[:_LINE_CHARS] + ("..." if len(line) > _LINE_CHARS else ""))
 
