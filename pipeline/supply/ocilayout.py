@@ -58,11 +58,15 @@ class Image:
         return _digest(self.manifest)
 
 
-def _read(tar: tarfile.TarFile, name: str) -> bytes:
+def _open(tar: tarfile.TarFile, name: str) -> IO[bytes]:
     member = tar.extractfile(name)
     if member is None:
         raise ValueError(f"{name} is missing from the image's layout")
-    return member.read()
+    return member
+
+
+def _read(tar: tarfile.TarFile, name: str) -> bytes:
+    return _open(tar, name).read()
 
 
 def read(tarball: Path | bytes) -> Image:
@@ -153,9 +157,7 @@ def open_blob(tarball: Path, digest: str) -> Iterator[IO[bytes]]:
     """A blob of the layout as a stream at its start, checked against its digest first: read
     in chunks, so a layer of gigabytes is never held whole."""
     with tarfile.open(tarball) as tar:
-        member = tar.extractfile(_member(digest))
-        if member is None:
-            raise ValueError(f"{tarball}: blob {digest} is missing")
+        member = _open(tar, _member(digest))
         hashed = hashlib.sha256()
         while chunk := member.read(_CHUNK):
             hashed.update(chunk)
