@@ -1,5 +1,6 @@
 """A loopback proxy in front of the local registry that injects faults by rule: answers with
-an error status, drops the connection, or holds a request until stopped. It can also demand
+an error status, drops the connection, holds a request until stopped, or passes it to the
+registry and answers late or as a gateway that gave up on it. It can also demand
 credentials: HTTP Basic on every request, or as Docker Hub, GHCR and most registries do,
 Docker's token protocol (a Bearer challenge naming the scope a request needs, a token endpoint
 that grants tokens of that scope for the credentials, each token good for its scope only).
@@ -14,20 +15,22 @@ import json
 import re
 import socket
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal, Self
 from urllib.parse import parse_qs, urlsplit
 
-Action = Literal["status", "reset", "hold"]
+Action = Literal["status", "reset", "hold", "late", "gateway"]
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
 
 
 @dataclass
 class Fault:
     """Requests whose method and path match get ``action`` instead of the registry's answer,
-    ``times`` times (None: always)."""
+    ``times`` times (None: always). "late" and "gateway" pass the request to the registry,
+    then wait ``delay`` seconds and give its answer ("late") or ``status`` ("gateway")."""
 
     method: str
     path: str  # a regular expression searched in the request path
@@ -35,6 +38,7 @@ class Fault:
     status: int = 500
     times: int | None = None
     hits: int = 0
+    delay: float = 0.0
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -201,6 +205,20 @@ def _forward(
     return response.status, kept, data
 
 
+def _passed(
+    registry: FaultyRegistry, handler: BaseHTTPRequestHandler, fault: Fault | None, body: bytes
+) -> tuple[int, dict[str, str], bytes]:
+    """The request passed to the registry; its answer, or for a fault the answer it gives."""
+    status, headers, data = _forward(registry.upstream, handler, body)
+    registry.record(handler.command, handler.path, str(status))
+    if fault is not None:
+        time.sleep(fault.delay)
+        if fault.action == "gateway":
+            registry.record(handler.command, handler.path, f"gateway {fault.status}")
+            return fault.status, {}, b"gateway gave up"
+    return status, headers, data
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     errors: list[str]
@@ -234,10 +252,8 @@ def _handler(registry: FaultyRegistry) -> type[BaseHTTPRequestHandler]:
                 self._answer(*refusal)
                 return
             fault = registry.fault_for(method, path)
-            if fault is None:
-                status, headers, data = _forward(registry.upstream, self, body)
-                registry.record(method, path, str(status))
-                self._answer(status, headers, data)
+            if fault is None or fault.action in ("late", "gateway"):
+                self._answer(*_passed(registry, self, fault, body))
                 return
             registry.record(
                 method, path, str(fault.status) if fault.action == "status" else fault.action

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pipeline.edges import publish, referrers
+from pipeline.edges import registry as policy
 from pipeline.supply import ocilayout
 from tests.conftest import git, pipeline_in, skopeo, tiny_repo
 from tests.faultyregistry import Fault, FaultyRegistry
@@ -186,6 +187,65 @@ def test_an_images_layers_go_side_by_side(tmp_path: Path, registry: str):
         assert pusher.is_alive()  # the held layer's upload is still waiting
     pusher.join(60)
     assert failed, "the held upload cannot have succeeded"
+
+
+def _upload_through(proxy: FaultyRegistry, registry: str, tarball: Path) -> str:
+    """The image of ``tarball`` uploaded through ``proxy`` to a new repository of the loopback
+    registry; the repository, checked to hold every blob of the image."""
+    path = f"{registry.split('/', 1)[1]}/t{time.time_ns()}/blobs"
+    image = publish.upload(referrers.Client(proxy.address), path, tarball, publish.Uploads())
+    direct = referrers.Client(_host(registry))
+    digests = [str(layer["digest"]) for layer in image.layers]
+    digests.append(json.loads(image.manifest)["config"]["digest"])
+    assert all(direct.has_blob(path, digest) for digest in digests)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("fault", "answers"),
+    [
+        # the registry commits after the client's wait for its answer ran out
+        (Fault("PUT", "", "late", delay=3.0, times=1), ["201"]),
+        # a gateway in front of the registry answers 504 while the registry commits
+        (Fault("PUT", "", "gateway", status=504, times=1), ["201", "gateway 504"]),
+        # the registry fails before it takes anything: the upload begins again
+        (Fault("PUT", "", "status", status=503, times=1), ["503", "201"]),
+    ],
+    ids=["late", "gateway", "failed"],
+)
+def test_a_blobs_commit_is_never_sent_twice(
+    tmp_path: Path, registry: str, monkeypatch: pytest.MonkeyPatch, fault: Fault, answers: list
+):
+    """A blob upload's last request is answered once the registry has committed the blob,
+    which on object storage copies it: a multi-GB layer's answer can come after the client
+    stopped waiting, or a gateway can give up first. The blob is then found in the repository,
+    not sent again to the upload its commit consumed; an upload the registry failed is begun
+    again."""
+    monkeypatch.setattr(policy, "READ_TIMEOUT", 1.0)
+    layers = [os.urandom(1 << 16) for _ in range(2)]
+    tarball = layout(tmp_path / "image.tar", COMMIT, layers=layers)
+    slow = hashlib.sha256(layers[0]).hexdigest()
+    fault.path = f"digest=sha256%3A{slow}"
+    with FaultyRegistry(_host(registry), faults=[fault]) as proxy:
+        _upload_through(proxy, registry, tarball)
+    assert [o for m, p, o in proxy.log if m == "PUT" and slow in p] == answers
+
+
+def test_a_big_blobs_commit_is_waited_for_longer(
+    tmp_path: Path, registry: str, monkeypatch: pytest.MonkeyPatch
+):
+    """The wait for a commit's answer grows with the blob: a commit that takes longer than a
+    small blob's wait, but not than this one's, is answered, with no look for the blob."""
+    monkeypatch.setattr(policy, "READ_TIMEOUT", 1.0)
+    monkeypatch.setattr(policy, "COMMIT_RATE", 1 << 18)  # 1 MiB: 4 s more
+    layer = os.urandom(1 << 20)
+    tarball = layout(tmp_path / "image.tar", COMMIT, layers=[layer])
+    big = hashlib.sha256(layer).hexdigest()
+    fault = Fault("PUT", f"digest=sha256%3A{big}", "late", delay=2.5)
+    with FaultyRegistry(_host(registry), faults=[fault]) as proxy:
+        _upload_through(proxy, registry, tarball)
+    # looked for once before the upload (not there), then sent once and answered
+    assert [(m, o) for m, p, o in proxy.log if big in p] == [("HEAD", "404"), ("PUT", "201")]
 
 
 def test_failing_pushes_leave_moving_tags_alone(tmp_path: Path, base_image: str, registry: str):

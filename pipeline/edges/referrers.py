@@ -11,17 +11,29 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import re
+import time
 import urllib.parse
 from typing import IO, TYPE_CHECKING, Any
 
-from pipeline.edges.registry import RegistryError, endpoint, is_local, session, unreachable
+from pipeline.edges import registry as policy
+from pipeline.edges.registry import (
+    RegistryError,
+    UnansweredError,
+    endpoint,
+    is_local,
+    session,
+    unreachable,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager
+
+    import requests
 
 __all__ = ["Client", "ContentMismatchError", "RegistryError"]
 
@@ -32,6 +44,12 @@ MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER = "application/vnd.docker.distribution"
 ACCEPT = f"{INDEX}, {MANIFEST}, {DOCKER}.manifest.v2+json, {DOCKER}.manifest.list.v2+json"
 OK, CREATED, ACCEPTED, NOT_FOUND = 200, 201, 202, 404
+# Answers to a blob upload's last request after which the upload may succeed when begun
+# again: the upload unknown (expired), too many requests, and the registry's or a gateway's
+# failures; and those of a gateway that gave up waiting while the registry may still commit.
+UPLOAD_AGAIN = frozenset({NOT_FOUND, 408, 429, 500, 502, 503, 504})
+GAVE_UP = frozenset({502, 504})
+POLL = 1.0  # seconds between looks for a blob whose commit was not answered
 UNAUTHORIZED, FORBIDDEN = 401, 403
 CREDENTIALS_FIX = (
     "set PIPELINE_REGISTRY_USERNAME (or --registry-username) and PIPELINE_REGISTRY_PASSWORD "
@@ -79,6 +97,7 @@ class Client:
             pair = base64.b64encode(f"{username}:{password}".encode()).decode()
             self._basic = f"Basic {pair}"
         self._http = bounded
+        self._once = session(resend=False)  # a blob upload's last request: never sent twice
         self._base = f"{url}/v2"
 
     def _request(
@@ -87,24 +106,33 @@ class Client:
         url: str,
         body: Body | None = None,
         headers: dict[str, str] | None = None,
+        commit: int | None = None,
     ) -> Any:  # noqa: ANN401 - requests' Response, imported lazily
-        """One request, authenticated as the registry asks. A registry that takes HTTP Basic
+        """One request, authenticated as the registry asks. With ``commit``, the size of the
+        blob it commits: sent once, its answer waited for as ``registry.commit_timeout`` says.
+        """
+        """ A registry that takes HTTP Basic
         credentials gets them at once. One that answers with a Bearer challenge (Docker's token
         protocol: Docker Hub, GHCR, most registries) gets a token of the scope the challenge
         names, from its token endpoint (for the credentials, else anonymous), and the request
         again. The token is kept for the repository, whose next requests carry it at once: a
         blob is not sent to be refused. A token is good for its scope only (a repository, and
         for a mount the one it mounts from), so each repository has its own, renewed when the
-        registry asks for more (a push after a pull) or again (expired)."""
+        registry asks for more (a push after a pull) or again (expired).
+
+        With ``commit``, the size of the blob the request commits (an upload's last request):
+        it is sent once, never again after it reached the registry, and its answer is waited
+        for as ``registry.commit_timeout`` says."""
         repository = found[1] if (found := _REPOSITORY.search(url)) else ""
+        send = self._send if commit is None else self._commit(commit)
         with self._answered(method, url):
-            response = self._send(method, url, body, headers, self._tokens.get(repository))
+            response = send(method, url, body, headers, self._tokens.get(repository))
             challenge = response.headers.get("WWW-Authenticate", "")
             if response.status_code == UNAUTHORIZED and challenge.lower().startswith("bearer"):
                 token = self._token(challenge)
                 if token is not None:
                     self._tokens[repository] = token
-                    response = self._send(method, url, body, headers, token)
+                    response = send(method, url, body, headers, token)
         return self._allowed(method, url, response)
 
     def _send(
@@ -114,6 +142,8 @@ class Client:
         body: Body | None,
         headers: dict[str, str] | None,
         token: str | None,
+        http: requests.Session | None = None,
+        timeout: tuple[float, float] | None = None,
     ) -> Any:  # noqa: ANN401 - requests' Response
         sent = dict(headers or {})
         if token:
@@ -122,7 +152,12 @@ class Client:
             sent["Authorization"] = self._basic
         if not isinstance(body, bytes | None):
             body.seek(0)  # a stream, from its start again if an earlier try read it
-        return self._http.request(method, url, data=body, headers=sent)
+        http = http or self._http
+        return http.request(method, url, data=body, headers=sent, timeout=timeout)
+
+    def _commit(self, size: int) -> Callable[..., Any]:
+        """``_send`` for the request that commits a blob of ``size`` bytes."""
+        return functools.partial(self._send, http=self._once, timeout=policy.commit_timeout(size))
 
     def _token(self, challenge: str) -> str | None:
         """A token for a Bearer challenge's scope (None when the token endpoint refuses)."""
@@ -199,19 +234,57 @@ class Client:
 
     def _put_blob(self, repository: str, body: Body, descriptor: dict[str, Any]) -> None:
         """A blob uploaded whole: a session, then one PUT of its bytes with its digest (a
-        stream is read as it is sent, never held whole)."""
-        digest = str(descriptor["digest"])
-        start = f"{self._base}/{repository}/blobs/uploads/"
-        response = self._request("POST", start)
-        location = response.headers.get("Location")
-        if response.status_code != ACCEPTED or not location:
-            raise RegistryError(f"POST {start}: {response.status_code} {response.text[:300]}")
-        url = urllib.parse.urljoin(start, location)
-        url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
-        headers = {"Content-Type": "application/octet-stream"}
-        response = self._request("PUT", url, body, headers)
-        if response.status_code not in (OK, CREATED):
-            raise RegistryError(f"PUT blob {digest} to {repository}: {response.status_code}")
+        stream is read as it is sent, never held whole), at most ``ATTEMPTS`` times.
+
+        The PUT is answered once the registry has committed the blob, which on object storage
+        copies it: the answer is waited for in proportion to the blob's size, and the PUT is
+        never sent again to the upload it went to, which the commit consumes. When no answer
+        comes, or a gateway's (502, 504: it gave up while the registry may still commit), the
+        blob is looked for in the repository for as long again; there, it is pushed. Else, and
+        after the other answers that a new upload may pass (``UPLOAD_AGAIN``), the upload
+        begins again."""
+        digest, size = str(descriptor["digest"]), int(descriptor["size"])
+        for attempt in range(1, policy.ATTEMPTS + 1):
+            start = f"{self._base}/{repository}/blobs/uploads/"
+            response = self._request("POST", start)
+            location = response.headers.get("Location")
+            if response.status_code != ACCEPTED or not location:
+                raise RegistryError(f"POST {start}: {response.status_code} {response.text[:300]}")
+            url = urllib.parse.urljoin(start, location)
+            url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
+            headers = {"Content-Type": "application/octet-stream"}
+            try:
+                response = self._request("PUT", url, body, headers, commit=size)
+            except UnansweredError as exc:  # the registry's problem, less the fix said below
+                status, answer = None, "none: " + str(exc).split("; fix: ", 1)[0]
+            else:
+                status = response.status_code
+                answer = f"{status} {response.text[:300]}"
+            if status in (OK, CREATED):
+                return
+            sent = isinstance(body, bytes) or body.tell() >= size
+            patience = policy.commit_timeout(size)[1] if sent and status in (None, *GAVE_UP) else 0
+            if self._arrives(repository, digest, patience):
+                return
+            if status is not None and status not in UPLOAD_AGAIN:
+                break
+            if attempt < policy.ATTEMPTS:
+                time.sleep(min(policy.BACKOFF_MAX, 0.5 * attempt))
+        raise RegistryError(
+            f"registry {self.registry} did not take blob {digest} ({size} bytes) into "
+            f"{repository}: the upload's last answer was {answer}; fix: check that the registry "
+            "is up and its storage takes blobs of this size, or try again later"
+        )
+
+    def _arrives(self, repository: str, digest: str, patience: float) -> bool:
+        """Whether the repository holds the blob, looked for until ``patience`` seconds pass."""
+        deadline = time.monotonic() + patience
+        while not self.has_blob(repository, digest):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(POLL, left))
+        return True
 
     def has_blob(self, repository: str, digest: str) -> bool:
         """Whether the repository already holds a blob (a push then skips it)."""

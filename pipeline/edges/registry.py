@@ -6,7 +6,8 @@ Every request has a connect and a read timeout and is retried a bounded number o
 the failure is a passing one (a refused or dropped connection, a timeout, 429 or 5xx), with a
 short backoff and any Retry-After capped: a registry that accepts connections and never
 answers fails in about ``2 * READ_TIMEOUT`` seconds, a closed port in about two, never more
-than ``WORST_CASE`` seconds a request.
+than ``WORST_CASE`` seconds a request. The one exception is the request that commits an
+uploaded blob: its wait grows with the blob (``commit_timeout``) and it is never sent twice.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ ATTEMPTS = 3  # at most, per request
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BACKOFF_MAX = 4.0  # seconds between attempts, at most (Retry-After included)
 WORST_CASE = ATTEMPTS * (CONNECT_TIMEOUT + READ_TIMEOUT) + (ATTEMPTS - 1) * BACKOFF_MAX
+# A registry answers the last request of a blob's upload once it has committed the blob, which
+# on object storage is a copy of it (S3: a multi-part copy, seconds a GB; a 5 GB layer can take
+# minutes). That answer is waited for READ_TIMEOUT plus a second for each COMMIT_RATE bytes.
+COMMIT_RATE = 16 * 2**20
 OK, UNAUTHORIZED = 200, 401
 
 
@@ -45,18 +50,31 @@ class RegistryError(PipelineError):
     exit_code = 1
 
 
-def retry_policy() -> Retry:
-    """urllib3's retries for one request: passing failures only, at most ``ATTEMPTS``."""
+class UnansweredError(RegistryError):
+    """A request that got no answer: no connection, a dropped one, or silence."""
+
+
+def commit_timeout(size: int) -> tuple[float, float]:
+    """The connect and read timeouts of the request that commits a blob of ``size`` bytes."""
+    return CONNECT_TIMEOUT, READ_TIMEOUT + size / COMMIT_RATE
+
+
+def retry_policy(resend: bool = True) -> Retry:
+    """urllib3's retries for one request: passing failures only, at most ``ATTEMPTS``. Without
+    ``resend``, a request that reached the registry is never sent again (only a connection
+    that could not be opened is tried again): for a blob upload's last request, which the
+    registry's commit consumes, whatever its answer."""
     from urllib3.util.retry import Retry
 
+    again = ATTEMPTS - 1 if resend else 0
     return Retry(
         total=ATTEMPTS - 1,
         connect=ATTEMPTS - 1,
-        read=1,  # a registry that went silent once is likely to again: one more try
-        status=ATTEMPTS - 1,
-        other=ATTEMPTS - 1,
+        read=min(again, 1),  # a registry that went silent once is likely to again: one more try
+        status=again,
+        other=again,
         allowed_methods=None,  # registry writes are by digest or tag: safe to repeat
-        status_forcelist=RETRY_STATUSES,
+        status_forcelist=RETRY_STATUSES if resend else frozenset(),
         backoff_factor=0.5,
         backoff_max=BACKOFF_MAX,
         retry_after_max=int(BACKOFF_MAX),
@@ -64,9 +82,9 @@ def retry_policy() -> Retry:
     )
 
 
-def session() -> requests.Session:
-    """A requests session whose every request is bounded: timeouts and retries as above,
-    no cookies kept (some registries take cookies for a browser)."""
+def session(resend: bool = True) -> requests.Session:
+    """A requests session whose every request is bounded: timeouts and retries as above
+    (``retry_policy``), no cookies kept (some registries take cookies for a browser)."""
     from http.cookiejar import DefaultCookiePolicy
 
     import requests
@@ -78,7 +96,7 @@ def session() -> requests.Session:
             return super().request(*args, **kwargs)
 
     bounded = Bounded()
-    adapter = HTTPAdapter(max_retries=retry_policy())
+    adapter = HTTPAdapter(max_retries=retry_policy(resend))
     bounded.mount("http://", adapter)
     bounded.mount("https://", adapter)
     bounded.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
@@ -98,7 +116,7 @@ def _cause(exc: BaseException) -> BaseException:
     return seen
 
 
-def unreachable(host: str, exc: BaseException) -> RegistryError:
+def unreachable(host: str, exc: BaseException) -> UnansweredError:
     """A request that got no answer, as one line naming the registry and the fix."""
     from urllib3.exceptions import (
         ConnectTimeoutError,
@@ -129,7 +147,7 @@ def unreachable(host: str, exc: BaseException) -> RegistryError:
     else:
         problem = f"dropped the connection ({type(cause).__name__}, {ATTEMPTS} attempts)"
         fix = f"check that {retry}"
-    return RegistryError(f"registry {host} {problem}; fix: {fix}")
+    return UnansweredError(f"registry {host} {problem}; fix: {fix}")
 
 
 @dataclass(frozen=True)
