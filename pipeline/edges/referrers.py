@@ -85,9 +85,9 @@ class Client:
         self.registry = url.split("://", 1)[1]  # the host the API answers on
         # oras-py's token exchange on our session: every request bounded (timeouts, a few
         # retries of passing failures), the token requests included. Its whole client
-        # (oras.provider) is not loaded: it imports jsonschema, whose IRI grammar made a client
-        # cost 1.2 CPU-s (0.12 without) in every process that talks to a registry: `verify`,
-        # a build that reads shared results.
+        # (oras.provider) is not loaded: it imports jsonschema and its format checkers, which
+        # made a client cost 1.2 CPU-s (0.12 without) in every process that talks to a
+        # registry: `verify`, a build that reads shared results.
         bounded = session()
         self._auth = oras.auth.get_auth_backend("token", bounded, is_local(registry))
         self._tokens: dict[str, str] = {}  # repository: its Bearer token
