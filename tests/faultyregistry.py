@@ -39,6 +39,8 @@ class Fault:
     times: int | None = None
     hits: int = 0
     delay: float = 0.0
+    waiting: int = 0  # requests in their delay now
+    most: int = 0  # the most that were in their delay at once
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -61,6 +63,7 @@ class FaultyRegistry:
     def __post_init__(self) -> None:
         self._released = threading.Event()
         self._lock = threading.Lock()
+        self.counting = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _handler(self))
         self._server.errors = self.errors
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -212,7 +215,12 @@ def _passed(
     status, headers, data = _forward(registry.upstream, handler, body)
     registry.record(handler.command, handler.path, str(status))
     if fault is not None:
+        with registry.counting:
+            fault.waiting += 1
+            fault.most = max(fault.most, fault.waiting)
         time.sleep(fault.delay)
+        with registry.counting:
+            fault.waiting -= 1
         if fault.action == "gateway":
             registry.record(handler.command, handler.path, f"gateway {fault.status}")
             return fault.status, {}, b"gateway gave up"

@@ -369,6 +369,24 @@ def test_moving_tags_ride_out_passing_429s(tmp_path: Path, base_image: str, regi
         assert [_digest(f"{stored}/{name}:{t}") for t in ("branch-main", "latest")] == [digest] * 2
 
 
+def test_moving_tags_move_side_by_side(tmp_path: Path, base_image: str, registry: str):
+    """A release's registry requests overlap: with each moving tag's move answered late, the
+    moves are in flight together, so a release of many services costs a few round trips."""
+    repo = tiny_repo(tmp_path / "repo", dict.fromkeys(("alpha", "beta", "gamma"), "print(1)"))
+    head = git(repo, "rev-parse", "HEAD")[:12]
+    late = Fault("PUT", r"/manifests/(branch-main|latest)$", "late", delay=1.0)
+    with FaultyRegistry(_host(registry), faults=[late]) as proxy:
+        namespace = f"{proxy.address}/t{time.time_ns()}"
+        done = pipeline_in(repo, base_image, "publish", "--registry", namespace)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert late.hits == 6
+    assert late.most > 1
+    stored = namespace.replace(proxy.address, _host(registry))
+    for name in ("alpha", "beta", "gamma"):
+        digest = _digest(f"{stored}/{name}:{head}")
+        assert [_digest(f"{stored}/{name}:{t}") for t in ("branch-main", "latest")] == [digest] * 2
+
+
 def test_run_killed_mid_publish_moves_no_tag(tmp_path: Path, base_image: str, registry: str):
     repo = tiny_repo(tmp_path / "repo", {"alpha": "print(1)", "beta": "print(2)"})
     head = git(repo, "rev-parse", "HEAD")[:12]

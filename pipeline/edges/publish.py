@@ -6,8 +6,8 @@ with backoff; the registry's refusals are explained with the fix.
 
 The moving tags move by the registry's API, not by pushing again: where each points is read
 first (its manifest, or its absence), then each is pointed at the tested manifest, copied by
-digest from the commit tag, in one fixed order (tags that exist first: a registry may not
-let a new tag be deleted again). Any failure (or an interruption) part-way
+digest from the commit tag, the tags that exist first (a registry may not let a new tag be
+deleted again), several requests at a time. Any failure (or an interruption) part-way
 puts every tag already touched back: the manifest it named is stored under it again, and one
 that did not exist is deleted where the registry allows it; what could not be put back is
 named in the release.
@@ -33,6 +33,7 @@ from pipeline.supply import ocilayout
 from pipeline.supply.release import immutable_tags, moving_tags
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 # Seconds to wait before each retry; each request is retried a few times within one already.
 BACKOFF = (1.0, 3.0)
 LAYERS_AT_ONCE = 4  # an image's layers sent side by side (docker push: 5 by default)
+REQUESTS_AT_ONCE = 8  # a release's registry requests side by side
 _TRANSIENT = re.compile(
     r"\b(5\d\d [A-Z]|429 )|: (5\d\d|429)\b|\bEOF\b|connection reset|connection refused|broken pipe"
     r"|i/o timeout|TLS handshake timeout|server misbehaving",
@@ -255,31 +257,61 @@ def _put_back(client: Client, move: _Move, before: Manifest | None) -> str | Non
     )
 
 
+def _side_by_side(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``work`` of each item, up to ``REQUESTS_AT_ONCE`` at a time, in the items' order; the
+    first failure raised once every item's work has ended."""
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(REQUESTS_AT_ONCE, thread_name_prefix="release") as pool:
+        return list(pool.map(work, items))
+
+
 def _release(client: Client, moves: Sequence[_Move]) -> tuple[list[_Move], str, list[str]]:
     """Move every tag or none: returns the moves made, why it stopped (or ""), and what a
-    failure left changed. Runs in a worker thread; an interruption of the run undoes too."""
+    failure left changed. Runs in a worker thread; an interruption of the run undoes too.
+
+    The registry's requests go side by side (``_side_by_side``): the reads of where each tag
+    points and of each tested manifest, then the moves of the tags that exist, then those of
+    the new ones; a failure among them puts back every tag of the moves begun, once all have
+    ended. A release of a few hundred moving tags costs a few round trips, not one each."""
     import anyio.from_thread
 
     from pipeline.edges.referrers import RegistryError
 
+    images = sorted({(m.repository, m.digest) for m in moves})
     try:
-        before = {m: client.find_manifest(m.repository, m.tag) for m in moves}
-        tested = {(m.repository, m.digest): client.manifest(m.repository, m.digest) for m in moves}
+        found = _side_by_side(lambda m: client.find_manifest(m.repository, m.tag), moves)
+        read = _side_by_side(lambda image: client.manifest(*image), images)
     except RegistryError as exc:
         return [], f"could not read where the moving tags point: {exc}", []
+    before, tested = dict(zip(moves, found, strict=True)), dict(zip(images, read, strict=True))
+
+    def move(m: _Move) -> RegistryError | None:
+        body, media_type, _ = tested[m.repository, m.digest]
+        try:
+            client.put_manifest(m.repository, m.tag, body, media_type)
+        except RegistryError as exc:
+            return exc
+        return None
+
+    def put_back() -> list[str]:
+        done = _side_by_side(lambda m: _put_back(client, m, before[m]), touched)
+        return [msg for msg in done if msg]
+
     touched: list[_Move] = []
-    try:
-        # Tags that exist first: each can be put back; a new tag may not be deletable.
-        for move in sorted(moves, key=lambda m: before[m] is None):
+    # Tags that exist first: each can be put back; a new tag may not be deletable.
+    for wave in ([m for m in moves if before[m]], [m for m in moves if not before[m]]):
+        try:
             anyio.from_thread.check_cancelled()
-            touched.append(move)
-            body, media_type, _ = tested[move.repository, move.digest]
-            client.put_manifest(move.repository, move.tag, body, media_type)
-    except BaseException as exc:  # a registry's failure, or the run's interruption
-        left = [msg for m in reversed(touched) if (msg := _put_back(client, m, before[m]))]
-        if not isinstance(exc, RegistryError):
+            touched += wave
+            answers = _side_by_side(move, wave)
+        except BaseException:  # the run's interruption
+            put_back()
             raise
-        return [], f"{touched[-1].ref(client.registry)}: {exc}", left
+        failures = [(m, error) for m, error in zip(wave, answers, strict=True) if error]
+        if failures:
+            failed, error = failures[0]
+            return [], f"{failed.ref(client.registry)}: {error}", put_back()
     return touched, "", []
 
 
