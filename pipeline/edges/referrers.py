@@ -108,10 +108,7 @@ class Client:
         headers: dict[str, str] | None = None,
         commit: int | None = None,
     ) -> Any:  # noqa: ANN401 - requests' Response, imported lazily
-        """One request, authenticated as the registry asks. With ``commit``, the size of the
-        blob it commits: sent once, its answer waited for as ``registry.commit_timeout`` says.
-        """
-        """ A registry that takes HTTP Basic
+        """One request, authenticated as the registry asks. A registry that takes HTTP Basic
         credentials gets them at once. One that answers with a Bearer challenge (Docker's token
         protocol: Docker Hub, GHCR, most registries) gets a token of the scope the challenge
         names, from its token endpoint (for the credentials, else anonymous), and the request
