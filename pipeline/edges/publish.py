@@ -122,6 +122,20 @@ def _client(target: Target) -> Client:
     return referrers.Client(target.registry, target.username, os.environ.get(PASSWORD_ENV))
 
 
+def _side_by_side(
+    work: Callable[[T], R],
+    items: Sequence[T],
+    at_once: int = REQUESTS_AT_ONCE,
+    name: str = "release",
+) -> list[R]:
+    """``work`` of each item, up to ``at_once`` at a time in threads named ``name``, in the
+    items' order; the first failure raised once every item's work has ended."""
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(at_once, thread_name_prefix=name) as pool:
+        return list(pool.map(work, items))
+
+
 def upload(client: Client, path: str, tarball: Path, uploads: Uploads) -> ocilayout.Image:
     """The image's blobs (layers, then config) into the repository, each unless there: a
     layer another repository got earlier in the run is mounted from it (``Uploads``). Up to
@@ -136,9 +150,7 @@ def upload(client: Client, path: str, tarball: Path, uploads: Uploads) -> ocilay
             opened = partial(ocilayout.open_blob, tarball, digest)
             client.push_known_blob(path, layer, opened, source)
 
-    with ThreadPoolExecutor(LAYERS_AT_ONCE, thread_name_prefix=f"push-{path}") as pool:
-        for _ in pool.map(send, image.layers):  # the first failure, once all have ended
-            pass
+    _side_by_side(send, image.layers, LAYERS_AT_ONCE, f"push-{path}")
     config_type = json.loads(image.manifest)["config"]["mediaType"]
     client.push_blob(path, image.config, config_type)
     return image
@@ -255,15 +267,6 @@ def _put_back(client: Client, move: _Move, before: Manifest | None) -> str | Non
         f"{ref} did not exist before and {client.registry} does not allow deleting a tag; "
         "fix: delete it in the registry's interface"
     )
-
-
-def _side_by_side(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """``work`` of each item, up to ``REQUESTS_AT_ONCE`` at a time, in the items' order; the
-    first failure raised once every item's work has ended."""
-    if len(items) <= 1:
-        return [work(item) for item in items]
-    with ThreadPoolExecutor(REQUESTS_AT_ONCE, thread_name_prefix="release") as pool:
-        return list(pool.map(work, items))
 
 
 def _release(client: Client, moves: Sequence[_Move]) -> tuple[list[_Move], str, list[str]]:

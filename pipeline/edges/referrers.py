@@ -241,15 +241,15 @@ class Client:
         after the other answers that a new upload may pass (``UPLOAD_AGAIN``), the upload
         begins again."""
         digest, size = str(descriptor["digest"]), int(descriptor["size"])
+        start = f"{self._base}/{repository}/blobs/uploads/"
+        headers = {"Content-Type": "application/octet-stream"}
         for attempt in range(1, policy.ATTEMPTS + 1):
-            start = f"{self._base}/{repository}/blobs/uploads/"
             response = self._request("POST", start)
             location = response.headers.get("Location")
             if response.status_code != ACCEPTED or not location:
                 raise RegistryError(f"POST {start}: {response.status_code} {response.text[:300]}")
             url = urllib.parse.urljoin(start, location)
             url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
-            headers = {"Content-Type": "application/octet-stream"}
             try:
                 response = self._request("PUT", url, body, headers, commit=size)
             except UnansweredError as exc:  # the registry's problem, less the fix said below
