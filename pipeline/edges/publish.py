@@ -232,7 +232,7 @@ class Release:
 
 
 @dataclass(frozen=True)
-class _Move:
+class Move:
     """One moving tag to point at one tested manifest."""
 
     repository: str  # the path in the registry, e.g. acme/users
@@ -246,7 +246,7 @@ class _Move:
 Manifest = tuple[bytes, str, str]  # bytes, media type, digest
 
 
-def _put_back(client: Client, move: _Move, before: Manifest | None) -> str | None:
+def _put_back(client: Client, move: Move, before: Manifest | None) -> str | None:
     """``move``'s tag pointed where it was; None when it is, else what is left to do."""
     from pipeline.edges.referrers import RegistryError
 
@@ -269,7 +269,7 @@ def _put_back(client: Client, move: _Move, before: Manifest | None) -> str | Non
     )
 
 
-def _release(client: Client, moves: Sequence[_Move]) -> tuple[list[_Move], str, list[str]]:
+def release(client: Client, moves: Sequence[Move]) -> tuple[list[Move], str, list[str]]:
     """Move every tag or none: returns the moves made, why it stopped (or ""), and what a
     failure left changed. Runs in a worker thread; an interruption of the run undoes too.
 
@@ -289,7 +289,7 @@ def _release(client: Client, moves: Sequence[_Move]) -> tuple[list[_Move], str, 
         return [], f"could not read where the moving tags point: {exc}", []
     before, tested = dict(zip(moves, found, strict=True)), dict(zip(images, read, strict=True))
 
-    def move(m: _Move) -> RegistryError | None:
+    def move(m: Move) -> RegistryError | None:
         body, media_type, _ = tested[m.repository, m.digest]
         try:
             client.put_manifest(m.repository, m.tag, body, media_type)
@@ -301,7 +301,7 @@ def _release(client: Client, moves: Sequence[_Move]) -> tuple[list[_Move], str, 
         done = _side_by_side(lambda m: _put_back(client, m, before[m]), touched)
         return [msg for msg in done if msg]
 
-    touched: list[_Move] = []
+    touched: list[Move] = []
     # Tags that exist first: each can be put back; a new tag may not be deletable.
     for wave in ([m for m in moves if before[m]], [m for m in moves if not before[m]]):
         try:
@@ -342,7 +342,7 @@ async def move_tags(
         get_logger().warning("moving_tags_held", reason=reason, tags=list(every))
         return list(results), Release(held=every, reason=reason)
     moves = [
-        _Move(ref.split("/", 1)[1].rsplit(":", 1)[0], ref.rsplit(":", 1)[1], digest)
+        Move(ref.split("/", 1)[1].rsplit(":", 1)[0], ref.rsplit(":", 1)[1], digest)
         for r in results
         if (digest := r.published[0].rsplit("@", 1)[-1] if r.published else "")
         for ref in wanted[r.service]
@@ -350,7 +350,7 @@ async def move_tags(
     if not moves:
         return list(results), Release()
     client = referrers.Client(target.registry, target.username, os.environ.get(PASSWORD_ENV))
-    _, reason, left = await anyio.to_thread.run_sync(partial(_release, client, moves))
+    _, reason, left = await anyio.to_thread.run_sync(partial(release, client, moves))
     if reason:
         get_logger().warning("moving_tags_held", reason=reason, tags=list(every), left=left)
         return list(results), Release(held=every, reason=reason, left=tuple(left))
