@@ -17,11 +17,12 @@ import tracemalloc
 import urllib.parse
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 
 from pipeline.edges import publish, referrers
 from pipeline.edges import registry as policy
-from pipeline.supply import ocilayout
+from pipeline.supply import kinds, ocilayout
 from tests.conftest import git, pipeline_in, skopeo, tiny_repo
 from tests.faultyregistry import Fault, FaultyRegistry
 from tests.test_ocilayout import COMMIT, layout
@@ -199,6 +200,35 @@ def _upload_through(proxy: FaultyRegistry, registry: str, tarball: Path) -> str:
     digests.append(json.loads(image.manifest)["config"]["digest"])
     assert all(direct.has_blob(path, digest) for digest in digests)
     return path
+
+
+def test_an_images_documents_read_and_send_what_they_share_once(tmp_path: Path, registry: str):
+    """An image's SBOM and provenance go up as two artifacts referring to it; what the second
+    shares with the first (the image's manifest, the empty config, whether the registry lists
+    referrers) crosses once: four round trips less per image on a far registry."""
+    tarball = layout(tmp_path / "image.tar", COMMIT)
+    documents = {kind: json.dumps({"kind": kind.name}) for kind in kinds.KINDS}
+    image = ocilayout.read(tarball)
+    with FaultyRegistry(_host(registry)) as proxy:
+        path = _upload_through(proxy, registry, tarball)
+        namespace, service = path.rsplit("/", 1)
+        digest = referrers.Client(_host(registry)).put_manifest(
+            path, "v1", image.manifest, image.media_type
+        )
+        before = len(proxy.log)
+        target = publish.Target(f"{proxy.address}/{namespace}", None)
+        refs = anyio.run(publish.attach, service, target, digest, documents)
+        sent = proxy.log[before:]
+
+    def count(method: str, part: str) -> int:
+        return sum(1 for m, p, _ in sent if m == method and part in urllib.parse.unquote(p))
+
+    assert count("GET", f"/manifests/{digest}") == 1  # the subject, read for both documents
+    assert count("POST", "/blobs/uploads/") == 3  # two documents and one empty config
+    assert count("GET", f"/referrers/{digest}") == 1
+    listed = referrers.Client(_host(registry)).referrers(path, digest)
+    assert sorted(d["artifactType"] for d in listed) == sorted(k.media_type for k in kinds.KINDS)
+    assert {ref.rsplit("@", 1)[1] for ref in refs.values()} == {d["digest"] for d in listed}
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,12 @@ class Client:
         self._http = bounded
         self._once = session(resend=False)  # a blob upload's last request: never sent twice
         self._base = f"{url}/v2"
+        # What ``attach`` learned, for the next document about the same image: each subject's
+        # (size, media type) by (repository, digest), the blobs it put by (repository,
+        # digest), whether each repository answers the referrers API.
+        self._subjects: dict[tuple[str, str], tuple[int, str]] = {}
+        self._attached: set[tuple[str, str]] = set()
+        self._referrers_api: dict[str, bool] = {}
 
     def _request(
         self,
@@ -354,18 +360,25 @@ class Client:
         annotations: dict[str, str] | None = None,
     ) -> str:
         """Push ``payload`` as an artifact referring to the manifest ``subject``; returns the
-        artifact's digest."""
-        body, subject_type, _ = self.manifest(repository, subject)
+        artifact's digest. The next document about the same image (an image's SBOM, then its
+        provenance) reuses what this one learned: the subject manifest is read once, the
+        empty config put once, the referrers API asked about once."""
+        if (repository, subject) not in self._subjects:
+            body, subject_type, _ = self.manifest(repository, subject)
+            self._subjects[repository, subject] = (len(body), subject_type)
+        size, subject_type = self._subjects[repository, subject]
         layer, config = _descriptor(payload, media_type), _descriptor(b"{}", EMPTY)
-        self._put_blob(repository, payload, layer)
-        self._put_blob(repository, b"{}", config)
+        for data, descriptor in ((payload, layer), (b"{}", config)):
+            if (repository, descriptor["digest"]) not in self._attached:
+                self._put_blob(repository, data, descriptor)
+                self._attached.add((repository, descriptor["digest"]))
         manifest: dict[str, Any] = {
             "schemaVersion": 2,
             "mediaType": MANIFEST,
             "artifactType": artifact_type,
             "config": config,
             "layers": [layer],
-            "subject": {"mediaType": subject_type, "digest": subject, "size": len(body)},
+            "subject": {"mediaType": subject_type, "digest": subject, "size": size},
         }
         if annotations:
             manifest["annotations"] = annotations
@@ -377,11 +390,15 @@ class Client:
         return digest
 
     def _has_referrers_api(self, repository: str, subject: str) -> bool:
-        url = f"{self._base}/{repository}/referrers/{subject}"
-        response = self._request("GET", url, headers={"Accept": INDEX})
-        return bool(
-            response.status_code == OK and INDEX in response.headers.get("Content-Type", "")
-        )
+        """Whether the repository's registry lists referrers (asked once per repository: the
+        answer is the registry's, not the subject's)."""
+        if repository not in self._referrers_api:
+            url = f"{self._base}/{repository}/referrers/{subject}"
+            response = self._request("GET", url, headers={"Accept": INDEX})
+            self._referrers_api[repository] = bool(
+                response.status_code == OK and INDEX in response.headers.get("Content-Type", "")
+            )
+        return self._referrers_api[repository]
 
     @staticmethod
     def _fallback_tag(subject: str) -> str:
