@@ -4,6 +4,7 @@ itself is ignored. Against the loopback registry (so these run with the engine t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -266,6 +267,26 @@ def test_a_changed_service_is_rebuilt_not_replayed(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert _report(tmp_path / "b.json")["alpha"]["cached"] is False
+
+
+def test_a_runs_entries_share_one_push_of_their_config(repository: str):
+    """A run's entries, written side by side, push the empty config they all name once: every
+    writer that pushed it too could race another's upload of it, and the registry then refused
+    a manifest naming it (400 digest invalid), which stopped the run's writes."""
+    host, path = repository.split("/", 1)
+    config = "sha256:" + hashlib.sha256(b"{}").hexdigest()
+    with FaultyRegistry(host) as proxy:
+        writer = store(f"{proxy.address}/{path}", "main", ("main",))
+        for n in range(8):
+            writer.put(Kind.RESULTS, f"k{n}", {**VALUE, "n": n})
+        writer.close()
+        asked = [p for m, p, _ in proxy.log if m == "HEAD" and p.endswith(config)]
+    assert writer.written == 8
+    assert len(asked) == 1
+    reader = store(repository, "main", ("main",))
+    assert [reader.get(Kind.RESULTS, f"k{n}") for n in range(8)] == [
+        ({**VALUE, "n": n}, "main") for n in range(8)
+    ]
 
 
 def test_a_runs_entries_are_asked_at_once_and_each_only_once(repository: str):

@@ -82,6 +82,13 @@ class RegistryStore:
         self._refused = False
         self._writers: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
+        # The empty config every entry's manifest names: pushed once, by one writer. Writers
+        # that each pushed it raced on the registry's record of it: distribution rewrites a
+        # repository's link to a blob in place at each upload of it, and a manifest checked
+        # meanwhile read an empty link and was refused (400 digest invalid), which stopped
+        # the run's writes.
+        self._config_guard = threading.Lock()
+        self._config: dict[str, Any] | None = None
         self.found = 0  # entries the registry answered this run
         self.written = 0
 
@@ -194,7 +201,10 @@ class RegistryStore:
         data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         tag = tag_for(self.scope, kind, key)
         try:
-            config = self._client.push_blob(self.repository, b"{}", EMPTY)
+            with self._config_guard:
+                if self._config is None:
+                    self._config = self._client.push_blob(self.repository, b"{}", EMPTY)
+                config = self._config
             layer = self._client.push_blob(self.repository, data, ENTRY_TYPE)
             manifest = {
                 "schemaVersion": 2,
