@@ -15,9 +15,9 @@ CI runner: a release is round trips, and on the loopback registry both take a fe
 milliseconds each.
 
 - the pipeline: ``publish.release``, what ``publish`` runs once every image has passed and been
-  pushed (the reads of where each tag points and of each tested manifest, then the moves;
-  all or nothing: a failure puts back every tag it moved). Timed in the process, as a run
-  pays it;
+  pushed (the reads of where each tag points, then the moves, of the tags that exist first;
+  all or nothing: a failure puts back every tag it moved), given the tested manifests as the
+  run pushed them. Timed in the process, as a run pays it;
 - crane: ``crane tag REPO@DIGEST TAG`` for each tag, eight at once (``xargs -P 8``, the
   pipeline's width), what a release script written by hand runs (each tag read and written;
   a failure leaves the tags moved before it). Timed around ``xargs``: its processes are what
@@ -74,8 +74,9 @@ def crane() -> str:
     return str(CRANE_BIN / "crane")
 
 
-def _image(client: referrers.Client, repository: str, mark: str) -> str:
-    """A small image in ``repository`` (its one layer names ``mark``); returns its digest."""
+def _image(client: referrers.Client, repository: str, mark: str) -> publish.Manifest:
+    """A small image in ``repository`` (its one layer names ``mark``): its manifest's bytes,
+    media type and digest."""
     config = json.dumps(
         {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
     ).encode()
@@ -87,31 +88,36 @@ def _image(client: referrers.Client, repository: str, mark: str) -> str:
         "layers": [client.push_blob(repository, layer, "application/vnd.oci.image.layer.v1.tar")],
     }
     body = json.dumps(manifest).encode()
-    return client.put_manifest(
-        repository, hashlib.sha256(body).hexdigest()[:12], body, manifest["mediaType"]
-    )
+    tag = hashlib.sha256(body).hexdigest()[:12]
+    return body, referrers.MANIFEST, client.put_manifest(repository, tag, body, referrers.MANIFEST)
 
 
-def repositories(client: referrers.Client, namespace: str, count: int) -> list[publish.Move]:
-    """``count`` services' repositories as a publish leaves them before its release; the moves
-    of that release."""
-    moves = []
+Pushed = dict[tuple[str, str], publish.Manifest]
+
+
+def repositories(
+    client: referrers.Client, namespace: str, count: int
+) -> tuple[list[publish.Move], Pushed]:
+    """``count`` services' repositories as a publish leaves them before its release: the moves
+    of that release, and the tested manifests as the publish pushed them."""
+    moves, pushed = [], {}
     for i in range(count):
         repository = f"{namespace}/service{i}"
-        last = _image(client, repository, f"{repository} last")
+        body, media_type, _ = _image(client, repository, f"{repository} last")
         for tag in TAGS:
-            body, media_type, _ = client.manifest(repository, last)
             client.put_manifest(repository, tag, body, media_type)
         tested = _image(client, repository, f"{repository} tested")
-        moves += [publish.Move(repository, tag, tested) for tag in TAGS]
-    return moves
+        pushed[repository, tested[2]] = tested
+        moves += [publish.Move(repository, tag, tested[2]) for tag in TAGS]
+    return moves, pushed
 
 
-def pipeline_release(proxy: str, moves: list[publish.Move]) -> float:
+def pipeline_release(proxy: str, moves: list[publish.Move], pushed: Pushed) -> float:
     client = referrers.Client(proxy)
     started = time.monotonic()
     # in a worker thread of an event loop, as ``publish`` runs it
-    made, reason, _ = anyio.run(anyio.to_thread.run_sync, partial(publish.release, client, moves))
+    release = partial(publish.release, client, moves, pushed)
+    made, reason, _ = anyio.run(anyio.to_thread.run_sync, release)
     took = time.monotonic() - started
     if reason or len(made) != len(moves):
         raise SystemExit(f"the pipeline's release failed: {reason}")
@@ -158,13 +164,13 @@ def main() -> int:
             for run in range(args.runs):
                 sides = ["pipeline", "crane"] if run % 2 == 0 else ["crane", "pipeline"]
                 for side in sides:
-                    moves = repositories(
+                    moves, pushed = repositories(
                         direct, f"{namespace}/release-{uuid.uuid4().hex[:10]}", count
                     )
                     settle()
                     before = len(proxy.log)
                     if side == "pipeline":
-                        took = pipeline_release(proxy.address, moves)
+                        took = pipeline_release(proxy.address, moves, pushed)
                     else:
                         took = crane_release(program, proxy.address, moves)
                     check(direct, moves)

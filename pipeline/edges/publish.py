@@ -67,6 +67,9 @@ class Uploads:
         self._guard = threading.Lock()
         self._sending: dict[str, threading.Lock] = {}
         self._where: dict[str, str] = {}
+        # the manifests it put, by (repository, digest): what the release points tags at and
+        # the attestations refer to, not read back from the registry
+        self.manifests: dict[tuple[str, str], Manifest] = {}
 
     @contextlib.contextmanager
     def sending(self, digest: str, repository: str) -> Iterator[str | None]:
@@ -195,6 +198,7 @@ async def push_immutable(tarball: Path, job: Job, target: Target) -> tuple[str, 
         ref = f"{repo}:{tag}"
         put = partial(client.put_manifest, path, tag, image.manifest, image.media_type)
         out.append(f"{ref}@{await _push(name, ref, target, put)}")
+    target.uploads.manifests[path, image.digest] = (image.manifest, image.media_type, image.digest)
     return tuple(out)
 
 
@@ -269,25 +273,30 @@ def _put_back(client: Client, move: Move, before: Manifest | None) -> str | None
     )
 
 
-def release(client: Client, moves: Sequence[Move]) -> tuple[list[Move], str, list[str]]:
+def release(
+    client: Client, moves: Sequence[Move], pushed: Mapping[tuple[str, str], Manifest] | None = None
+) -> tuple[list[Move], str, list[str]]:
     """Move every tag or none: returns the moves made, why it stopped (or ""), and what a
     failure left changed. Runs in a worker thread; an interruption of the run undoes too.
 
     The registry's requests go side by side (``_side_by_side``): the reads of where each tag
-    points and of each tested manifest, then the moves of the tags that exist, then those of
-    the new ones; a failure among them puts back every tag of the moves begun, once all have
-    ended. A release of a few hundred moving tags costs a few round trips, not one each."""
+    points and of each tested manifest (unless the run ``pushed`` it: by (repository,
+    digest)), then the moves of the tags that exist, then those of the new ones; a failure
+    among them puts back every tag of the moves begun, once all have ended. A release of a few
+    hundred moving tags costs a few round trips, not one each."""
     import anyio.from_thread
 
     from pipeline.edges.referrers import RegistryError
 
-    images = sorted({(m.repository, m.digest) for m in moves})
+    known = pushed or {}
+    images = sorted({(m.repository, m.digest) for m in moves} - known.keys())
     try:
         found = _side_by_side(lambda m: client.find_manifest(m.repository, m.tag), moves)
         read = _side_by_side(lambda image: client.manifest(*image), images)
     except RegistryError as exc:
         return [], f"could not read where the moving tags point: {exc}", []
-    before, tested = dict(zip(moves, found, strict=True)), dict(zip(images, read, strict=True))
+    before = dict(zip(moves, found, strict=True))
+    tested = {**known, **dict(zip(images, read, strict=True))}
 
     def move(m: Move) -> RegistryError | None:
         body, media_type, _ = tested[m.repository, m.digest]
@@ -350,7 +359,8 @@ async def move_tags(
     if not moves:
         return list(results), Release()
     client = referrers.Client(target.registry, target.username, os.environ.get(PASSWORD_ENV))
-    _, reason, left = await anyio.to_thread.run_sync(partial(release, client, moves))
+    done = partial(release, client, moves, target.uploads.manifests)
+    _, reason, left = await anyio.to_thread.run_sync(done)
     if reason:
         get_logger().warning("moving_tags_held", reason=reason, tags=list(every), left=left)
         return list(results), Release(held=every, reason=reason, left=tuple(left))
@@ -375,6 +385,8 @@ async def attach(
 
     def push() -> dict[Kind, str]:
         client = referrers.Client(registry, target.username, os.environ.get(PASSWORD_ENV))
+        if (pushed := target.uploads.manifests.get((path, digest))) is not None:
+            client.knows(path, pushed[0], pushed[1])
         return {
             kind: client.attach(
                 path,

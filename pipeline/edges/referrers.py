@@ -350,6 +350,12 @@ class Client:
         response = self._request("DELETE", url)
         return response.status_code in (OK, ACCEPTED, NOT_FOUND)
 
+    def knows(self, repository: str, manifest: bytes, media_type: str) -> None:
+        """A manifest the repository holds, as its pusher has it: ``attach`` reads it no more
+        to refer to it."""
+        digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        self._subjects[repository, digest] = (len(manifest), media_type)
+
     def attach(
         self,
         repository: str,
