@@ -53,13 +53,13 @@ from machine import settle  # benchmarks/machine.py
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from pipeline.edges import publish, referrers  # noqa: E402 - after the project's root is on the path
+from pipeline.edges import publish, referrers, registry  # noqa: E402 - after the project's root is on the path
 from tests.faultyregistry import Fault, FaultyRegistry  # noqa: E402
 
 CRANE = "github.com/google/go-containerregistry/cmd/crane@v0.22.1"
 CRANE_BIN = Path.home() / ".cache/pipeline-peer/bin"
 TAGS = ("branch-main", "latest")
-WIDTH = publish.REQUESTS_AT_ONCE
+WIDTH = registry.REQUESTS_AT_ONCE
 METHODS = ("GET", "HEAD", "PUT", "POST", "PATCH", "DELETE")
 
 

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,11 +28,11 @@ import anyio
 
 from pipeline.core.errors import BuildError
 from pipeline.core.log import get_logger
+from pipeline.edges.registry import side_by_side
 from pipeline.supply import ocilayout
 from pipeline.supply.release import immutable_tags, moving_tags
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -48,7 +47,6 @@ if TYPE_CHECKING:
 # Seconds to wait before each retry; each request is retried a few times within one already.
 BACKOFF = (1.0, 3.0)
 LAYERS_AT_ONCE = 4  # an image's layers sent side by side (docker push: 5 by default)
-REQUESTS_AT_ONCE = 8  # a release's registry requests side by side
 _TRANSIENT = re.compile(
     r"\b(5\d\d [A-Z]|429 )|: (5\d\d|429)\b|\bEOF\b|connection reset|connection refused|broken pipe"
     r"|i/o timeout|TLS handshake timeout|server misbehaving",
@@ -125,20 +123,6 @@ def _client(target: Target) -> Client:
     return referrers.Client(target.registry, target.username, os.environ.get(PASSWORD_ENV))
 
 
-def _side_by_side(
-    work: Callable[[T], R],
-    items: Sequence[T],
-    at_once: int = REQUESTS_AT_ONCE,
-    name: str = "release",
-) -> list[R]:
-    """``work`` of each item, up to ``at_once`` at a time in threads named ``name``, in the
-    items' order; the first failure raised once every item's work has ended."""
-    if len(items) <= 1:
-        return [work(item) for item in items]
-    with ThreadPoolExecutor(at_once, thread_name_prefix=name) as pool:
-        return list(pool.map(work, items))
-
-
 def upload(client: Client, path: str, tarball: Path, uploads: Uploads) -> ocilayout.Image:
     """The image's blobs (layers, then config) into the repository, each unless there: a
     layer another repository got earlier in the run is mounted from it (``Uploads``). Up to
@@ -153,7 +137,7 @@ def upload(client: Client, path: str, tarball: Path, uploads: Uploads) -> ocilay
             opened = partial(ocilayout.open_blob, tarball, digest)
             client.push_known_blob(path, layer, opened, source)
 
-    _side_by_side(send, image.layers, LAYERS_AT_ONCE, f"push-{path}")
+    side_by_side(send, image.layers, LAYERS_AT_ONCE, f"push-{path}")
     config_type = json.loads(image.manifest)["config"]["mediaType"]
     client.push_blob(path, image.config, config_type)
     return image
@@ -279,7 +263,7 @@ def release(
     """Move every tag or none: returns the moves made, why it stopped (or ""), and what a
     failure left changed. Runs in a worker thread; an interruption of the run undoes too.
 
-    The registry's requests go side by side (``_side_by_side``): the reads of where each tag
+    The registry's requests go side by side (``side_by_side``): the reads of where each tag
     points and of each tested manifest (unless the run ``pushed`` it: by (repository,
     digest)), then the moves of the tags that exist, then those of the new ones; a failure
     among them puts back every tag of the moves begun, once all have ended. A release of a few
@@ -291,8 +275,8 @@ def release(
     known = pushed or {}
     images = sorted({(m.repository, m.digest) for m in moves} - known.keys())
     try:
-        found = _side_by_side(lambda m: client.find_manifest(m.repository, m.tag), moves)
-        read = _side_by_side(lambda image: client.manifest(*image), images)
+        found = side_by_side(lambda m: client.find_manifest(m.repository, m.tag), moves)
+        read = side_by_side(lambda image: client.manifest(*image), images)
     except RegistryError as exc:
         return [], f"could not read where the moving tags point: {exc}", []
     before = dict(zip(moves, found, strict=True))
@@ -307,7 +291,7 @@ def release(
         return None
 
     def put_back() -> list[str]:
-        done = _side_by_side(lambda m: _put_back(client, m, before[m]), touched)
+        done = side_by_side(lambda m: _put_back(client, m, before[m]), touched)
         return [msg for msg in done if msg]
 
     touched: list[Move] = []
@@ -316,7 +300,7 @@ def release(
         try:
             anyio.from_thread.check_cancelled()
             touched += wave
-            answers = _side_by_side(move, wave)
+            answers = side_by_side(move, wave)
         except BaseException:  # the run's interruption
             put_back()
             raise
@@ -387,17 +371,14 @@ async def attach(
         client = referrers.Client(registry, target.username, os.environ.get(PASSWORD_ENV))
         if (pushed := target.uploads.manifests.get((path, digest))) is not None:
             client.knows(path, pushed[0], pushed[1])
-        return {
-            kind: client.attach(
-                path,
-                digest,
-                kind.media_type,
-                text.encode(),
-                kind.media_type,
-                dict(kind.annotations),
+        kinds = list(documents)
+        made = [
+            referrers.Document(
+                kind.media_type, documents[kind].encode(), kind.media_type, kind.annotations
             )
-            for kind, text in documents.items()
-        }
+            for kind in kinds
+        ]
+        return dict(zip(kinds, client.attach_all(path, digest, made), strict=True))
 
     try:
         pushed = await anyio.to_thread.run_sync(push)

@@ -17,6 +17,7 @@ import json
 import re
 import time
 import urllib.parse
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from pipeline.edges import registry as policy
@@ -26,16 +27,17 @@ from pipeline.edges.registry import (
     endpoint,
     is_local,
     session,
+    side_by_side,
     unreachable,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from contextlib import AbstractContextManager
 
     import requests
 
-__all__ = ["Client", "ContentMismatchError", "RegistryError"]
+__all__ = ["Client", "ContentMismatchError", "Document", "RegistryError"]
 
 EMPTY = "application/vnd.oci.empty.v1+json"
 EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
@@ -66,6 +68,16 @@ Body = bytes | IO[bytes]  # a request's body: bytes, or a stream read as it is s
 def _descriptor(data: bytes, media_type: str) -> dict[str, Any]:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     return {"mediaType": media_type, "digest": digest, "size": len(data)}
+
+
+@dataclass(frozen=True)
+class Document:
+    """What ``Client.attach_all`` pushes as one artifact referring to an image."""
+
+    artifact_type: str
+    payload: bytes
+    media_type: str
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 class ContentMismatchError(RegistryError):
@@ -366,34 +378,51 @@ class Client:
         annotations: dict[str, str] | None = None,
     ) -> str:
         """Push ``payload`` as an artifact referring to the manifest ``subject``; returns the
-        artifact's digest. The next document about the same image (an image's SBOM, then its
-        provenance) reuses what this one learned: the subject manifest is read once, the
-        empty config put once, the referrers API asked about once."""
+        artifact's digest."""
+        document = Document(artifact_type, payload, media_type, annotations or {})
+        return self.attach_all(repository, subject, [document])[0]
+
+    def attach_all(self, repository: str, subject: str, documents: Sequence[Document]) -> list[str]:
+        """Push each document as an artifact referring to the manifest ``subject``; returns
+        their digests, in order. What they share crosses once: the subject manifest is read
+        (unless ``knows`` said it), the empty config put, the referrers API asked about, and
+        where the registry has no such API the fallback index written, with every document.
+        The documents' own blobs and manifests go side by side."""
         if (repository, subject) not in self._subjects:
             body, subject_type, _ = self.manifest(repository, subject)
             self._subjects[repository, subject] = (len(body), subject_type)
         size, subject_type = self._subjects[repository, subject]
-        layer, config = _descriptor(payload, media_type), _descriptor(b"{}", EMPTY)
-        for data, descriptor in ((payload, layer), (b"{}", config)):
-            if (repository, descriptor["digest"]) not in self._attached:
-                self._put_blob(repository, data, descriptor)
-                self._attached.add((repository, descriptor["digest"]))
-        manifest: dict[str, Any] = {
-            "schemaVersion": 2,
-            "mediaType": MANIFEST,
-            "artifactType": artifact_type,
-            "config": config,
-            "layers": [layer],
-            "subject": {"mediaType": subject_type, "digest": subject, "size": size},
-        }
-        if annotations:
-            manifest["annotations"] = annotations
-        raw = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
-        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-        self.put_manifest(repository, digest, raw, MANIFEST)
+        config = _descriptor(b"{}", EMPTY)
+        self._put_once(repository, b"{}", config)  # before the documents, which all name it
+
+        def push(document: Document) -> tuple[dict[str, Any], str, int]:
+            layer = _descriptor(document.payload, document.media_type)
+            self._put_once(repository, document.payload, layer)
+            manifest: dict[str, Any] = {
+                "schemaVersion": 2,
+                "mediaType": MANIFEST,
+                "artifactType": document.artifact_type,
+                "config": config,
+                "layers": [layer],
+                "subject": {"mediaType": subject_type, "digest": subject, "size": size},
+            }
+            if document.annotations:
+                manifest["annotations"] = dict(document.annotations)
+            raw = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+            digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+            self.put_manifest(repository, digest, raw, MANIFEST)
+            return manifest, digest, len(raw)
+
+        made = side_by_side(push, documents, name="attach")
         if not self._has_referrers_api(repository, subject):
-            self._add_to_fallback_index(repository, subject, manifest, digest, len(raw))
-        return digest
+            self._add_to_fallback_index(repository, subject, made)
+        return [digest for _, digest, _ in made]
+
+    def _put_once(self, repository: str, data: bytes, descriptor: dict[str, Any]) -> None:
+        """A blob put into the repository unless this client put it there already."""
+        if (repository, descriptor["digest"]) not in self._attached:
+            self._put_blob(repository, data, descriptor)
+            self._attached.add((repository, descriptor["digest"]))
 
     def _has_referrers_api(self, repository: str, subject: str) -> bool:
         """Whether the repository's registry lists referrers (asked once per repository: the
@@ -417,19 +446,24 @@ class Client:
         return json.loads(found[0])  # type: ignore[no-any-return]
 
     def _add_to_fallback_index(
-        self, repository: str, subject: str, manifest: dict[str, Any], digest: str, size: int
+        self, repository: str, subject: str, made: Sequence[tuple[dict[str, Any], str, int]]
     ) -> None:
+        """The fallback tag's index of ``subject`` with the artifacts ``made`` (manifest,
+        digest, size) in it: read, changed and written once for all of them."""
         index = self._fallback_index(repository, subject)
-        entry: dict[str, Any] = {
-            "mediaType": MANIFEST,
-            "digest": digest,
-            "size": size,
-            "artifactType": manifest["artifactType"],
-        }
-        if manifest.get("annotations"):
-            entry["annotations"] = manifest["annotations"]
-        kept = [m for m in index.get("manifests", []) if m.get("digest") != digest]
-        index["manifests"] = [*kept, entry]
+        digests = {digest for _, digest, _ in made}
+        entries = [m for m in index.get("manifests", []) if m.get("digest") not in digests]
+        for manifest, digest, size in made:
+            entry: dict[str, Any] = {
+                "mediaType": MANIFEST,
+                "digest": digest,
+                "size": size,
+                "artifactType": manifest["artifactType"],
+            }
+            if manifest.get("annotations"):
+                entry["annotations"] = manifest["annotations"]
+            entries.append(entry)
+        index["manifests"] = entries
         raw = json.dumps(index, separators=(",", ":"), sort_keys=True).encode()
         self.put_manifest(repository, self._fallback_tag(subject), raw, INDEX)
 

@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.core.errors import PipelineError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     import requests
     from urllib3.util.retry import Retry
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 DOCKER_HUB = "registry-1.docker.io"
 MANIFEST_TYPES = (
@@ -41,6 +47,22 @@ WORST_CASE = ATTEMPTS * (CONNECT_TIMEOUT + READ_TIMEOUT) + (ATTEMPTS - 1) * BACK
 # minutes). That answer is waited for READ_TIMEOUT plus a second for each COMMIT_RATE bytes.
 COMMIT_RATE = 16 * 2**20
 OK, UNAUTHORIZED = 200, 401
+REQUESTS_AT_ONCE = 8  # a release's or an image's registry requests side by side
+
+
+def side_by_side(
+    work: Callable[[T], R],
+    items: Sequence[T],
+    at_once: int = REQUESTS_AT_ONCE,
+    name: str = "registry",
+) -> list[R]:
+    """``work`` of each item, up to ``at_once`` at a time in threads named ``name``, in the
+    items' order; the first failure raised once every item's work has ended. A registry's
+    round trips then wait for the registry together, not one after another."""
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(at_once, thread_name_prefix=name) as pool:
+        return list(pool.map(work, items))
 
 
 class RegistryError(PipelineError):
