@@ -237,6 +237,26 @@ def test_an_images_documents_go_side_by_side_and_share_what_they_can(tmp_path: P
     assert {ref.rsplit("@", 1)[1] for ref in refs.values()} == {d["digest"] for d in listed}
 
 
+def test_documents_of_one_payload_upload_it_once(tmp_path: Path, registry: str):
+    """Two documents with the same bytes, attached side by side, upload them once: two uploads
+    of one blob to one repository at once could have a manifest naming it refused."""
+    tarball = layout(tmp_path / "image.tar", COMMIT)
+    image = ocilayout.read(tarball)
+    same = [referrers.Document(t, b'{"same": true}', "application/json") for t in ("a/x", "a/y")]
+    with FaultyRegistry(_host(registry)) as proxy:
+        path = _upload_through(proxy, registry, tarball)
+        digest = referrers.Client(_host(registry)).put_manifest(
+            path, "v1", image.manifest, image.media_type
+        )
+        before = len(proxy.log)
+        made = referrers.Client(proxy.address).attach_all(path, digest, same)
+        uploads = [p for m, p, _ in proxy.log[before:] if m == "POST" and "/blobs/uploads/" in p]
+    assert len(uploads) == 2  # the empty config and the one payload
+    listed = referrers.Client(_host(registry)).referrers(path, digest)
+    assert sorted(d["artifactType"] for d in listed) == ["a/x", "a/y"]
+    assert sorted(made) == sorted(d["digest"] for d in listed)
+
+
 @pytest.mark.parametrize(
     ("fault", "answers"),
     [

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import re
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -116,6 +117,8 @@ class Client:
         # digest), whether each repository answers the referrers API.
         self._subjects: dict[tuple[str, str], tuple[int, str]] = {}
         self._attached: set[tuple[str, str]] = set()
+        self._putting: dict[tuple[str, str], threading.Lock] = {}  # one upload of a blob at once
+        self._guard = threading.Lock()
         self._referrers_api: dict[str, bool] = {}
 
     def _request(
@@ -419,10 +422,16 @@ class Client:
         return [digest for _, digest, _ in made]
 
     def _put_once(self, repository: str, data: bytes, descriptor: dict[str, Any]) -> None:
-        """A blob put into the repository unless this client put it there already."""
-        if (repository, descriptor["digest"]) not in self._attached:
-            self._put_blob(repository, data, descriptor)
-            self._attached.add((repository, descriptor["digest"]))
+        """A blob put into the repository unless this client put it there already. Two
+        threads never upload one blob to one repository at once: the registry rewrites its
+        link to the blob at each upload, and a manifest checked meanwhile is refused."""
+        key = (repository, str(descriptor["digest"]))
+        with self._guard:
+            lock = self._putting.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._attached:
+                self._put_blob(repository, data, descriptor)
+                self._attached.add(key)
 
     def _has_referrers_api(self, repository: str, subject: str) -> bool:
         """Whether the repository's registry lists referrers (asked once per repository: the
