@@ -28,7 +28,15 @@ from pipeline.edges.resultcache import ResultCache
 from pipeline.engine import compat, images, runner
 from pipeline.engine import layers as venv_layers
 from pipeline.session import build_settings
-from tests.conftest import copy_example, git, pipeline_in, skopeo, tarball_facts, value_of
+from tests.conftest import (
+    copy_example,
+    git,
+    pipeline_in,
+    skopeo,
+    tarball_facts,
+    tiny_repo,
+    value_of,
+)
 
 if TYPE_CHECKING:
     from pipeline.core import model
@@ -631,6 +639,24 @@ def test_sigterm_stops_the_run_with_130_and_no_partial_tarballs(tmp_path: Path, 
     assert "interrupted" in err
     assert "Traceback" not in err
     assert not list(out.iterdir())  # hidden staging folders included
+
+
+def test_a_run_without_out_sweeps_what_killed_runs_left_in_the_temporary_folder(
+    tmp_path: Path, base_image: str
+):
+    """Without --out a run stages in the system's temporary folder; a staging folder there
+    whose run was killed (its process gone) is removed by the next run, and the run leaves
+    none of its own."""
+    repo = tiny_repo(tmp_path / "repo", {"alpha": "print('a')"})
+    temp = tmp_path / "temp"
+    stale = temp / ".alpha-pipeline4194300-stale"
+    stale.mkdir(parents=True)
+    (stale / "image.tar").write_bytes(b"x" * 1024)
+    other = temp / ".alpha-notours"  # not a staging folder's name: left alone
+    other.mkdir()
+    done = pipeline_in(repo, base_image, "build", "--no-test", env={"TMPDIR": str(temp)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in temp.iterdir() if ".alpha" in p.name) == [".alpha-notours"]
 
 
 async def test_a_fresh_install_gives_a_byte_identical_venv_layer(

@@ -463,7 +463,9 @@ async def run(
     start = await _start(project, work, settings)
     if options.out_dir is not None:
         options.out_dir.mkdir(parents=True, exist_ok=True)
-        _sweep(options.out_dir)
+    # where the staging folders go: --out, else the system's temporary folder, where a killed
+    # run's (a publish's image tarballs, 60-140 MB each) would otherwise stay for good
+    _sweep(options.out_dir or Path(tempfile.gettempdir()))
     if isinstance(start, dagger.DaggerError):
         # nothing can be built without it: every service fails, and says why
         why = "prepare: the run's CA bundle could not be handed to the builders: "
