@@ -112,12 +112,13 @@ class Client:
         self._http = bounded
         self._once = session(resend=False)  # a blob upload's last request: never sent twice
         self._base = f"{url}/v2"
-        # What ``attach`` learned, for the next document about the same image: each subject's
-        # (size, media type) by (repository, digest), the blobs it put by (repository,
-        # digest), whether each repository answers the referrers API.
+        # What attaching learned (or ``knows`` said), kept for the client's later attachments:
+        # each subject's (size, media type) by (repository, digest), the blobs it put by
+        # (repository, digest) and a lock for each while it is put, whether each repository
+        # answers the referrers API.
         self._subjects: dict[tuple[str, str], tuple[int, str]] = {}
         self._attached: set[tuple[str, str]] = set()
-        self._putting: dict[tuple[str, str], threading.Lock] = {}  # one upload of a blob at once
+        self._putting: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self._referrers_api: dict[str, bool] = {}
 
