@@ -172,3 +172,53 @@ def test_retries_end_with_the_registry_named():
     assert flaky.requests == registry.ATTEMPTS
     assert "429" in str(raised.value)
     assert time.monotonic() - started < registry.WORST_CASE
+
+
+def test_once_makes_a_value_once_for_threads_that_ask_together_and_again_after_a_failure():
+    """Eight threads asking for one key at once get the one value made by one of them (the
+    blob uploads and the result store's config rely on it); keys apart are made apart; a make
+    that raised leaves the key unmade for the next asker."""
+    once: registry.Once[str, int] = registry.Once()
+    made: list[str] = []
+
+    def make(key: str) -> int:
+        made.append(key)
+        time.sleep(0.05)  # the others ask while the first makes it
+        return len(made)
+
+    values = registry.side_by_side(lambda _: once.get("config", lambda: make("config")), range(8))
+    assert values == [1] * 8 and made == ["config"]
+    assert once.get("other", lambda: make("other")) == 2
+
+    def fail() -> int:
+        raise RuntimeError("the registry refused it")
+
+    with pytest.raises(RuntimeError):
+        once.get("late", fail)
+    assert once.get("late", lambda: make("late")) == 3
+    assert made == ["config", "other", "late"]
+
+
+def test_keyed_locks_let_one_thread_in_per_key_and_different_keys_side_by_side():
+    locks: registry.KeyedLocks[str] = registry.KeyedLocks()
+    b_ran = threading.Event()
+    saw_b: list[bool] = []
+    inside, most = [0], [0]  # threads holding "a" now, and at most
+    guard = threading.Lock()
+
+    def work(key: str) -> None:
+        with locks.held(key):
+            if key == "b":
+                b_ran.set()
+                return
+            with guard:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            saw_b.append(b_ran.wait(timeout=5))  # "b" is not held back by "a"'s lock
+            time.sleep(0.02)
+            with guard:
+                inside[0] -= 1
+
+    registry.side_by_side(work, ["a", "a", "a", "b"], at_once=4)
+    assert most == [1]
+    assert saw_b == [True, True, True]

@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import re
-import threading
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,7 +27,7 @@ import anyio
 
 from pipeline.core.errors import BuildError
 from pipeline.core.log import get_logger
-from pipeline.edges.registry import side_by_side
+from pipeline.edges.registry import KeyedLocks, side_by_side
 from pipeline.supply import ocilayout
 from pipeline.supply.release import immutable_tags, moving_tags
 
@@ -62,8 +61,7 @@ class Uploads:
     too. So a layer crosses to the registry once a run, however many images hold it."""
 
     def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._sending: dict[str, threading.Lock] = {}
+        self._sending: KeyedLocks[str] = KeyedLocks()
         self._where: dict[str, str] = {}
         # the manifests it put, by (repository, digest): what the release points tags at and
         # the attestations refer to, not read back from the registry
@@ -73,9 +71,7 @@ class Uploads:
     def sending(self, digest: str, repository: str) -> Iterator[str | None]:
         """Held while ``repository`` gets the blob; gives a repository of this run that has
         it already (or None), and records ``repository`` as one once the block succeeded."""
-        with self._guard:
-            lock = self._sending.setdefault(digest, threading.Lock())
-        with lock:
+        with self._sending.held(digest):
             yield self._where.get(digest)
             self._where[digest] = repository
 

@@ -15,7 +15,6 @@ import functools
 import hashlib
 import json
 import re
-import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -114,12 +113,9 @@ class Client:
         self._base = f"{url}/v2"
         # What attaching learned (or ``knows`` said), kept for the client's later attachments:
         # each subject's (size, media type) by (repository, digest), the blobs it put by
-        # (repository, digest) and a lock for each while it is put, whether each repository
-        # answers the referrers API.
+        # (repository, digest), whether each repository answers the referrers API.
         self._subjects: dict[tuple[str, str], tuple[int, str]] = {}
-        self._attached: set[tuple[str, str]] = set()
-        self._putting: dict[tuple[str, str], threading.Lock] = {}
-        self._guard = threading.Lock()
+        self._put: policy.Once[tuple[str, str], None] = policy.Once()
         self._referrers_api: dict[str, bool] = {}
 
     def _request(
@@ -423,16 +419,10 @@ class Client:
         return [digest for _, digest, _ in made]
 
     def _put_once(self, repository: str, data: bytes, descriptor: dict[str, Any]) -> None:
-        """A blob put into the repository unless this client put it there already. Two
-        threads never upload one blob to one repository at once: the registry rewrites its
-        link to the blob at each upload, and a manifest checked meanwhile is refused."""
+        """A blob put into the repository unless this client put it there already, never by
+        two threads at once (``registry.KeyedLocks`` says why)."""
         key = (repository, str(descriptor["digest"]))
-        with self._guard:
-            lock = self._putting.setdefault(key, threading.Lock())
-        with lock:
-            if key not in self._attached:
-                self._put_blob(repository, data, descriptor)
-                self._attached.add(key)
+        self._put.get(key, lambda: self._put_blob(repository, data, descriptor))
 
     def _has_referrers_api(self, repository: str, subject: str) -> bool:
         """Whether the repository's registry lists referrers (asked once per repository: the

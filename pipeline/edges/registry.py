@@ -12,22 +12,26 @@ uploaded blob: its wait grows with the blob (``commit_timeout``) and it is never
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pipeline.core.errors import PipelineError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Hashable, Iterator, Sequence
 
     import requests
     from urllib3.util.retry import Retry
 
 T = TypeVar("T")
 R = TypeVar("R")
+K = TypeVar("K", bound="Hashable")
+V = TypeVar("V")
 
 DOCKER_HUB = "registry-1.docker.io"
 MANIFEST_TYPES = (
@@ -63,6 +67,41 @@ def side_by_side(
         return [work(item) for item in items]
     with ThreadPoolExecutor(at_once, thread_name_prefix=name) as pool:
         return list(pool.map(work, items))
+
+
+class KeyedLocks(Generic[K]):
+    """A lock for each key, made when first asked for: work on one key runs one thread at a
+    time, work on different keys side by side. Two uploads of one blob to one repository must
+    never overlap: distribution rewrites a repository's link to a blob in place at each upload
+    of it, and a manifest it checks meanwhile reads an empty link and is refused (400 digest
+    invalid)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[K, threading.Lock] = {}
+
+    @contextlib.contextmanager
+    def held(self, key: K) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+
+class Once(Generic[K, V]):
+    """What ``make`` gives for each key, made once however many threads ask at once: the first
+    asker makes it while the others wait for it. A ``make`` that raised made nothing; the next
+    asker tries again."""
+
+    def __init__(self) -> None:
+        self._locks: KeyedLocks[K] = KeyedLocks()
+        self._made: dict[K, V] = {}
+
+    def get(self, key: K, make: Callable[[], V]) -> V:
+        with self._locks.held(key):
+            if key not in self._made:
+                self._made[key] = make()
+            return self._made[key]
 
 
 class RegistryError(PipelineError):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.core.log import get_logger
 from pipeline.core.outcomes import Kind
 from pipeline.edges.referrers import EMPTY, MANIFEST, Client, ContentMismatchError
-from pipeline.edges.registry import Reference, RegistryError
+from pipeline.edges.registry import Once, Reference, RegistryError
 from pipeline.edges.resultcache import FORMAT, proven, seal
 
 if TYPE_CHECKING:
@@ -82,13 +82,10 @@ class RegistryStore:
         self._refused = False
         self._writers: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
-        # The empty config every entry's manifest names: pushed once, by one writer. Writers
-        # that each pushed it raced on the registry's record of it: distribution rewrites a
-        # repository's link to a blob in place at each upload of it, and a manifest checked
-        # meanwhile read an empty link and was refused (400 digest invalid), which stopped
-        # the run's writes.
-        self._config_guard = threading.Lock()
-        self._config: dict[str, Any] | None = None
+        # The empty config every entry's manifest names: pushed once, by one writer (writers
+        # that each pushed it raced as ``registry.KeyedLocks`` says, and the refused manifest
+        # stopped the run's writes).
+        self._config: Once[str, dict[str, Any]] = Once()
         self.found = 0  # entries the registry answered this run
         self.written = 0
 
@@ -201,10 +198,9 @@ class RegistryStore:
         data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         tag = tag_for(self.scope, kind, key)
         try:
-            with self._config_guard:
-                if self._config is None:
-                    self._config = self._client.push_blob(self.repository, b"{}", EMPTY)
-                config = self._config
+            config = self._config.get(
+                self.repository, lambda: self._client.push_blob(self.repository, b"{}", EMPTY)
+            )
             layer = self._client.push_blob(self.repository, data, ENTRY_TYPE)
             manifest = {
                 "schemaVersion": 2,
