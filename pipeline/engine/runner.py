@@ -39,6 +39,8 @@ from pipeline.supply import ocilayout
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 
+    from anyio.abc import TaskGroup
+
     from pipeline.core.model import Project, Service
     from pipeline.core.settings import BuildSettings, RunOptions
 
@@ -276,6 +278,31 @@ async def _concurrently(*work: Callable[[], Coroutine[Any, Any, object]]) -> Non
             tg.start_soon(fn)
 
 
+def _started(tg: TaskGroup, work: Awaitable[T]) -> Callable[[], Awaitable[T]]:
+    """``work`` started now in ``tg``; what it gives (or raises) is kept for the caller to
+    await when it is ready for it, so it surfaces in the caller's step, not the task group's."""
+    done = anyio.Event()
+    gave: list[T] = []
+    raised: list[Exception] = []
+
+    async def run() -> None:
+        try:
+            gave.append(await work)
+        except Exception as exc:  # noqa: BLE001 - kept, raised where it is awaited
+            raised.append(exc)
+        finally:
+            done.set()
+
+    async def result() -> T:
+        await done.wait()
+        if raised:
+            raise raised[0]
+        return gave[0]
+
+    tg.start_soon(run)
+    return result
+
+
 async def _measure(
     build: images.ServiceBuild, ctx: _Context, progress: _Progress, staging: Path, created: str
 ) -> None:
@@ -325,8 +352,12 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
     tier = ctx.tiers[service.tier]
 
     async def image_and_checks() -> None:
-        await progress.timed(Step.TIER, tier.image.sync())
-        await progress.timed(Step.IMAGE, image.sync())
+        # the image is asked for with its tier, not after it: its own layers need no tier, and
+        # the engine does the work both need once; each is timed and blamed as its own step
+        async with anyio.create_task_group() as tg:
+            built = _started(tg, image.sync())
+            await progress.timed(Step.TIER, tier.image.sync())
+            await progress.timed(Step.IMAGE, built())
         await _concurrently(measure, smoke, health)
 
     # the proofs of the places of the tier's layers gate the result, not the image: they run
