@@ -403,8 +403,12 @@ def test_a_failing_service_does_not_hide_the_others(tmp_path: Path, base_image: 
     repo = copy_example(tmp_path / "repo", services=("worker",))
     broken = repo / "services" / "broken"
     broken.mkdir()
+    # its smoke and health checks are asked of the engine beside its image: the image's
+    # failure must be the one reported, not theirs
     (broken / "service.toml").write_text(
-        'tier = "backend"\ncommand = ["python", "-c", "1"]\nrequirements = "requirements.txt"\n'
+        'tier = "backend"\ncommand = ["python", "-m", "http.server", "8000"]\n'
+        'requirements = "requirements.txt"\nport = 8000\nhealth_path = "/"\n'
+        'smoke = ["python", "-c", "1"]\n'
     )
     (broken / "requirements.txt").write_text("pipeline-test-no-such-package==9.9.9\n")
     failing = repo / "services" / "failing"
@@ -434,7 +438,7 @@ def test_a_failing_service_does_not_hide_the_others(tmp_path: Path, base_image: 
     assert "pipeline-test-no-such-package" in results["broken"]["reason"]
     # the install failed, whichever check waited for it: not the unit tests
     assert results["broken"]["reason"].startswith("dependencies: "), results["broken"]["reason"]
-    assert "unit" not in results["broken"]["tests"]
+    assert results["broken"]["tests"] == {}, results["broken"]["tests"]
     assert results["failing"]["status"] == "failed"
     assert results["failing"]["tests"] == {"unit": False}
     assert results["failing"]["reason"].startswith("unit: 2 failed, 5 passed in 0.1s")

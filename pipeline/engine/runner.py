@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -338,27 +339,29 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
     async def measure() -> None:
         await _measure(build, ctx, progress, staging, job.stamp.created)
 
-    async def smoke() -> None:
-        if spec.smoke and Check.SMOKE in todo:
-            smoke = image.with_(compat.run(images.smoke_argv(service)))
-            await progress.check(Check.SMOKE, smoke.sync())
+    # the checks of the running image, each as the exec (or probe) that runs it
+    runs: dict[str, Callable[[], Awaitable[object]]] = {}
+    if spec.smoke:
+        runs[Check.SMOKE] = image.with_(compat.run(images.smoke_argv(service))).sync
+    runs[Check.HEALTH] = partial(probes.health, service, image, ctx.settings, ctx.secrets)
 
-    async def health() -> None:
-        if Check.HEALTH in todo:
-            await progress.check(
-                Check.HEALTH, probes.health(service, image, ctx.settings, ctx.secrets)
-            )
+    async def check(name: str, early: Callable[[], Awaitable[object]] | None = None) -> None:
+        if name in todo:
+            await progress.check(name, (early or runs[name])())
 
     tier = ctx.tiers[service.tier]
 
     async def image_and_checks() -> None:
-        # the image is asked for with its tier, not after it: its own layers need no tier, and
-        # the engine does the work both need once; each is timed and blamed as its own step
+        # The image and its checks are asked for with its tier, not each after the one before:
+        # the image's own layers need no tier, and the engine does the work they share once.
+        # Each is awaited, timed and blamed as its own step: a check's outcome only once the
+        # image is built, so a broken image fails its build, not its checks.
         async with anyio.create_task_group() as tg:
             built = _started(tg, image.sync())
+            early = {name: _started(tg, run()) for name, run in runs.items() if name in todo}
             await progress.timed(Step.TIER, tier.image.sync())
             await progress.timed(Step.IMAGE, built())
-        await _concurrently(measure, smoke, health)
+            await _concurrently(measure, *(partial(check, name, early.get(name)) for name in runs))
 
     # the proofs of the places of the tier's layers gate the result, not the image: they run
     # beside its build and checks, and nothing is delivered before they pass
@@ -366,7 +369,7 @@ async def _steps(job: jobs.Job, ctx: _Context, progress: _Progress, staging: Pat
     await _concurrently(unit, image_and_checks, *proofs)
     if _contradicted(job, progress):
         todo, progress.reused = progress.reused, set()
-        await _concurrently(unit, smoke, health)
+        await _concurrently(unit, *(partial(check, name) for name in runs))
     progress.tests.update(dict.fromkeys(progress.reused, True))
     await _finish(job, ctx, progress)
 
