@@ -248,7 +248,7 @@ def run(chosen: Chosen, project: Project, services: list[Service]) -> int:
         base_image=base_ref,
         cache_scope=build.cache_scope,
         revision=build.provenance.revision[:12],
-        jobs=options.jobs,
+        jobs=options.jobs or "the engine machine's logical CPUs",
     )
     replayed = {j.service.name: r for j in work if (r := jobs.replay(j, cache, options))}
     todo = [j for j in work if j.service.name not in replayed]

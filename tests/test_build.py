@@ -443,6 +443,15 @@ def test_a_failing_service_does_not_hide_the_others(tmp_path: Path, base_image: 
     assert results["failing"]["tests"] == {"unit": False}
     assert results["failing"]["reason"].startswith("unit: 2 failed, 5 passed in 0.1s")
     assert "1 built, 3 failed" in done.stdout
+    # no --jobs: as many services at once as the engine's machine (this one) has logical CPUs
+    slots = [json.loads(line) for line in done.stderr.splitlines() if '"build_slots"' in line]
+    assert slots == [slots[0]], done.stderr
+    assert (slots[0]["jobs"], slots[0]["given"]) == (len(os.sched_getaffinity(0)), False)
+
+
+async def test_the_engine_machine_s_logical_cpus_are_asked_in_the_base_image(base_image: str):
+    # the engine runs on this machine here, with every CPU of it
+    assert await runner.engine_cores(base_image) == len(os.sched_getaffinity(0))
 
 
 def test_test_requirements_that_cannot_install_fail_each_tested_service_as_dependencies(

@@ -31,8 +31,8 @@ def test_the_command_line_wins_over_the_environment_over_the_default():
     assert chosen.jobs == 3  # the flag, checked into a number
     assert chosen.cache_scope == "from-env"
     assert chosen.base_image is None  # left to the config
-    assert options.chosen("build", {}, {}).jobs == 4
-    assert options.chosen("build", {}, {"PIPELINE_JOBS": ""}).jobs == 4  # empty is unset
+    assert options.chosen("build", {}, {}).jobs is None  # the engine machine's logical CPUs
+    assert options.chosen("build", {}, {"PIPELINE_JOBS": ""}).jobs is None  # empty is unset
 
 
 @pytest.mark.parametrize(

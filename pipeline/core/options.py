@@ -196,7 +196,7 @@ OPTIONS: tuple[Option, ...] = (
         "services built at once",
         BUILDS,
         env="PIPELINE_JOBS",
-        default=4,
+        default_text="the engine machine's logical CPUs",
         check=_jobs,
     ),
     Option(

@@ -27,7 +27,6 @@ INDEX_URL_ENV = "PIPELINE_INDEX_URL"
 # Extra CA certificates for builder steps that fetch (an intercepting proxy's), as a PEM file.
 CA_BUNDLE_ENV = "PIPELINE_CA_BUNDLE"
 PASSWORD_ENV = "PIPELINE_REGISTRY_PASSWORD"  # noqa: S105 - the variable's name, not a password
-DEFAULT_JOBS = 4
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class BuildSettings:
 class RunOptions:
     """What one run does with the images it builds."""
 
-    jobs: int = DEFAULT_JOBS
+    jobs: int | None = None  # services built at once; None: the engine machine's logical CPUs
     out_dir: Path | None = None  # write OCI tarballs here
     test: bool = True
     publish_to: str | None = None  # registry/prefix to publish to, e.g. ghcr.io/acme
@@ -147,7 +146,7 @@ def run_options(chosen: Chosen) -> RunOptions:
     values = chosen.values
     publish = chosen.command == "publish"
     return RunOptions(
-        jobs=values.get("jobs", DEFAULT_JOBS),
+        jobs=values.get("jobs"),
         out_dir=values.get("out"),
         test=not values.get("no_test", False),
         publish_to=values.get("registry") if publish else None,

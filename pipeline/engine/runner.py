@@ -279,6 +279,17 @@ async def _concurrently(*work: Callable[[], Coroutine[Any, Any, object]]) -> Non
             tg.start_soon(fn)
 
 
+def _into(
+    out: list[T], work: Callable[[], Awaitable[T]]
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """``work`` as a task that appends what it gives to ``out``."""
+
+    async def task() -> None:
+        out.append(await work())
+
+    return task
+
+
 def _started(tg: TaskGroup, work: Awaitable[T]) -> Callable[[], Awaitable[T]]:
     """``work`` started now in ``tg``; what it gives (or raises) is kept for the caller to
     await when it is ready for it, so it surfaces in the caller's step, not the task group's."""
@@ -486,15 +497,16 @@ async def run(
     on_result: Callable[[jobs.Job, Result], None] | None = None,
     selected: Collection[Service] = (),
 ) -> list[Result]:
-    """Build every job's service, at most ``options.jobs`` at once; each image that passes
-    its checks goes to ``deliver``, each result to ``on_result`` as it comes. Needs a
-    connection.
+    """Build every job's service, at most ``options.jobs`` at once (by default as many as the
+    engine's machine has logical CPUs), a tier whose services all wait for a slot started
+    meanwhile; each image that passes its checks goes to ``deliver``, each result to
+    ``on_result`` as it comes. Needs a connection.
 
     ``selected``: every service of the run, those replayed from the result cache too (default:
     the jobs'). The downloads ahead (images.prefetch) are keyed by their tiers, so a run that
     rebuilds fewer services than the last, such as an edit of one after a full build, replays
     that build's downloads instead of running an exec for a shorter chain of tiers."""
-    start = await _start(project, work, settings)
+    start = await _start(project, work, settings, options.jobs)
     if options.out_dir is not None:
         options.out_dir.mkdir(parents=True, exist_ok=True)
     # where the staging folders go: --out, else the system's temporary folder, where a killed
@@ -507,17 +519,17 @@ async def run(
         return [
             Result(j.service.name, j.service.tier, Status.FAILED, 0.0, reason=why) for j in work
         ]
-    secrets, tiers, engine = start
+    log.info("build_slots", jobs=start.slots, given=options.jobs is not None)
     ctx = _Context(
         project,
         settings,
         options,
-        anyio.CapacityLimiter(max(1, options.jobs)),
-        tiers,
-        secrets,
+        anyio.CapacityLimiter(max(1, start.slots)),
+        start.tiers,
+        start.secrets,
         deliver,
         documents=options.out_dir is not None or options.publish_to is not None,
-        engine=engine,
+        engine=start.engine,
     )
     results: dict[str, Result] = {}
 
@@ -528,29 +540,46 @@ async def run(
         results[job.service.name] = result
 
     used = {s.tier for s in selected} | {job.service.tier for job in work}
-    ahead = images.prefetch(project, used, settings, secrets)
+    ahead = images.prefetch(project, used, settings, start.secrets)
+    # A tier whose services all wait for a build slot is asked for now: a tier is shared, and
+    # a heavy one (an ML tier's install) is often the run's longest chain.
+    first = {job.service.tier for job in work[: start.slots]}
+    waiting = {job.service.tier for job in work[start.slots :]} - first
+    ahead += [start.tiers[t].image for t in sorted(waiting)]
     async with anyio.create_task_group() as outer:
-        outer.start_soon(_prefetch, ahead)
+        outer.start_soon(_ahead, ahead)
         async with anyio.create_task_group() as tg:
             for job in work:
                 tg.start_soon(one, job)
-        outer.cancel_scope.cancel()  # downloads ahead are of no use once every build is done
+        outer.cancel_scope.cancel()  # work ahead is of no use once every build is done
     return [results[j.service.name] for j in work]
 
 
+@dataclass(frozen=True)
+class _Started:
+    """What ``_start`` found and made."""
+
+    secrets: images.Secrets
+    tiers: dict[str, images.TierImage]
+    engine: str  # the engine's version, and where it is when not the default
+    slots: int  # services built at once
+
+
 async def _start(
-    project: Project, work: Sequence[jobs.Job], settings: BuildSettings
-) -> tuple[images.Secrets, dict[str, images.TierImage], str] | dagger.DaggerError:
+    project: Project, work: Sequence[jobs.Job], settings: BuildSettings, slots: int | None
+) -> _Started | dagger.DaggerError:
     """What every build of the run needs first, asked of the engine side by side (each is a
     round trip or an exec, and none needs another): the base image checked (a bad one is
     the run's error, before anything else is said), the builders' CA folder made, the
-    engine's version, and the tier images' graph built meanwhile. The CA folder's failure is
-    returned: every service fails with it."""
+    engine's version, unless ``slots`` says how many services to build at once the logical
+    CPUs of the engine's machine, and the tier images' graph built meanwhile. The CA folder's
+    failure is returned: every service fails with it."""
     secrets = secrets_from_env(settings)
     base: list[PipelineError] = []
     ca_failed: list[dagger.DaggerError] = []
     engine: list[str] = []
     tiers: dict[str, images.TierImage] = {}
+    count: list[int] = []
 
     async def check_base() -> None:
         try:
@@ -565,22 +594,40 @@ async def _start(
         except dagger.DaggerError as exc:
             ca_failed.append(exc)
 
-    async def version() -> None:
-        engine.append(await dag.version())
-
     async def graph() -> None:
         tiers.update(images.tier_images(project, settings, secrets))
 
+    machine = partial(_slots, slots, settings.base_image)
     try:
-        await _concurrently(check_base, hand_ca, version, graph)
+        await _concurrently(
+            check_base, hand_ca, _into(engine, dag.version), graph, _into(count, machine)
+        )
     except BaseExceptionGroup as group:  # a bug or a lost engine: as if asked one at a time
         raise group.exceptions[0] from None
-    where = os.environ.get(RUNNER_HOST) or ("dagger run" if os.environ.get(SESSION_PORT) else "")
     if base:
         raise base[0]
     if ca_failed:
         return ca_failed[0]
-    return secrets, tiers, f"{engine[0]}{f' at {where}' if where else ''}"
+    return _Started(secrets, tiers, _engine_named(engine[0]), count[0])
+
+
+def _engine_named(version: str) -> str:
+    """The engine as results name it: its version, and where it is when not the default."""
+    where = os.environ.get(RUNNER_HOST) or ("dagger run" if os.environ.get(SESSION_PORT) else "")
+    return f"{version} at {where}" if where else version
+
+
+async def _slots(given: int | None, base_image: str) -> int:
+    """How many services to build at once: as given, else as many as the engine's machine has
+    logical CPUs (cargo's and make -j's rule: a service's checks are CPU-bound, and more of
+    them at once than cores only share the cores, the longest chain's too), else this one's
+    when the base image cannot answer (its failure to pull is check_base's to say)."""
+    if given is not None:
+        return given
+    try:
+        return await engine_cores(base_image)
+    except dagger.DaggerError:
+        return os.cpu_count() or 1
 
 
 async def _hand_ca(settings: BuildSettings, secrets: images.Secrets) -> None:
@@ -602,6 +649,24 @@ async def _pullable(ref: str) -> None:
         ) from None
 
 
+async def _base_says(ref: str, name: str, expression: str) -> str | None:
+    """What a Python ``expression`` (of the standard library) gives in the base image ``ref``,
+    on the engine's machine; None if its output does not say. The answer is marked: an
+    engine's CA hook may print lines of its own around a command's output."""
+    ask = ["python3", "-c", f"import os, platform; print('pipeline-{name}=' + str({expression}))"]
+    said = await dag.container().from_(ref).with_(compat.run(ask)).stdout()
+    found = re.search(rf"^pipeline-{name}=(\S+)$", said, re.MULTILINE)
+    return found[1] if found else None
+
+
+async def engine_cores(ref: str) -> int:
+    """The logical CPUs an exec may run on on the engine's machine (those of its affinity:
+    what `nproc` counts), asked in the base image ``ref``; 1 if it does not say. The engine
+    keeps the answer like any exec's, until its cache is pruned."""
+    said = await _base_says(ref, "cores", "len(os.sched_getaffinity(0))")
+    return max(1, int(said)) if said and said.isdigit() else 1
+
+
 async def _python_allowed(ref: str, work: Sequence[jobs.Job]) -> None:
     """Every service's and workspace package's ``requires-python`` against the base image's
     Python, asked of the image once, before anything is built."""
@@ -610,27 +675,21 @@ async def _python_allowed(ref: str, work: Sequence[jobs.Job]) -> None:
     ]
     if not files:
         return
-    # marked: an engine's CA hook may print lines of its own around a command's output
-    ask = [
-        "python3",
-        "-c",
-        "import platform; print('pipeline-python=' + platform.python_version())",
-    ]
-    said = await dag.container().from_(ref).with_(compat.run(ask)).stdout()
-    found = re.search(r"^pipeline-python=(\S+)$", said, re.MULTILINE)
-    if found:
-        workspace.check_python(files, found[1], ref)
+    said = await _base_says(ref, "python", "platform.python_version()")
+    if said:
+        workspace.check_python(files, said, ref)
 
 
-async def _prefetch(ahead: Sequence[dagger.Container]) -> None:
-    """Run the downloads ahead (images.prefetch) side by side; a failure of one is left to
-    the tier install that meets the same problem to report."""
+async def _ahead(ahead: Sequence[dagger.Container]) -> None:
+    """Run the work ahead (the downloads of images.prefetch, the tier images) side by side; a
+    failure of one is left to the step that meets the same problem (a tier's install, a
+    service's tier) to report."""
 
     async def one(ctr: dagger.Container) -> None:
         try:
             await ctr.sync()
         except dagger.DaggerError as exc:
-            log.debug("prefetch_failed", error=(str(exc).splitlines() or [""])[0])
+            log.debug("ahead_failed", error=(str(exc).splitlines() or [""])[0])
 
     async with anyio.create_task_group() as tg:
         for ctr in ahead:
