@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from typing import TYPE_CHECKING
 
 import pytest
@@ -255,6 +256,17 @@ def test_a_tier_may_take_a_pyproject_as_its_requirements(tmp_path: Path, base_im
             'group = "base"', 'group = "base"\nrequirements = ["libs/greeter/pyproject.toml"]'
         )
     )
+    # A tier's requirements resolve when it is built, a pyproject's as a requirements file's,
+    # not from the lock: greeter's range (idna>=3.7) would take PyPI's newest idna, which
+    # api's pins (the lock's) then contradict. Pinned here as the lock pins it.
+    [idna] = [
+        e["version"]
+        for e in tomllib.loads((repo / "uv.lock").read_text())["package"]
+        if e["name"] == "idna"
+    ]
+    greeter = repo / "libs" / "greeter" / "pyproject.toml"
+    greeter.write_text(greeter.read_text().replace('"idna>=3.7"', f'"idna=={idna}"'))
+    assert f'"idna=={idna}"' in greeter.read_text()
     page = tmp_path / "report.json"
     done = pipeline_in(
         repo, base_image, "build", "api", "--no-test", "--report", str(page), scope="tests-ws-tier"
