@@ -625,9 +625,10 @@ async def _slots(given: int | None, base_image: str) -> int:
     if given is not None:
         return given
     try:
-        return await engine_cores(base_image)
+        cores = await engine_cores(base_image)
     except dagger.DaggerError:
-        return os.cpu_count() or 1
+        cores = None
+    return cores or os.cpu_count() or 1
 
 
 async def _hand_ca(settings: BuildSettings, secrets: images.Secrets) -> None:
@@ -659,12 +660,12 @@ async def _base_says(ref: str, name: str, expression: str) -> str | None:
     return found[1] if found else None
 
 
-async def engine_cores(ref: str) -> int:
+async def engine_cores(ref: str) -> int | None:
     """The logical CPUs an exec may run on on the engine's machine (those of its affinity:
-    what `nproc` counts), asked in the base image ``ref``; 1 if it does not say. The engine
-    keeps the answer like any exec's, until its cache is pruned."""
+    what `nproc` counts), asked in the base image ``ref``; None if it does not say. The
+    engine keeps the answer like any exec's, until its cache is pruned."""
     said = await _base_says(ref, "cores", "len(os.sched_getaffinity(0))")
-    return max(1, int(said)) if said and said.isdigit() else 1
+    return max(1, int(said)) if said and said.isdigit() else None
 
 
 async def _python_allowed(ref: str, work: Sequence[jobs.Job]) -> None:
