@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from typing import TYPE_CHECKING
 
 import pytest
@@ -244,29 +243,62 @@ def test_the_workspace_example_builds_and_a_library_edit_rebuilds_one_app(
     assert re.search(r"^hello +base +ok ", again.stdout, re.MULTILINE), again.stdout
 
 
+def older_idna(lock: str, idna: str) -> str:
+    """The lock with idna pinned at 3.10 (the pipeline reads a registry pin's version, not
+    its hashes)."""
+    assert idna != "3.10"
+    return lock.replace(f'name = "idna"\nversion = "{idna}"', 'name = "idna"\nversion = "3.10"')
+
+
+def _tier_with_pyproject(repo: Path, member: str) -> None:
+    config = repo / "pipeline.toml"
+    config.write_text(
+        config.read_text().replace(
+            'group = "base"', f'group = "base"\nrequirements = ["libs/{member}/pyproject.toml"]'
+        )
+    )
+
+
+def test_a_tier_takes_a_members_pyproject_as_the_lock_pins_it(tmp_path: Path):
+    """A workspace library's pyproject among a tier's requirements: its dependencies as the
+    lock resolved them (not greeter's range, idna>=3.7, which would take the index's newest),
+    the libraries it depends on built into the tier, and a move of a pin in the lock moves the
+    tier's key."""
+    repo = copy_workspace(tmp_path / "ws")
+    _tier_with_pyproject(repo, "shout")
+    lock_path = repo / "uv.lock"
+    lock = lock_path.read_text()
+    idna, certifi = (locked_version(lock, n) for n in ("idna", "certifi"))
+    tier = session.load(repo).tiers["base"]
+    assert tier.requirements == ()
+    assert tier.members == (repo / "libs" / "shout" / "pyproject.toml",)
+    assert tier.pins == (f"certifi=={certifi}", f"idna=={idna}")
+    assert [lib.name for lib in tier.libraries] == ["greeter-lib"]  # not shout-lib itself
+    done = run_pipeline("plan", "--project-dir", str(repo))
+    assert (
+        "base (image base): uv.lock group base, libs/shout/pyproject.toml "
+        "(2 pins, libraries greeter-lib)"
+    ) in done.stdout
+    before = keys(repo)
+    lock_path.write_text(older_idna(lock, idna))
+    assert session.load(repo).tiers["base"].pins == (f"certifi=={certifi}", "idna==3.10")
+    moved = keys(repo)
+    assert moved["api"] != before["api"] and moved["hello"] != before["hello"]
+
+
 @pytest.mark.engine
 @pytest.mark.usefixtures("engine")
 def test_a_tier_may_take_a_pyproject_as_its_requirements(tmp_path: Path, base_image: str):
     """A tier listing a library's pyproject.toml installs that project's dependencies (idna,
-    greeter-lib's), so the tier image holds them before any app does."""
+    greeter-lib's) as the lock pins them, so the tier image holds them before any app does.
+    The lock pins an older idna than the index's newest, which greeter's range (idna>=3.7)
+    also admits: resolved at build time instead, the tier would take the newest, and api's
+    pins (the lock's) would contradict it."""
     repo = copy_workspace(tmp_path / "ws")
-    config = repo / "pipeline.toml"
-    config.write_text(
-        config.read_text().replace(
-            'group = "base"', 'group = "base"\nrequirements = ["libs/greeter/pyproject.toml"]'
-        )
-    )
-    # A tier's requirements resolve when it is built, a pyproject's as a requirements file's,
-    # not from the lock: greeter's range (idna>=3.7) would take PyPI's newest idna, which
-    # api's pins (the lock's) then contradict. Pinned here as the lock pins it.
-    [idna] = [
-        e["version"]
-        for e in tomllib.loads((repo / "uv.lock").read_text())["package"]
-        if e["name"] == "idna"
-    ]
-    greeter = repo / "libs" / "greeter" / "pyproject.toml"
-    greeter.write_text(greeter.read_text().replace('"idna>=3.7"', f'"idna=={idna}"'))
-    assert f'"idna=={idna}"' in greeter.read_text()
+    _tier_with_pyproject(repo, "greeter")
+    lock = repo / "uv.lock"
+    idna = locked_version(lock.read_text(), "idna")
+    lock.write_text(older_idna(lock.read_text(), idna))
     page = tmp_path / "report.json"
     done = pipeline_in(
         repo, base_image, "build", "api", "--no-test", "--report", str(page), scope="tests-ws-tier"

@@ -21,10 +21,12 @@ class Tier:
     name: str
     spec: TierSpec
     requirements: tuple[Path, ...]
-    # from the workspace (spec.group): the lock and the group's pins as it resolved them
+    # from the workspace (spec.group, spec.libraries, a member's pyproject among the
+    # requirements): the lock and the pins it resolved
     lock: Path | None = None
     pins: tuple[str, ...] = ()
-    libraries: tuple[Library, ...] = ()  # workspace libraries built into the tier (spec.libraries)
+    libraries: tuple[Library, ...] = ()  # workspace libraries built into the tier
+    members: tuple[Path, ...] = ()  # members' pyprojects named as requirements, taken as locked
 
     @property
     def image_name(self) -> str:

@@ -56,6 +56,7 @@ def _tier_requirements(t: Tier, root: Path) -> list[str]:
     named = [str(p.relative_to(root)) for p in t.requirements]
     if t.lock is not None:
         group = f" group {t.spec.group}" if t.spec.group else ""
+        group += "".join(f", {p.relative_to(root)}" for p in t.members)
         libs = f", libraries {', '.join(lib.name for lib in t.libraries)}" if t.libraries else ""
         named.append(f"{t.lock.relative_to(root)}{group} ({len(t.pins)} pins{libs})")
     return named
