@@ -690,6 +690,34 @@ async def test_a_fresh_install_gives_a_byte_identical_venv_layer(
     assert layers[0] == layers[1]
 
 
+async def test_a_tier_layer_installed_again_alike_is_laid_as_the_one_the_engine_has(
+    example: model.Project, settings: BuildSettings, tmp_path: Path
+):
+    """A tier's venv layer that another step (a new cache scope's install) makes again, equal
+    to the last, is the same result once laid, so the engine lays and compresses it once:
+    on v0.21 as layers.by_content gives it (a tree known by its bytes), on v0.11 as the
+    engine keys a copied folder. Laid so, it is the layer the tree itself lays, byte for
+    byte."""
+    secrets = runner.secrets_from_env(settings)
+    runs, layers = [], []
+    for i in range(2):
+        build = images.builder(settings, secrets=secrets)
+        build = build.with_env_variable("RUN", f"{time.time_ns()}-{i}")
+        built, _ = images.tier_venv(build, example.tiers["base"], first=True)
+        tree = venv_layers.added_tree(built)
+        laid = images.runtime_os(settings).with_(
+            venv_layers.with_tree(venv_layers.by_content(tree, settings.base_image))
+        )
+        runs.append(await laid.with_exec(["sh", "-c", "date +%s%N"]).stdout())
+        if i == 0:
+            plain = images.runtime_os(settings).with_(venv_layers.with_tree(tree))
+            for name, ctr in (("plain", plain), ("by-content", laid)):
+                await ctr.export(str(tmp_path / f"{name}.tar"))
+                layers.append(tarball_facts(tmp_path / f"{name}.tar").layers)
+    assert layers[0] == layers[1]
+    assert runs[0] == runs[1]  # an exec on the second image replays the first's
+
+
 def _bundles(folder: Path, count: int) -> list[tuple[Path, str]]:
     """``count`` CA bundles, each the host's with a comment of its own, and their digests."""
     host = Path(os.environ.get(CA_BUNDLE_ENV) or "/etc/ssl/certs/ca-certificates.crt")

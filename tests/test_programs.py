@@ -118,7 +118,7 @@ def _run(program: str, *args: object, env: tuple[str, ...] = ()) -> None:
 
 
 def test_the_shipped_layer_programs_are_these_files():
-    for name in ("compile.py", "snapshot.py", "layer.py"):
+    for name in ("compile.py", "snapshot.py", "layer.py", "tartree.py"):
         shipped = resources.files("pipeline.engine.programs").joinpath(name)
         assert layers.program_text(name) == shipped.read_text(encoding="utf-8")
 
@@ -388,3 +388,71 @@ def test_a_layer_meets_the_venv_below_it_only_in_equal_folders(tmp_path: Path):
     (tree / site / "jwt" / "__init__.py").unlink()
     (tree / site / "jwt").chmod(0o700)  # the same folder, another mode
     assert disjoint.meets(str(tree), str(below)) == [f"/{site}/jwt"]
+
+
+def _entries(top: Path) -> dict[str, tuple[object, ...]]:
+    """Every entry under ``top`` and ``top`` itself, as a layer's tar would record it: its
+    type, mode, owner, time, bytes or link target, and which names share one inode."""
+    out: dict[str, tuple[object, ...]] = {}
+    inodes: dict[int, str] = {}
+    for path in sorted([top, *top.rglob("*")]):
+        st = path.lstat()
+        name = str(path.relative_to(top))
+        if path.is_symlink():
+            what: object = ("link", str(path.readlink()))
+        elif path.is_dir():
+            what = "dir"
+        else:
+            what = hashlib.sha256(path.read_bytes()).hexdigest()
+        first = inodes.setdefault(st.st_ino, name) if st.st_nlink > 1 and path.is_file() else ""
+        kind = stat.S_IFMT(st.st_mode)
+        perms = stat.S_IMODE(st.st_mode) if not path.is_symlink() else 0
+        out[name] = (kind, perms, st.st_uid, st.st_gid, st.st_mtime_ns, what, first)
+    return out
+
+
+def test_a_tree_packed_and_unpacked_is_the_same_tree_entry_for_entry(tmp_path: Path):
+    """What the engine lays instead of the tree (layers.by_content): every folder, file, hard
+    link and symbolic link with its mode, owner and time; and equal trees give equal bytes."""
+    tree = tmp_path / "tree"
+    venv = tree / "opt" / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "lib" / "empty").mkdir(parents=True)
+    (venv / "bin" / "tool").write_text("#!/bin/sh\n")
+    (venv / "bin" / "tool").chmod(0o4755)
+    (venv / "lib" / "big.bin").write_bytes(os.urandom(3 << 20))
+    (venv / "lib" / "ro.txt").write_text("read only\n")
+    (venv / "lib" / "ro.txt").chmod(0o444)
+    os.link(venv / "lib" / "big.bin", venv / "lib" / "same.bin")
+    (venv / "bin" / "python").symlink_to("/usr/bin/python3")
+    (venv / "lib" / "rel").symlink_to("big.bin")
+    os.chown(venv / "lib" / "ro.txt", 10001, 10001)
+    os.lchown(venv / "lib" / "rel", 10002, 10002)
+    (venv / "lib").chmod(0o750)
+    for path in sorted([tree, *tree.rglob("*")], reverse=True):
+        os.utime(path, (layers.FIXED_MTIME, layers.FIXED_MTIME), follow_symlinks=False)
+    archive = tmp_path / "packed" / "tree.tar"
+    _run("tartree.py", "pack", tree, archive)
+    out = tmp_path / "out"
+    _run("tartree.py", "unpack", archive, out)
+    assert _entries(out) == _entries(tree)
+    again = tmp_path / "again" / "tree.tar"
+    _run("tartree.py", "pack", out, again)
+    assert again.read_bytes() == archive.read_bytes()
+
+
+def test_a_tree_holding_another_kind_of_entry_is_not_unpacked(tmp_path: Path):
+    archive = tmp_path / "fifo.tar"
+    with tarfile.open(archive, "w") as tar:
+        fifo = tarfile.TarInfo("./opt/pipe")
+        fifo.type = tarfile.FIFOTYPE
+        tar.addfile(fifo)
+    text = layers.program_text("tartree.py")
+    done = subprocess.run(
+        [sys.executable, "-c", text, "unpack", archive, tmp_path / "out"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 3
+    assert "./opt/pipe: an entry of type" in done.stderr

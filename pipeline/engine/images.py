@@ -37,6 +37,7 @@ from pipeline.engine.layers import (
     added,
     added_tree,
     at_root,
+    by_content,
     one_step,
     program_text,
     venv_bytecode,
@@ -594,12 +595,12 @@ def tier_images(
         # instead of replacing them.
         if planning is not None and plannable(project, name):  # a child tier's
             install, pins = planned_install(project, tier, planning, settings, secrets)
-            layer = added_tree(install)  # one object: its ID fetched once for both queries
+            layer = by_content(added_tree(install), settings.base_image)
             build = build.with_(with_tree(layer))
             planning = replace(planning, pins=(*planning.pins, pins))
         else:
             build, _ = tier_venv(build, tier, parent is None, settings.compile_bytecode, project)
-            install, layer = build, added_tree(build)
+            install, layer = build, by_content(added_tree(build), settings.base_image)
             planning = Planning(build)
         venv_layers[name] = layer
         system = parent.os if parent else runtime_os(settings)

@@ -145,6 +145,39 @@ def added_tree(ctr: dagger.Container) -> dagger.Directory:
     return compat.shared(ctr.directory(_LAYER_DIR))
 
 
+# Paths inside the containers that pack and unpack a tree (by_content), never on the host.
+_TREE_IN = "/tmp/pipeline-tree-in"  # noqa: S108
+_PACKED_DIR = "/tmp/pipeline-packed"  # noqa: S108
+_PACKED = _PACKED_DIR + "/tree.tar"
+_TREE_OUT = "/tmp/pipeline-tree-out"  # noqa: S108
+
+
+def by_content(tree: dagger.Directory, python_image: str) -> dagger.Directory:
+    """``tree`` as one the engine knows by its bytes, not by the steps that made it (v0.21:
+    programs/tartree.py packs it into a file, which a folder's file is known by, and unpacks
+    that file, entry for entry): a tier's venv layer that a new cache scope installs again,
+    equal to the last, then is the same layer, laid and compressed once. Two execs in
+    ``python_image`` (an image with Python, whichever scope). v0.11 keys a copied folder
+    by its content already: ``tree`` as it is."""
+    if compat.legacy():
+        return tree
+    program = program_text("tartree.py")
+    packed = (
+        dag.container()
+        .from_(python_image)
+        .with_mounted_directory(_TREE_IN, tree)
+        .with_(compat.run(["python3", "-B", "-c", program, "pack", _TREE_IN, _PACKED]))
+    )
+    archive = packed.directory(_PACKED_DIR).file(_PACKED.rsplit("/", 1)[1])
+    unpacked = (
+        dag.container()
+        .from_(python_image)
+        .with_mounted_file(_PACKED, archive)
+        .with_(compat.run(["python3", "-B", "-c", program, "unpack", _PACKED, _TREE_OUT]))
+    )
+    return compat.shared(unpacked.directory(_TREE_OUT))
+
+
 def with_tree(tree: dagger.Directory) -> Callable[[dagger.Container], dagger.Container]:
     """A step laying ``tree`` (a directory holding paths from /) over the root: its folders'
     times, those of the existing parents included, are the tree's. Copying a directory to a

@@ -114,6 +114,7 @@ PROGRAMS = (
     "members.py",
     "plan.py",
     "disjoint.py",
+    "tartree.py",
 )
 
 
