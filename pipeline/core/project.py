@@ -52,8 +52,7 @@ def _ordered_tiers(spec: ProjectSpec, root: Path, config_file: Path) -> dict[str
             visit(parent, (*seen, name))
         reqs = _existing(root, tier.requirements, config_file, f"{field}.{name}.requirements")
         lock, pins, libraries = _from_workspace(root, tier, config_file, f"{field}.{name}")
-        kept, lock, pins, libraries = _members_locked(root, reqs, lock, pins, libraries)
-        members = tuple(p for p in reqs if p not in kept)
+        kept, members, lock, pins, libraries = _members_locked(root, reqs, lock, pins, libraries)
         ordered[name] = Tier(name, tier, kept, lock, pins, libraries, members)
 
     for name in spec.tiers:
@@ -85,24 +84,28 @@ def _members_locked(
     lock: Path | None,
     pins: tuple[str, ...],
     libraries: tuple[workspace.Library, ...],
-) -> tuple[tuple[Path, ...], Path | None, tuple[str, ...], tuple[workspace.Library, ...]]:
-    """A tier's requirements with each pyproject of a uv workspace member taken from the
-    workspace's lock, as an app's is: the member's dependencies as the lock pins them (their
-    closure), and the workspace libraries among them, not the member itself. Resolved when
-    the tier is built instead, a range there would take the index's newest release, which the
-    apps' locked pins may contradict. Any other requirements file is kept as it is."""
+) -> tuple[
+    tuple[Path, ...], tuple[Path, ...], Path | None, tuple[str, ...], tuple[workspace.Library, ...]
+]:
+    """A tier's requirements files kept as they are, and the pyprojects of uv workspace
+    members among them, each taken from the workspace's lock as an app's is: the member's
+    dependencies as the lock pins them (their closure), and the workspace libraries among
+    them, not the member itself. Resolved when the tier is built instead, a range there would
+    take the index's newest release, which the apps' locked pins may contradict."""
     kept: list[Path] = []
+    members: list[Path] = []
     for path in reqs:
         used = workspace.use(path, root) if path.name == workspace.PYPROJECT else None
         if used is None:
             kept.append(path)
             continue
+        members.append(path)
         lock = used.lock
         pins = tuple(sorted({*pins, *used.pins}))
         named = {library.name for library in libraries}
         more = [lib for lib in used.libraries if lib.name not in {used.package, *named}]
         libraries = (*libraries, *more)
-    return tuple(kept), lock, pins, libraries
+    return tuple(kept), tuple(members), lock, pins, libraries
 
 
 def _inside(root: Path, rel: str, file: Path, field: str) -> Path:

@@ -148,7 +148,8 @@ def added_tree(ctr: dagger.Container) -> dagger.Directory:
 # Paths inside the containers that pack and unpack a tree (by_content), never on the host.
 _TREE_IN = "/tmp/pipeline-tree-in"  # noqa: S108
 _PACKED_DIR = "/tmp/pipeline-packed"  # noqa: S108
-_PACKED = _PACKED_DIR + "/tree.tar"
+_PACKED_NAME = "tree.tar"
+_PACKED = f"{_PACKED_DIR}/{_PACKED_NAME}"
 _TREE_OUT = "/tmp/pipeline-tree-out"  # noqa: S108
 
 
@@ -168,7 +169,7 @@ def by_content(tree: dagger.Directory, python_image: str) -> dagger.Directory:
         .with_mounted_directory(_TREE_IN, tree)
         .with_(compat.run(["python3", "-B", "-c", program, "pack", _TREE_IN, _PACKED]))
     )
-    archive = packed.directory(_PACKED_DIR).file(_PACKED.rsplit("/", 1)[1])
+    archive = packed.directory(_PACKED_DIR).file(_PACKED_NAME)
     unpacked = (
         dag.container()
         .from_(python_image)
