@@ -616,6 +616,24 @@ async def test_service_apt_packages_are_a_layer_without_apt_caches(
     assert value_of(out, "debs") == "0"
 
 
+async def test_a_service_with_debian_packages_of_its_own_starts_first(
+    tmp_path: Path, base_image: str
+):
+    """With one slot, the service whose own chain holds an apt-get update and install starts
+    before a service named before it (the last build to end is then a short one), and the
+    results still come in the services' order."""
+    repo = tiny_repo(tmp_path / "repo", {"alpha": "pass", "omega": "pass"})
+    manifest = repo / "services/omega/service.toml"
+    manifest.write_text(manifest.read_text() + 'apt = ["tini"]\n')
+    project = session.load(repo)
+    settings = build_settings(project, base_image, "tests")
+    options = RunOptions(jobs=1, test=False)
+    alpha, omega = await session.build(project, list(project.services.values()), settings, options)
+    assert (alpha.service, omega.service) == ("alpha", "omega")
+    assert alpha.ok and omega.ok, (alpha.reason, omega.reason)
+    assert omega.started < alpha.started
+
+
 def test_sigterm_stops_the_run_with_130_and_no_partial_tarballs(tmp_path: Path, base_image: str):
     repo = copy_example(tmp_path / "repo", services=("users",))
     app = repo / "services/users/users/app.py"
