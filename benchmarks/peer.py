@@ -148,6 +148,46 @@ anyio.run(main)
 """
 
 
+# The engine's whole local cache pruned (what the peer's `docker builder prune -af` does to
+# BuildKit's), its size before printed; "unsupported" where the API has no local cache (v0.11).
+PRUNE_ENGINE = """
+import anyio, dagger
+from dagger import dag
+
+async def main():
+    async with dagger.connection(dagger.Config(log_output=None)):
+        engine = getattr(dag, "engine", None)
+        if engine is None:
+            print("unsupported")
+            return
+        cache = engine().local_cache()
+        before = await cache.entry_set().disk_space_bytes()
+        await cache.prune()
+        print(before)
+
+anyio.run(main)
+"""
+
+
+def prune_engine() -> int | None:
+    """Empty the engine's cache, as each run empties the peer's: bytes it held before, None
+    where the engine's API cannot (v0.11)."""
+    done = subprocess.run(
+        [sys.executable, "-c", PRUNE_ENGINE],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=900,
+    )
+    said = done.stdout.split()
+    if done.returncode != 0 or not said:
+        fail(
+            "the engine's cache could not be pruned:\n" + "\n".join(done.stderr.splitlines()[-10:])
+        )
+    return None if said[-1] == "unsupported" else int(said[-1])
+
+
 def generation(version: str) -> tuple[int, int] | None:
     """v0.21.8 and 0.21.8 -> (0, 21); None for what is no release number (a dev build)."""
     parts = version.removeprefix("v").split(".")
@@ -667,6 +707,7 @@ def one_run(
     work: Path,
     results: dict[str, Any],
     registry: str,
+    pruned: list[int | None],
     compression: str = "gzip",
 ) -> tuple[Pipeline, Peer]:
     nonce = uuid.uuid4().hex[:10]
@@ -695,10 +736,12 @@ def one_run(
     bust(repo, f"{nonce}-nothing")
     peer.prune(everything=True)
     record("cold-nothing", peer, lambda t: t.build(checks=True))
-    # the pipeline's counterpart, not timed: the engine's cache cannot be pruned (other work
-    # shares it), so what cold-nothing gives the peer (its builder stage and base image, which
-    # "cold" keeps) the pipeline gets here, in a scope of its own: a first run on an engine
-    # whose state was emptied would otherwise rebuild the builder inside its cold build
+    # the pipeline's counterpart, not timed: its engine's cache emptied too (where the API
+    # can: v0.21), so that neither side's timed builds meet a cache over its size limit, whose
+    # garbage collection would run beside them; then what cold-nothing gives the peer (its
+    # builder stage and base image, which "cold" keeps) the pipeline gets here, in a scope of
+    # its own: a cold build on an emptied engine would otherwise rebuild the builder
+    pruned.append(prune_engine())
     Pipeline(repo, base, f"peer-{nonce}-first").build(checks=False)
     bust(repo, nonce)  # fresh inputs for both; fresh download caches for both
     peer.prune(everything=False)
@@ -805,6 +848,12 @@ def load_text(data: dict[str, Any]) -> str:
     idle = machine.get("idle_cpu_per_second")
     if idle is not None:
         text += f", busy CPU-s per second at rest {idle:.2f}"
+    pruned = machine.get("engine_cache_pruned_bytes")
+    if pruned and None not in pruned:
+        gb = ", ".join(f"{size / 1e9:.1f}" for size in pruned)
+        text += f", the engine's cache emptied at each run's start (GB before: {gb})"
+    elif pruned:
+        text += ", the engine's cache not emptied (its API cannot)"
     return text if runs else "load not recorded"
 
 
@@ -1000,13 +1049,14 @@ def main() -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"dagger-{dagger['engine']}"
     results: dict[str, Any] = {key: {"buildkit": [], "pipeline": []} for key in SCENARIOS}
     load_1min: list[list[float]] = []  # the machine's load average as each run began and ended
+    pruned: list[int | None] = []  # bytes the engine's cache held before each run emptied it
     compiled(ROOT / "pipeline")
     at_rest = idle_rate()
     with tempfile.TemporaryDirectory(prefix="peer-bench-") as tmp:
         for index in range(args.runs):
             before = os.getloadavg()[0]
             pipeline, peer = one_run(
-                index, make_peer, base, Path(tmp), results, registry, args.compression
+                index, make_peer, base, Path(tmp), results, registry, pruned, args.compression
             )
             load_1min.append([round(before, 2), round(os.getloadavg()[0], 2)])
         sizes = measure_sizes(pipeline, peer, Path(tmp))
@@ -1027,6 +1077,7 @@ def main() -> int:
             "platform": platform.platform(),
             "load_1min_per_run": load_1min,
             "idle_cpu_per_second": round(at_rest, 3),
+            "engine_cache_pruned_bytes": pruned,
         },
         "scenarios": scenarios,
         "sizes": sizes,
