@@ -169,23 +169,31 @@ anyio.run(main)
 """
 
 
-def prune_engine() -> int | None:
-    """Empty the engine's cache, as each run empties the peer's: bytes it held before, None
-    where the engine's API cannot (v0.11)."""
+def sdk_said(program: str, timeout: int) -> tuple[str, str]:
+    """The last word ``program`` (ENGINE_PROBE, PRUNE_ENGINE) prints, run by this interpreter
+    (its dagger-io) from the project's root; "" and the tail of its errors when it fails or
+    prints nothing."""
     done = subprocess.run(
-        [sys.executable, "-c", PRUNE_ENGINE],
+        [sys.executable, "-c", program],
         capture_output=True,
         text=True,
         cwd=ROOT,
         check=False,
-        timeout=900,
+        timeout=timeout,
     )
-    said = done.stdout.split()
-    if done.returncode != 0 or not said:
-        fail(
-            "the engine's cache could not be pruned:\n" + "\n".join(done.stderr.splitlines()[-10:])
-        )
-    return None if said[-1] == "unsupported" else int(said[-1])
+    words = done.stdout.split()
+    if done.returncode != 0 or not words:
+        return "", "\n".join(done.stderr.splitlines()[-10:])
+    return words[-1], ""
+
+
+def prune_engine() -> int | None:
+    """Empty the engine's cache, as each run empties the peer's: bytes it held before, None
+    where the engine's API cannot (v0.11)."""
+    said, why = sdk_said(PRUNE_ENGINE, timeout=900)
+    if not said:
+        fail(f"the engine's cache could not be pruned:\n{why}")
+    return None if said == "unsupported" else int(said)
 
 
 def generation(version: str) -> tuple[int, int] | None:
@@ -208,19 +216,9 @@ def dagger_info() -> dict[str, Any]:
             "(.venv for dagger.json's engine, .venv-dagger-v011 for v0.11)"
         )
     runner = os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", "")
-    probe = subprocess.run(
-        [sys.executable, "-c", ENGINE_PROBE],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-        timeout=600,
-    )
-    lines = probe.stdout.split()
-    if probe.returncode != 0 or not lines:
-        tail = "\n".join(probe.stderr.splitlines()[-10:])
-        fail(f"the engine at {runner} did not tell its version to dagger-io {sdk}:\n{tail}")
-    engine = lines[-1]
+    engine, why = sdk_said(ENGINE_PROBE, timeout=600)
+    if not engine:
+        fail(f"the engine at {runner} did not tell its version to dagger-io {sdk}:\n{why}")
     if None not in (generation(sdk), generation(engine)) and generation(sdk) != generation(engine):
         fail(
             f"{sys.executable} has dagger-io {sdk}, the engine at {runner} is {engine}: not one "
